@@ -1,0 +1,264 @@
+// Package config holds peapod's configuration: one struct of sub-structs with
+// toml tags, every key with an embedded default. The default file that
+// `peapod config default` prints is rendered from Default(), so the
+// documentation cannot drift from the code.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where serve looks for a config file when --config is not given.
+const DefaultPath = "/etc/peapod/peapod.toml"
+
+// Config is the whole of peapod's configuration.
+type Config struct {
+	// Root holds persistent state: the store, images, pod volumes.
+	Root string `toml:"root"`
+	// State holds runtime state: conmon pid files, exit files, attach sockets.
+	State string `toml:"state"`
+
+	CRI      CRI                `toml:"cri"`
+	HTTP     HTTP               `toml:"http"`
+	CNI      CNI                `toml:"cni"`
+	Image    Image              `toml:"image"`
+	Registry Registry           `toml:"registry"`
+	Runtimes map[string]Runtime `toml:"runtimes"`
+	Agent    Agent              `toml:"agent"`
+}
+
+// CRI configures the gRPC surface.
+type CRI struct {
+	Socket         string `toml:"socket"`
+	DefaultRuntime string `toml:"default_runtime"`
+	// StreamAddress is where Exec/Attach/PortForward URLs are served;
+	// port 0 picks an ephemeral port.
+	StreamAddress string `toml:"stream_address"`
+}
+
+// HTTP configures the metrics / health endpoint.
+type HTTP struct {
+	Address string `toml:"address"`
+}
+
+// CNI configures pod networking.
+type CNI struct {
+	ConfDir string   `toml:"conf_dir"`
+	BinDirs []string `toml:"bin_dirs"`
+	// Bridge and Subnet shape the default conf list peapod writes when
+	// conf_dir holds none.
+	Bridge string `toml:"bridge"`
+	Subnet string `toml:"subnet"`
+}
+
+// Image configures pulls.
+type Image struct {
+	// StallTimeout cancels a pull that made no real progress for this long.
+	StallTimeout Duration `toml:"stall_timeout"`
+}
+
+// Registry configures how image references reach registries.
+type Registry struct {
+	// Mirrors maps an upstream host (docker.io, registry.k8s.io) to the
+	// endpoints tried in order instead of it. A mirror list never falls
+	// back to the upstream host.
+	Mirrors map[string]Mirror `toml:"mirrors"`
+	// Insecure lists hosts reached over plain http (loopback hosts always are).
+	Insecure []string `toml:"insecure"`
+}
+
+// Mirror is one [registry.mirrors."host"] table.
+type Mirror struct {
+	Endpoints []string `toml:"endpoints"`
+}
+
+// Runtime is one OCI runtime handler ([runtimes.runc], [runtimes.crun]).
+type Runtime struct {
+	Path string `toml:"path"`
+	// Root is the runtime's --root state dir; default <state>/<name>.
+	Root string `toml:"root"`
+}
+
+// Agent configures the kubelet-like half.
+type Agent struct {
+	ManifestsDir string `toml:"manifests_dir"`
+}
+
+// Duration is a time.Duration that reads and writes as "1m30s" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Default returns the embedded defaults.
+func Default() *Config {
+	return &Config{
+		Root:  "/var/lib/peapod",
+		State: "/run/peapod",
+		CRI: CRI{
+			Socket:         "/run/peapod/peapod.sock",
+			DefaultRuntime: "runc",
+			StreamAddress:  "127.0.0.1:0",
+		},
+		HTTP: HTTP{Address: "127.0.0.1:9315"},
+		CNI: CNI{
+			ConfDir: "/etc/cni/net.d",
+			BinDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
+			Bridge:  "cni0",
+			Subnet:  "10.88.0.0/16",
+		},
+		Image: Image{StallTimeout: Duration{time.Minute}},
+		Registry: Registry{
+			Mirrors:  map[string]Mirror{},
+			Insecure: []string{},
+		},
+		Runtimes: map[string]Runtime{
+			"runc": {Path: "/usr/sbin/runc"},
+			"crun": {Path: "/usr/bin/crun"},
+		},
+		Agent: Agent{ManifestsDir: "/etc/peapod/manifests"},
+	}
+}
+
+// Load reads path over the defaults. An unknown key or a bad value is an
+// error naming the key. An empty path returns the defaults, or the file at
+// DefaultPath when it exists.
+func Load(path string) (*Config, error) {
+	c := Default()
+	if path == "" {
+		if _, err := os.Stat(DefaultPath); err != nil {
+			return c, c.Validate()
+		}
+		path = DefaultPath
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := Parse(data, c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes TOML data over c and validates the result.
+func Parse(data []byte, c *Config) error {
+	md, err := toml.Decode(string(data), c)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return fmt.Errorf("%s", perr.ErrorWithPosition())
+		}
+		return err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("unknown key %s", strings.Join(keys, ", "))
+	}
+	return c.Validate()
+}
+
+// Validate checks values that TOML types alone cannot.
+func (c *Config) Validate() error {
+	for key, p := range map[string]string{"root": c.Root, "state": c.State, "cri.socket": c.CRI.Socket, "cni.conf_dir": c.CNI.ConfDir, "agent.manifests_dir": c.Agent.ManifestsDir} {
+		if p == "" || !filepath.IsAbs(p) {
+			return fmt.Errorf("%s: %q must be an absolute path", key, p)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP.Address); err != nil {
+		return fmt.Errorf("http.address: %w", err)
+	}
+	if _, _, err := net.SplitHostPort(c.CRI.StreamAddress); err != nil {
+		return fmt.Errorf("cri.stream_address: %w", err)
+	}
+	if _, _, err := net.ParseCIDR(c.CNI.Subnet); err != nil {
+		return fmt.Errorf("cni.subnet: %w", err)
+	}
+	if c.CNI.Bridge == "" || len(c.CNI.Bridge) > 15 {
+		return fmt.Errorf("cni.bridge: %q must be 1 to 15 characters", c.CNI.Bridge)
+	}
+	if len(c.CNI.BinDirs) == 0 {
+		return fmt.Errorf("cni.bin_dirs: at least one directory is needed")
+	}
+	if c.Image.StallTimeout.Duration <= 0 {
+		return fmt.Errorf("image.stall_timeout: must be positive, got %s", c.Image.StallTimeout.Duration)
+	}
+	if _, ok := c.Runtimes[c.CRI.DefaultRuntime]; !ok {
+		return fmt.Errorf("cri.default_runtime: %q is not a configured runtime (runtimes.%s)", c.CRI.DefaultRuntime, c.CRI.DefaultRuntime)
+	}
+	for name, r := range c.Runtimes {
+		if r.Path == "" {
+			return fmt.Errorf("runtimes.%s.path: must be set", name)
+		}
+	}
+	for host, m := range c.Registry.Mirrors {
+		if len(m.Endpoints) == 0 {
+			return fmt.Errorf("registry.mirrors.%q.endpoints: at least one endpoint is needed", host)
+		}
+		for _, e := range m.Endpoints {
+			if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+				return fmt.Errorf("registry.mirrors.%q.endpoints: %q must start with http:// or https://", host, e)
+			}
+		}
+	}
+	return nil
+}
+
+// RuntimeRoot is the --root dir of runtime handler name.
+func (c *Config) RuntimeRoot(name string) string {
+	if r := c.Runtimes[name]; r.Root != "" {
+		return r.Root
+	}
+	return filepath.Join(c.State, "runtime", name)
+}
+
+// Render writes c as a commented TOML file.
+func Render(c *Config) ([]byte, error) {
+	var body bytes.Buffer
+	if err := toml.NewEncoder(&body).Encode(c); err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	out.WriteString(header)
+	out.Write(body.Bytes())
+	return out.Bytes(), nil
+}
+
+const header = `# peapod configuration. Every key below is the embedded default; a file
+# only needs the keys it changes. Unknown keys fail start-up.
+#
+# root      persistent state (store, images, pod volumes)
+# state     runtime state (conmon, exit files, attach sockets)
+# [cri]     the CRI gRPC socket, default OCI runtime handler, streaming address
+# [http]    /metrics, /healthz and /pods
+# [cni]     conf dir, plugin dirs; bridge and subnet of the default conf list
+#           peapod writes when conf_dir holds none
+# [image]   stall_timeout cancels a pull with no real progress for that long
+# [registry.mirrors."HOST"]  endpoints tried instead of HOST, never falling
+#           back to it; loopback registries are plain http without config
+# [runtimes.NAME]  OCI runtime handlers (RuntimeHandler in RunPodSandbox)
+# [agent]   the static pod manifests dir
+
+`
