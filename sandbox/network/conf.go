@@ -18,6 +18,10 @@ import (
 // confExts are the file name extensions libcni, CRI-O and containerd read.
 var confExts = []string{".conf", ".conflist", ".json"}
 
+// DefaultConfList renders the conflist New writes for o (defaults filled
+// in) into an empty conf dir.
+func DefaultConfList(o Options) ([]byte, error) { return defaultConfList(o.withDefaults()) }
+
 // defaultConfList renders peapod's default network: a bridge that is the
 // pods' gateway, host-local IPAM, and portmap for hostPorts. ipMasq is off:
 // pods get no NAT route off the box. lo is brought up by Setup itself
