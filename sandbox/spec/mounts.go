@@ -1,0 +1,146 @@
+package spec
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// defaultMounts is containerd's default Linux mount set (without /run, which
+// the CRI plugin removes) plus the cgroupfs mount it adds. Privileged
+// containers get sysfs and cgroupfs read-write.
+func defaultMounts(privileged bool) []specs.Mount {
+	mode := "ro"
+	if privileged {
+		mode = "rw"
+	}
+	return []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", mode}},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", mode}},
+	}
+}
+
+// bindMount turns one CRI mount into an OCI bind mount. It returns the
+// rootfs propagation the mount needs ("" for none).
+func bindMount(m *runtimeapi.Mount, field string) (specs.Mount, string, error) {
+	dst, src := m.GetContainerPath(), m.GetHostPath()
+	if m.GetImage() != nil && m.GetImage().GetImage() != "" {
+		return specs.Mount{}, "", fieldErr(field+".image", "image volumes are not supported by peapod")
+	}
+	if dst == "" || !path.IsAbs(dst) {
+		return specs.Mount{}, "", fieldErr(field+".container_path", "must be an absolute path, got %q", dst)
+	}
+	if src == "" {
+		return specs.Mount{}, "", fieldErr(field+".host_path", "must not be empty")
+	}
+	if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
+		return specs.Mount{}, "", fieldErr(field+".uidMappings", "idmapped mounts are not supported by peapod (no user namespaces)")
+	}
+	opts := []string{"rbind"}
+	rootProp := ""
+	switch m.GetPropagation() {
+	case runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
+		opts = append(opts, "rprivate")
+	case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+		opts = append(opts, "rslave")
+		rootProp = "rslave"
+	case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+		opts = append(opts, "rshared")
+		rootProp = "rshared"
+	default:
+		return specs.Mount{}, "", fieldErr(field+".propagation", "unknown propagation %d", m.GetPropagation())
+	}
+	switch {
+	case m.GetReadonly() && m.GetRecursiveReadOnly():
+		if m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+			return specs.Mount{}, "", fieldErr(field+".recursive_read_only", "needs private propagation, got %s", m.GetPropagation())
+		}
+		// runc >= 1.1 on Linux >= 5.12 (mount_setattr) turns "rro" into a
+		// recursively read-only bind mount.
+		opts = append(opts, "rro")
+	case m.GetReadonly():
+		opts = append(opts, "ro")
+	case m.GetRecursiveReadOnly():
+		return specs.Mount{}, "", fieldErr(field+".recursive_read_only", "conflicts with a read-write mount (set readonly too)")
+	default:
+		opts = append(opts, "rw")
+	}
+	// selinux_relabel is ignored: this kernel has no SELinux.
+	return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}, rootProp, nil
+}
+
+// sandboxFile is a per-pod file bind-mounted into every container.
+type sandboxFile struct {
+	src, dst string
+	ro       bool
+}
+
+// containerMounts assembles the container's mounts: the defaults, minus
+// those a CRI mount (or the sandbox /dev/shm) replaces and everything under
+// /dev when /dev itself is supplied; the CRI mounts; the sandbox files not
+// already covered by a CRI mount. Sorted by path depth (stable) so a parent is
+// mounted before its children. Also returns the rootfs propagation.
+func containerMounts(criMounts []*runtimeapi.Mount, files []sandboxFile, privileged bool) ([]specs.Mount, string, error) {
+	var supplied []specs.Mount
+	rootProp := ""
+	for i, m := range criMounts {
+		om, p, err := bindMount(m, fmt.Sprintf("mounts[%d]", i))
+		if err != nil {
+			return nil, "", err
+		}
+		// rshared beats rslave beats nothing.
+		if p == "rshared" || (p == "rslave" && rootProp == "") {
+			rootProp = p
+		}
+		supplied = append(supplied, om)
+	}
+	covered := func(dst string) bool {
+		return slices.ContainsFunc(supplied, func(m specs.Mount) bool { return path.Clean(m.Destination) == path.Clean(dst) })
+	}
+	for _, f := range files {
+		if f.src == "" || covered(f.dst) {
+			continue
+		}
+		mode := "rw"
+		if f.ro {
+			mode = "ro"
+		}
+		supplied = append(supplied, specs.Mount{Destination: f.dst, Type: "bind", Source: f.src, Options: []string{"rbind", "rprivate", mode}})
+	}
+	devSupplied := covered("/dev")
+	var out []specs.Mount
+	for _, d := range defaultMounts(privileged) {
+		if covered(d.Destination) || (devSupplied && strings.HasPrefix(d.Destination, "/dev/")) {
+			continue
+		}
+		out = append(out, d)
+	}
+	out = append(out, supplied...)
+	sortMounts(out)
+	return out, rootProp, nil
+}
+
+func mountDepth(dst string) int {
+	c := path.Clean(dst)
+	if c == "/" {
+		return 0
+	}
+	return strings.Count(c, "/")
+}
+
+// sortMounts orders mounts by the depth of their destination, keeping the
+// given order among equals (Docker's and containerd's rule).
+func sortMounts(ms []specs.Mount) {
+	slices.SortStableFunc(ms, func(a, b specs.Mount) int {
+		return mountDepth(a.Destination) - mountDepth(b.Destination)
+	})
+}

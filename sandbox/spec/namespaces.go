@@ -1,0 +1,89 @@
+package spec
+
+import (
+	"fmt"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Namespaces says, for each namespace type, whether to join a path, use
+// the host's, or create a new one: Host* true → the spec has no entry (the
+// runtime's own, i.e. the node's); else a non-empty path → join it; else →
+// a new namespace.
+type Namespaces struct {
+	Net, IPC, UTS, PID                 string
+	HostNet, HostIPC, HostUTS, HostPID bool
+}
+
+// PodNamespaces fills Namespaces for a container from its NamespaceOption
+// (nil: all POD), the way containerd's CRI plugin does:
+//
+//	network NODE → host net and host UTS; else join netnsPath (the pinned
+//	  /run/netns/<x>, or /proc/<pause>/ns/net when empty) and the pause's UTS
+//	ipc     NODE → host; else join the pause's
+//	pid     NODE → host; POD → join the pause's; CONTAINER → new;
+//	        TARGET → join /proc/<targetPID>/ns/pid (targetPID must be > 0)
+func PodNamespaces(opt *runtimeapi.NamespaceOption, pausePID, targetPID int, netnsPath string) (Namespaces, error) {
+	const field = "linux.security_context.namespace_options"
+	proc := func(pid int, ns string) string { return fmt.Sprintf("/proc/%d/ns/%s", pid, ns) }
+	var n Namespaces
+	switch opt.GetNetwork() {
+	case runtimeapi.NamespaceMode_NODE:
+		n.HostNet, n.HostUTS = true, true
+	case runtimeapi.NamespaceMode_POD:
+		n.Net = netnsPath
+		if n.Net == "" {
+			n.Net = proc(pausePID, "net")
+		}
+		n.UTS = proc(pausePID, "uts")
+	default:
+		return n, fieldErr(field+".network", "unsupported mode %s", opt.GetNetwork())
+	}
+	switch opt.GetIpc() {
+	case runtimeapi.NamespaceMode_NODE:
+		n.HostIPC = true
+	case runtimeapi.NamespaceMode_POD:
+		n.IPC = proc(pausePID, "ipc")
+	default:
+		return n, fieldErr(field+".ipc", "unsupported mode %s", opt.GetIpc())
+	}
+	switch opt.GetPid() {
+	case runtimeapi.NamespaceMode_NODE:
+		n.HostPID = true
+	case runtimeapi.NamespaceMode_POD:
+		n.PID = proc(pausePID, "pid")
+	case runtimeapi.NamespaceMode_CONTAINER:
+	case runtimeapi.NamespaceMode_TARGET:
+		if targetPID <= 0 {
+			return n, fieldErr(field+".target_id", "target container %q is not running", opt.GetTargetId())
+		}
+		n.PID = proc(targetPID, "pid")
+	default:
+		return n, fieldErr(field+".pid", "unsupported mode %s", opt.GetPid())
+	}
+	if u := opt.GetUsernsOptions(); u != nil && u.GetMode() != runtimeapi.NamespaceMode_NODE {
+		return n, fieldErr(field+".userns_options", "user namespaces are not supported by peapod")
+	}
+	return n, nil
+}
+
+// linuxNamespaces renders n as OCI namespaces, always with a new mount
+// namespace first; cgroupNS adds a new cgroup namespace (containerd does
+// so on a pure cgroup v2 host only).
+func (n Namespaces) linuxNamespaces(cgroupNS bool) []specs.LinuxNamespace {
+	out := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
+	add := func(t specs.LinuxNamespaceType, host bool, p string) {
+		if !host {
+			out = append(out, specs.LinuxNamespace{Type: t, Path: p})
+		}
+	}
+	add(specs.NetworkNamespace, n.HostNet, n.Net)
+	add(specs.IPCNamespace, n.HostIPC, n.IPC)
+	add(specs.UTSNamespace, n.HostUTS, n.UTS)
+	add(specs.PIDNamespace, n.HostPID, n.PID)
+	if cgroupNS {
+		out = append(out, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	}
+	return out
+}
