@@ -1,0 +1,80 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		toml    string
+		wantErr string
+		check   func(t *testing.T, c *Config)
+	}{
+		{name: "empty keeps defaults", toml: "", check: func(t *testing.T, c *Config) {
+			if c.CRI.Socket != "/run/peapod/peapod.sock" || c.HTTP.Address != "127.0.0.1:9315" || c.Image.StallTimeout.Duration != time.Minute {
+				t.Fatalf("defaults changed: %+v", c)
+			}
+		}},
+		{name: "mirror", toml: "[registry.mirrors.\"registry.k8s.io\"]\nendpoints = [\"http://127.0.0.1:5000\"]\n", check: func(t *testing.T, c *Config) {
+			if got := c.Registry.Mirrors["registry.k8s.io"].Endpoints; len(got) != 1 || got[0] != "http://127.0.0.1:5000" {
+				t.Fatalf("mirror = %v", got)
+			}
+		}},
+		{name: "override socket and stall", toml: "[cri]\nsocket = \"/tmp/x.sock\"\n[image]\nstall_timeout = \"30s\"\n", check: func(t *testing.T, c *Config) {
+			if c.CRI.Socket != "/tmp/x.sock" || c.Image.StallTimeout.Duration != 30*time.Second || c.CRI.DefaultRuntime != "runc" {
+				t.Fatalf("got %+v", c)
+			}
+		}},
+		{name: "unknown top key", toml: "rooot = \"/x\"\n", wantErr: "unknown key rooot"},
+		{name: "unknown nested key", toml: "[cri]\nsockett = \"/x\"\n", wantErr: "unknown key cri.sockett"},
+		{name: "bad type", toml: "[cri]\nsocket = 5\n", wantErr: "socket"},
+		{name: "relative root", toml: "root = \"var/lib\"\n", wantErr: "root:"},
+		{name: "bad duration", toml: "[image]\nstall_timeout = \"soon\"\n", wantErr: "stall_timeout"},
+		{name: "negative duration", toml: "[image]\nstall_timeout = \"-1s\"\n", wantErr: "image.stall_timeout"},
+		{name: "bad http address", toml: "[http]\naddress = \"nope\"\n", wantErr: "http.address"},
+		{name: "unknown default runtime", toml: "[cri]\ndefault_runtime = \"kata\"\n", wantErr: "cri.default_runtime"},
+		{name: "mirror without scheme", toml: "[registry.mirrors.\"docker.io\"]\nendpoints = [\"127.0.0.1:5000\"]\n", wantErr: "must start with http"},
+		{name: "long bridge", toml: "[cni]\nbridge = \"a-very-long-bridge-name\"\n", wantErr: "cni.bridge"},
+		{name: "bad subnet", toml: "[cni]\nsubnet = \"10.88.0.0\"\n", wantErr: "cni.subnet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			err := Parse([]byte(tt.toml), c)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+// The rendered default must parse back to the defaults: the printed file
+// is documentation that cannot drift.
+func TestRenderRoundTrip(t *testing.T) {
+	out, err := Render(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"root = ", "[cri]", "socket = \"/run/peapod/peapod.sock\"", "[http]", "[cni]", "[agent]", "manifests_dir", "stall_timeout = \"1m0s\""} {
+		if !strings.Contains(string(out), key) {
+			t.Errorf("default config lacks %q:\n%s", key, out)
+		}
+	}
+	c := Default()
+	if err := Parse(out, c); err != nil {
+		t.Fatalf("rendered default does not parse: %v\n%s", err, out)
+	}
+	if c.Root != "/var/lib/peapod" || c.Agent.ManifestsDir != "/etc/peapod/manifests" {
+		t.Fatalf("round trip changed values: %+v", c)
+	}
+}
