@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -177,7 +178,17 @@ func reserveSubnet(t testing.TB) int {
 			}
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { f.Close() })
+		// The holder removes the file when done; a lock taken on a file
+		// already removed (or replaced) does not count.
+		var fst, pst unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &fst) != nil || unix.Stat(lock, &pst) != nil || fst.Ino != pst.Ino {
+			f.Close()
+			continue
+		}
+		t.Cleanup(func() {
+			_ = os.Remove(lock)
+			f.Close()
+		})
 		return octet
 	}
 	t.Fatal("no free /24 in 10.250.0.0/16")
@@ -204,4 +215,45 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// portmap's shared chains in the nat table, and the rules that jump to them.
+var portmapChains = []string{"CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"}
+
+// CleanupPortmapChains makes a test that uses hostPorts leave iptables as it
+// found it. portmap deletes its per-pod chains on DEL but never its shared
+// top-level chains (other pods, maybe other runtimes', use them). When those
+// chains did not exist before the test, and no pod has a mapping in them at
+// cleanup, they are removed; otherwise they are left alone.
+func CleanupPortmapChains(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("iptables"); err != nil {
+		return
+	}
+	if natChainExists(portmapChains[0]) {
+		return
+	}
+	t.Cleanup(func() {
+		out, err := exec.Command("iptables", "-w", "-t", "nat", "-S", portmapChains[0]).Output()
+		if err != nil || strings.Contains(string(out), "-A "+portmapChains[0]) {
+			return // gone already, or in use by some pod
+		}
+		for _, jump := range [][]string{
+			{"PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"},
+			{"OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"},
+			{"POSTROUTING", "-m", "comment", "--comment", "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ"},
+		} {
+			_ = exec.Command("iptables", append([]string{"-w", "-t", "nat", "-D"}, jump...)...).Run()
+		}
+		for _, c := range portmapChains {
+			_ = exec.Command("iptables", "-w", "-t", "nat", "-F", c).Run()
+			if out, err := exec.Command("iptables", "-w", "-t", "nat", "-X", c).CombinedOutput(); err != nil {
+				t.Logf("removing nat chain %s: %v: %s", c, err, out)
+			}
+		}
+	})
+}
+
+func natChainExists(chain string) bool {
+	return exec.Command("iptables", "-w", "-t", "nat", "-S", chain).Run() == nil
 }
