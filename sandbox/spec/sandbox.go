@@ -32,7 +32,7 @@ type SandboxInput struct {
 	// Sandbox files the pause itself sees, read-only: /dev/shm (as
 	// containerd mounts it), /etc/resolv.conf and /etc/hostname. "" = skip.
 	ShmPath, ResolvPath, HostnamePath string
-	CgroupsPath         string
+	CgroupsPath                       string
 
 	MinOOMScoreAdj     int
 	SeccompProfileRoot string
