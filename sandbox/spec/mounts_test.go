@@ -1,0 +1,171 @@
+package spec
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func dests(ms []specs.Mount) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Destination)
+	}
+	return out
+}
+
+func findMount(ms []specs.Mount, dst string) *specs.Mount {
+	for i := range ms {
+		if ms[i].Destination == dst {
+			return &ms[i]
+		}
+	}
+	return nil
+}
+
+func TestBindMount(t *testing.T) {
+	private := runtimeapi.MountPropagation_PROPAGATION_PRIVATE
+	tests := []struct {
+		name     string
+		m        *runtimeapi.Mount
+		opts     []string
+		rootProp string
+		errField string
+	}{
+		{name: "rw private", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h"}, opts: []string{"rbind", "rprivate", "rw"}},
+		{name: "ro", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", Readonly: true}, opts: []string{"rbind", "rprivate", "ro"}},
+		{name: "rro", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", Readonly: true, RecursiveReadOnly: true, Propagation: private}, opts: []string{"rbind", "rprivate", "rro"}},
+		{name: "rro needs ro", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", RecursiveReadOnly: true}, errField: "mounts[0].recursive_read_only"},
+		{name: "rro needs private", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", Readonly: true, RecursiveReadOnly: true, Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}, errField: "mounts[0].recursive_read_only"},
+		{name: "host to container", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}, opts: []string{"rbind", "rslave", "rw"}, rootProp: "rslave"},
+		{name: "bidirectional", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL}, opts: []string{"rbind", "rshared", "rw"}, rootProp: "rshared"},
+		{name: "selinux relabel ignored", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", SelinuxRelabel: true}, opts: []string{"rbind", "rprivate", "rw"}},
+		{name: "relative container path", m: &runtimeapi.Mount{ContainerPath: "data", HostPath: "/h"}, errField: "mounts[0].container_path"},
+		{name: "no host path", m: &runtimeapi.Mount{ContainerPath: "/data"}, errField: "mounts[0].host_path"},
+		{name: "image volume", m: &runtimeapi.Mount{ContainerPath: "/data", Image: &runtimeapi.ImageSpec{Image: "busybox"}}, errField: "mounts[0].image"},
+		{name: "bad propagation", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", Propagation: 9}, errField: "mounts[0].propagation"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, rp, err := containerMounts([]*runtimeapi.Mount{tt.m}, nil, false)
+			if tt.errField != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.errField+":") {
+					t.Fatalf("want %s error, got %v", tt.errField, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := findMount(got, "/data")
+			if m == nil || m.Type != "bind" || m.Source != "/h" || !slices.Equal(m.Options, tt.opts) {
+				t.Fatalf("mount %+v, want options %v", m, tt.opts)
+			}
+			if rp != tt.rootProp {
+				t.Errorf("rootfs propagation %q, want %q", rp, tt.rootProp)
+			}
+		})
+	}
+}
+
+func TestContainerMounts(t *testing.T) {
+	t.Run("defaults", func(t *testing.T) {
+		got, _, err := containerMounts(nil, nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"/proc", "/dev", "/sys", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys/fs/cgroup"}
+		if !slices.Equal(dests(got), want) {
+			t.Errorf("got %v, want %v", dests(got), want)
+		}
+		if m := findMount(got, "/sys"); !slices.Contains(m.Options, "ro") {
+			t.Errorf("sysfs %v", m.Options)
+		}
+		if m := findMount(got, "/sys/fs/cgroup"); !slices.Contains(m.Options, "ro") {
+			t.Errorf("cgroup %v", m.Options)
+		}
+	})
+	t.Run("privileged sysfs and cgroup rw", func(t *testing.T) {
+		got, _, _ := containerMounts(nil, nil, true)
+		for _, d := range []string{"/sys", "/sys/fs/cgroup"} {
+			if m := findMount(got, d); !slices.Contains(m.Options, "rw") || slices.Contains(m.Options, "ro") {
+				t.Errorf("%s %v", d, m.Options)
+			}
+		}
+	})
+	t.Run("sandbox files, order, overrides", func(t *testing.T) {
+		cri := []*runtimeapi.Mount{
+			{ContainerPath: "/var/lib/app/cache", HostPath: "/h/cache"},
+			{ContainerPath: "/var/lib/app", HostPath: "/h/app"},
+			{ContainerPath: "/etc/hosts/", HostPath: "/kubelet/etc-hosts"},
+			{ContainerPath: "/sys/fs/cgroup", HostPath: "/sys/fs/cgroup", Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
+			{ContainerPath: "/x", HostPath: "/h/x", Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL},
+		}
+		files := []sandboxFile{
+			{src: "/sb/hostname", dst: "/etc/hostname", ro: true},
+			{src: "/sb/hosts", dst: "/etc/hosts"},
+			{src: "/sb/resolv.conf", dst: "/etc/resolv.conf"},
+			{src: "/sb/shm", dst: "/dev/shm"},
+			{src: "", dst: "/etc/skipped"},
+		}
+		got, rp, err := containerMounts(cri, files, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rp != "rshared" {
+			t.Errorf("rootfs propagation %q, want rshared (beats rslave)", rp)
+		}
+		// Parents before children everywhere.
+		for i, m := range got {
+			for _, later := range got[i+1:] {
+				if strings.HasPrefix(m.Destination, strings.TrimSuffix(later.Destination, "/")+"/") {
+					t.Errorf("%s mounted before its parent %s", m.Destination, later.Destination)
+				}
+			}
+		}
+		if m := findMount(got, "/etc/hosts/"); m == nil || m.Source != "/kubelet/etc-hosts" {
+			t.Errorf("CRI /etc/hosts mount lost: %v", dests(got))
+		}
+		if findMount(got, "/etc/hosts") != nil {
+			t.Error("sandbox hosts file must yield to the CRI mount")
+		}
+		if m := findMount(got, "/etc/hostname"); m == nil || !slices.Equal(m.Options, []string{"rbind", "rprivate", "ro"}) {
+			t.Errorf("hostname mount %+v", m)
+		}
+		if m := findMount(got, "/dev/shm"); m == nil || m.Type != "bind" || m.Source != "/sb/shm" || !slices.Contains(m.Options, "rw") {
+			t.Errorf("shm mount %+v", m)
+		}
+		n := 0
+		for _, m := range got {
+			if m.Destination == "/sys/fs/cgroup" {
+				n++
+				if m.Type != "bind" {
+					t.Error("default cgroup mount not replaced by the CRI one")
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d /sys/fs/cgroup mounts", n)
+		}
+		if findMount(got, "/etc/skipped") != nil {
+			t.Error("empty sandbox file path must be skipped")
+		}
+		if i, j := slices.Index(dests(got), "/var/lib/app"), slices.Index(dests(got), "/var/lib/app/cache"); i > j {
+			t.Errorf("parent after child: %v", dests(got))
+		}
+	})
+	t.Run("supplied /dev drops defaults below it", func(t *testing.T) {
+		got, _, _ := containerMounts([]*runtimeapi.Mount{{ContainerPath: "/dev", HostPath: "/dev"}}, []sandboxFile{{src: "/sb/shm", dst: "/dev/shm"}}, false)
+		for _, m := range got {
+			if strings.HasPrefix(m.Destination, "/dev/") && m.Type != "bind" {
+				t.Errorf("default %s kept under a supplied /dev", m.Destination)
+			}
+		}
+		if m := findMount(got, "/dev"); m == nil || m.Type != "bind" {
+			t.Error("/dev not the CRI one")
+		}
+	})
+}
