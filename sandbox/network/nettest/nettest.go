@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -98,7 +99,7 @@ func (e *Env) BridgeVeths(t testing.TB) []string {
 	if err != nil {
 		return nil
 	}
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +110,31 @@ func (e *Env) BridgeVeths(t testing.TB) []string {
 		}
 	}
 	return out
+}
+
+// WaitNoBridgeVeths waits up to timeout for the bridge to have no ports and
+// returns those left.
+func (e *Env) WaitNoBridgeVeths(t testing.TB, timeout time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		vs := e.BridgeVeths(t)
+		if len(vs) == 0 || time.Now().After(deadline) {
+			return vs
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// linkList is netlink.LinkList, retried while other tests change links
+// mid-dump (netlink.ErrDumpInterrupted).
+func linkList() ([]netlink.Link, error) {
+	for i := 0; ; i++ {
+		links, err := netlink.LinkList()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || i == 20 {
+			return links, err
+		}
+	}
 }
 
 // UseFailpoint builds cmd/cni-failpoint into a temp dir, puts that dir first
@@ -197,8 +223,11 @@ func reserveSubnet(t testing.TB) int {
 
 func subnetInUse(octet int) bool {
 	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	for i := 0; errors.Is(err, netlink.ErrDumpInterrupted) && i < 20; i++ {
+		routes, err = netlink.RouteList(nil, netlink.FAMILY_V4)
+	}
 	if err != nil {
-		return false
+		return true // unknown: try another
 	}
 	probe := net.IPv4(10, 250, byte(octet), 1)
 	for _, r := range routes {
@@ -220,23 +249,47 @@ func randHex(n int) string {
 // portmap's shared chains in the nat table, and the rules that jump to them.
 var portmapChains = []string{"CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"}
 
-// CleanupPortmapChains makes a test that uses hostPorts leave iptables as it
+// CleanupPortmapChains makes tests that use hostPorts leave iptables as they
 // found it. portmap deletes its per-pod chains on DEL but never its shared
-// top-level chains (other pods, maybe other runtimes', use them). When those
-// chains did not exist before the test, and no pod has a mapping in them at
-// cleanup, they are removed; otherwise they are left alone.
+// top-level chains (other pods, maybe other runtimes', use them). Every test
+// that sets up hostPorts calls this first; it holds a shared flock for the
+// test's lifetime. The chains are removed only by the last such test to
+// finish (it gets the lock exclusively), only if a test created them (no
+// chain existed when the first test started: a marker file records that),
+// and only if no pod has a mapping in them.
 func CleanupPortmapChains(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("iptables"); err != nil {
 		return
 	}
-	if natChainExists(portmapChains[0]) {
-		return
+	lockPath := filepath.Join(os.TempDir(), "peapod-nettest-portmap.lock")
+	marker := filepath.Join(os.TempDir(), "peapod-nettest-portmap.created")
+	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if !natChainExists(portmapChains[0]) {
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		defer f.Close()
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+			return // another hostPort test runs; the last one cleans up
+		}
+		if _, err := os.Stat(marker); err != nil {
+			return // the chains were there before any test
+		}
 		out, err := exec.Command("iptables", "-w", "-t", "nat", "-S", portmapChains[0]).Output()
 		if err != nil || strings.Contains(string(out), "-A "+portmapChains[0]) {
-			return // gone already, or in use by some pod
+			return // gone already, or some pod has a mapping
 		}
 		for _, jump := range [][]string{
 			{"PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"},
@@ -251,6 +304,9 @@ func CleanupPortmapChains(t testing.TB) {
 				t.Logf("removing nat chain %s: %v: %s", c, err, out)
 			}
 		}
+		// The marker stays: a test that converted its lock to shared
+		// (not atomic) may be about to recreate the chains, and its
+		// cleanup must still remove them.
 	})
 }
 
