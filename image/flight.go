@@ -8,7 +8,8 @@ import (
 // flight shares one execution of fn among concurrent callers with the same
 // key, like x/sync/singleflight, but context-aware: the work runs on its own
 // context, which is cancelled only when every caller has gone. A caller
-// whose ctx ends leaves without killing the work for the others.
+// whose ctx ends leaves without killing the work for the others; the last
+// one to leave cancels the work and waits for it to finish.
 type flight struct {
 	mu    sync.Mutex
 	calls map[string]*call
@@ -50,13 +51,20 @@ func (f *flight) Do(ctx context.Context, key string, fn func(context.Context) (a
 		return c.val, c.err
 	case <-ctx.Done():
 		f.mu.Lock()
+		last := false
 		if c.waiters--; c.waiters == 0 {
+			last = true
 			c.cancel()
 			if f.calls[key] == c {
 				delete(f.calls, key)
 			}
 		}
 		f.mu.Unlock()
+		if last {
+			// The work is ours alone now: wait for it to clean up (it
+			// sees the cancellation promptly) so nothing outlives the call.
+			<-c.done
+		}
 		return nil, context.Cause(ctx)
 	}
 }

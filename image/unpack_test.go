@@ -186,3 +186,5 @@ func TestChainIDs(t *testing.T) {
 		t.Errorf("ChainIDs = %v, want [%s %s]", img.ChainIDs, d1, want2)
 	}
 }
+
+func tarHeader(name string) tar.Header { return tar.Header{Name: name} }
