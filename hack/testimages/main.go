@@ -1,0 +1,134 @@
+// Command testimages builds peapod's reproducible test images from Debian's
+// busybox-static and pushes or archives them. The images, their configs and
+// why their digests are stable are described in package
+// peapod/hack/testimages/imagebuild (see its doc comment, or README.md here).
+//
+//	go run ./hack/testimages list                                  # names and digests
+//	go run ./hack/testimages push --registry 127.0.0.1:5000 [--prefix P/]
+//	go run ./hack/testimages oci-archive --out busybox.oci.tar     # for `peapod images import`
+//	go run ./hack/testimages docker-archive --out busybox.docker.tar
+//	go run ./hack/testimages rootfs --out DIR                      # busybox rootfs on disk
+//
+// Every subcommand takes --busybox PATH (default $PEAPOD_BUSYBOX, else
+// /bin/busybox). push talks plain HTTP to the given registry only, which must
+// be a local one (127.0.0.1 / localhost / ::1) unless --allow-remote is set.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"peapod/hack/testimages/imagebuild"
+)
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage: testimages COMMAND [flags]
+commands:
+  list                                       print each image's name and digest
+  push --registry HOST:PORT [--prefix P/]    push all images (plain HTTP)
+  oci-archive --out FILE [--name REF]        OCI layout tar of busybox (OCI media types)
+  docker-archive --out FILE [--name REF]     docker-save tarball of busybox (Docker media types)
+  rootfs --out DIR                           lay out the busybox rootfs in DIR
+common flags: --busybox PATH`)
+	os.Exit(2)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	cmd := os.Args[1]
+	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+	busybox := fs.String("busybox", "", "static busybox binary (default $PEAPOD_BUSYBOX, else /bin/busybox)")
+	registry := fs.String("registry", "127.0.0.1:5000", "push: registry host:port")
+	prefix := fs.String("prefix", "", "push: prepended to every repository name")
+	allowRemote := fs.Bool("allow-remote", false, "push: allow a registry that is not on loopback")
+	out := fs.String("out", "", "oci-archive, docker-archive, rootfs: output file or directory")
+	ref := fs.String("name", "", "oci-archive, docker-archive: image name recorded in the archive (default "+
+		imagebuild.ArchiveRefName+", docker-archive "+imagebuild.DockerArchiveTag+")")
+	_ = fs.Parse(os.Args[2:])
+	if *ref == "" {
+		*ref = imagebuild.ArchiveRefName
+		if cmd == "docker-archive" {
+			*ref = imagebuild.DockerArchiveTag
+		}
+	}
+	opts := imagebuild.Options{Busybox: *busybox}
+
+	if err := run(cmd, opts, *registry, *prefix, *allowRemote, *out, *ref); err != nil {
+		fmt.Fprintf(os.Stderr, "testimages %s: %v\n", cmd, err)
+		os.Exit(1)
+	}
+}
+
+func run(cmd string, opts imagebuild.Options, registry, prefix string, allowRemote bool, out, ref string) error {
+	if cmd == "rootfs" {
+		if out == "" {
+			return fmt.Errorf("--out DIR is required")
+		}
+		return imagebuild.WriteRootfs(out, opts)
+	}
+	set, err := imagebuild.Build(opts)
+	if err != nil {
+		return err
+	}
+	switch cmd {
+	case "list":
+		for _, n := range set.All() {
+			d, err := n.Digest()
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s:%s\t%s\n", n.Repo, n.Tag, d)
+		}
+		return nil
+	case "push":
+		if !allowRemote && !isLoopback(registry) {
+			return fmt.Errorf("registry %q is not on loopback (use --allow-remote if you mean it)", registry)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		start := time.Now()
+		pushed, err := imagebuild.Push(ctx, set, registry, prefix)
+		for _, p := range pushed {
+			fmt.Printf("%s\t%s\n", p.Ref, p.Digest)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "pushed %d images in %v\n", len(pushed), time.Since(start).Round(time.Millisecond))
+		return nil
+	case "oci-archive", "docker-archive":
+		if out == "" {
+			return fmt.Errorf("--out FILE is required")
+		}
+		if cmd == "oci-archive" {
+			err = imagebuild.WriteOCIArchiveFile(out, set.BusyboxOCI, ref)
+		} else {
+			err = imagebuild.WriteDockerArchiveFile(out, set.Busybox, ref)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Println(out)
+		return nil
+	}
+	usage()
+	return nil
+}
+
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
