@@ -130,7 +130,7 @@ func newEnv(t *testing.T, mod ...func(*Options)) *env {
 		Platform:   &v1.Platform{OS: "linux", Architecture: "amd64"},
 		Registerer: prometheus.NewRegistry(),
 		Transport: guardTransport{t: t, inner: remote.DefaultTransport, allowed: func(h string) bool {
-			return h == e.reg.host || strings.HasPrefix(h, "127.0.0.1:1") // :1 = a closed port used as a dead mirror
+			return h == e.reg.host || h == "127.0.0.1:1" // :1 = a closed port used as a dead mirror
 		}},
 	}
 	for _, m := range mod {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -123,7 +124,7 @@ func (s *Service) pull(ctx context.Context, named string, auth *Auth) (_ *Image,
 		tried []error
 	)
 	for _, ep = range eps {
-		desc, err = remote.Get(ep.ref, append(opts, remote.WithContext(ctx))...)
+		desc, err = remote.Get(ep.ref, slices.Concat(opts, []remote.Option{remote.WithContext(ctx)})...)
 		if err == nil {
 			break
 		}
@@ -146,7 +147,7 @@ func (s *Service) pull(ctx context.Context, named string, auth *Auth) (_ *Image,
 		rec.RepoTags = []string{named}
 	}
 	fetch := func(ctx context.Context, d v1.Hash) (io.ReadCloser, error) {
-		l, err := remote.Layer(ep.ref.Context().Digest(d.String()), append(opts, remote.WithContext(ctx))...)
+		l, err := remote.Layer(ep.ref.Context().Digest(d.String()), slices.Concat(opts, []remote.Option{remote.WithContext(ctx)})...)
 		if err != nil {
 			return nil, err
 		}

@@ -79,9 +79,9 @@ func indexOf(t *testing.T, mt types.MediaType, imgs map[string]v1.Image) v1.Imag
 // OCI index, and checks names, id, config and snapshots.
 func TestPull(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
-		setup     func(t *testing.T, e *env) (ref string, want v1.Image, manifestDigest v1.Hash)
-		wantTag   bool
+		name    string
+		setup   func(t *testing.T, e *env) (ref string, want v1.Image, manifestDigest v1.Hash)
+		wantTag bool
 	}{
 		{name: "by tag", wantTag: true, setup: func(t *testing.T, e *env) (string, v1.Image, v1.Hash) {
 			img := platformImage(t, "amd64", types.DockerManifestSchema2)
@@ -369,9 +369,12 @@ type bufferWriter struct {
 	code   int
 }
 
-func (b *bufferWriter) Header() http.Header         { return b.header }
-func (b *bufferWriter) Write(p []byte) (int, error) { b.body = append(b.body, p...); return len(p), nil }
-func (b *bufferWriter) WriteHeader(c int)           { b.code = c }
+func (b *bufferWriter) Header() http.Header { return b.header }
+func (b *bufferWriter) Write(p []byte) (int, error) {
+	b.body = append(b.body, p...)
+	return len(p), nil
+}
+func (b *bufferWriter) WriteHeader(c int) { b.code = c }
 
 // TestInterruptedPull: a pull cancelled mid-download leaves nothing
 // visible; leftovers of a crash are cleaned by New and the next pull works.

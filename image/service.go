@@ -106,7 +106,7 @@ type holderRecord struct {
 
 // Service is the image store of one node.
 type Service struct {
-	o                        Options
+	o                          Options
 	blobsDir, snapsDir, tmpDir string
 
 	mu      sync.Mutex
