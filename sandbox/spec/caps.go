@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -123,6 +124,21 @@ func capabilities(c *runtimeapi.Capability, privileged bool, hostCaps []string, 
 		}
 	}
 	return out, nil
+}
+
+var (
+	ownCapsOnce sync.Once
+	ownCapsVal  []string
+)
+
+// ownCaps is CurrentCapabilities, read once; nil (no limit) if unreadable.
+func ownCaps() []string {
+	ownCapsOnce.Do(func() {
+		if c, err := CurrentCapabilities(); err == nil {
+			ownCapsVal = c
+		}
+	})
+	return ownCapsVal
 }
 
 // CurrentCapabilities returns the effective capabilities of the calling

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -47,13 +48,17 @@ type ContainerInput struct {
 	NodeHostname string
 
 	// Host facts.
-	MinOOMScoreAdj     int                 // peapod's own oom_score_adj: never ask for less
-	SeccompProfileRoot string              // Localhost profiles must resolve inside it ("" = anywhere)
-	HostCaps           []string            // caps peapod holds (CurrentCapabilities); nil = all
-	HostDevices        []specs.LinuxDevice // for privileged containers (HostDevices)
-	CgroupNS           bool                // give the container a cgroup namespace (pure cgroup v2 hosts)
-	NoSwapAccounting   bool                // the memory cgroup has no swap limit (no memory.memsw.* on v1)
-	AppArmorEnabled    bool                // false here: see apparmor
+	MinOOMScoreAdj     int    // peapod's own oom_score_adj: never ask for less
+	SeccompProfileRoot string // Localhost profiles must resolve inside it ("" = anywhere)
+	// HostCaps are the caps peapod holds: "ALL" and privileged grant no
+	// more. nil = CurrentCapabilities() (read once per process).
+	HostCaps []string
+	// HostDevices are the device nodes a privileged container gets. nil =
+	// HostDevices() (walks /dev on each privileged create); empty = none.
+	HostDevices      []specs.LinuxDevice
+	CgroupNS         bool // give the container a cgroup namespace (pure cgroup v2 hosts)
+	NoSwapAccounting bool // the memory cgroup has no swap limit (no memory.memsw.* on v1)
+	AppArmorEnabled  bool // false here: see apparmor
 }
 
 // Container builds the OCI spec of a container of a pod. Warnings list
@@ -92,7 +97,11 @@ func Container(in ContainerInput) (*specs.Spec, Warnings, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	caps, err := capabilities(sc.GetCapabilities(), privileged, in.HostCaps, &w)
+	hostCaps := in.HostCaps
+	if hostCaps == nil {
+		hostCaps = ownCaps()
+	}
+	caps, err := capabilities(sc.GetCapabilities(), privileged, hostCaps, &w)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -147,7 +156,13 @@ func Container(in ContainerInput) (*specs.Spec, Warnings, error) {
 		return nil, nil, err
 	}
 	if privileged {
-		s.Linux.Devices = slices.Clone(in.HostDevices)
+		hostDevs := in.HostDevices
+		if hostDevs == nil {
+			if hostDevs, err = HostDevices(); err != nil {
+				return nil, nil, fmt.Errorf("list host devices for a privileged container: %w", err)
+			}
+		}
+		s.Linux.Devices = slices.Clone(hostDevs)
 		res.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
 	} else {
 		res.Devices = defaultDeviceRules()

@@ -43,6 +43,7 @@ func testInput(t *testing.T, mutate func(*ContainerInput)) ContainerInput {
 		ResolvPath:   "/run/peapod/sb1/resolv.conf",
 		ShmPath:      "/run/peapod/sb1/shm",
 		CgroupsPath:  "/kubepods/besteffort/poduid-1/c1",
+		HostCaps:     AllCapabilities(),
 	}
 	if mutate != nil {
 		mutate(&in)
@@ -254,6 +255,28 @@ func TestContainerSecurity(t *testing.T) {
 		}
 		if len(s.Linux.Devices) != 1 || s.Linux.Devices[0].Path != "/dev/kvm" {
 			t.Errorf("devices %+v", s.Linux.Devices)
+		}
+	})
+	t.Run("privileged defaults to peapod's own caps", func(t *testing.T) {
+		in := testInput(t, func(in *ContainerInput) {
+			sc(in).Privileged = true
+			in.Sandbox.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}
+			in.HostCaps = nil
+			in.HostDevices = []specs.LinuxDevice{}
+		})
+		s, _, err := Container(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		own, err := CurrentCapabilities()
+		if err != nil {
+			t.Skip(err)
+		}
+		if !slices.Equal(s.Process.Capabilities.Bounding, own) {
+			t.Errorf("caps %v, want %v", s.Process.Capabilities.Bounding, own)
+		}
+		if len(s.Linux.Devices) != 0 {
+			t.Errorf("empty HostDevices means none, got %v", s.Linux.Devices)
 		}
 	})
 	t.Run("privileged in unprivileged sandbox", func(t *testing.T) {

@@ -160,6 +160,51 @@ func TestRuncRunsGeneratedSpec(t *testing.T) {
 	}
 }
 
+// TestRuncRunsPrivilegedSpec: a privileged container with the defaults
+// (peapod's own caps, every host device) must start under runc on a host
+// that withholds CAP_SYS_RESOURCE.
+func TestRuncRunsPrivilegedSpec(t *testing.T) {
+	if os.Getenv("PEAPOD_INTEGRATION") == "" {
+		t.Skip("PEAPOD_INTEGRATION not set")
+	}
+	runc, err1 := exec.LookPath("runc")
+	busybox, err2 := exec.LookPath("busybox")
+	if os.Geteuid() != 0 || err1 != nil || err2 != nil {
+		t.Skip("needs root, runc and busybox")
+	}
+	dir := t.TempDir()
+	rootfs := filepath.Join(dir, "rootfs")
+	os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755)
+	bb, _ := os.ReadFile(busybox)
+	os.WriteFile(filepath.Join(rootfs, "bin/sh"), bb, 0o755)
+	own, _ := os.ReadFile("/proc/self/oom_score_adj")
+	minAdj, _ := strconv.Atoi(strings.TrimSpace(string(own)))
+	id := fmt.Sprintf("peapod-spec-priv-%d", os.Getpid())
+	sbCfg := testSandboxConfig()
+	sbCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}
+	s, _, err := Container(ContainerInput{
+		ID: id,
+		Config: &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "p"},
+			Command:  []string{"/bin/sh", "-c", "test -c /dev/null && echo ok"},
+			Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				Privileged: true,
+			}},
+		},
+		Sandbox:        sbCfg,
+		RootfsPath:     rootfs,
+		MinOOMScoreAdj: minAdj,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(s)
+	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
+	if out, errb := runcRun(t, runc, dir, id); strings.TrimSpace(out) != "ok" {
+		t.Errorf("stdout %q stderr %q", out, errb)
+	}
+}
+
 func runcRun(t *testing.T, runc, bundle, id string) (stdout, stderr string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
