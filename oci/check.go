@@ -1,0 +1,148 @@
+package oci
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"k8s.io/klog/v2"
+)
+
+// Check answers whether this runtime can run containers on this host.
+//
+// How: the first call creates a throwaway container with the runtime alone
+// (`runtime create`, no conmon, never started) — an empty rootfs with the
+// host's /usr, /bin, /lib* bind-mounted read-only so the runtime finds its
+// /bin/true, its own mount/ipc/uts namespaces and a cgroup
+// /peapod-check-<pid>-<time> — then deletes it with `runtime delete
+// --force`. Creating is enough to hit the runtime's cgroup setup, which is
+// where Debian's crun 1.8.1 refuses this machine's hybrid v1+v2 layout
+// ("cgroups in hybrid mode not supported, drop all controllers from
+// cgroupv2"); that message is in the returned error.
+//
+// The answer (success or failure) is cached for the life of the Runtime:
+// what it probes (kernel, cgroup layout, binaries) does not change while
+// peapod runs. A probe cut short by ctx is not cached.
+func (r *Runtime) Check(ctx context.Context) error {
+	r.checkMu.Lock()
+	defer r.checkMu.Unlock()
+	if r.checkDone {
+		return r.checkErr
+	}
+	start := time.Now()
+	err := r.probe(ctx)
+	if ctx.Err() != nil {
+		return err
+	}
+	r.checkDone, r.checkErr = true, err
+	klog.InfoS("Checked OCI runtime", "runtime", r.name, "path", r.path, "ok", err == nil, "err", err, "duration", time.Since(start))
+	return err
+}
+
+func (r *Runtime) probe(ctx context.Context) error {
+	tmp, err := os.MkdirTemp(r.stateDir, ".check-")
+	if err != nil {
+		return fmt.Errorf("oci runtime %s: check: %w", r.name, err)
+	}
+	defer os.RemoveAll(tmp)
+	rootfs := filepath.Join(tmp, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return fmt.Errorf("oci runtime %s: check: %w", r.name, err)
+	}
+	id := fmt.Sprintf("peapod-check-%d-%d", os.Getpid(), time.Now().UnixNano())
+	spec := checkSpec(id)
+	b, _ := json.Marshal(spec)
+	if err := os.WriteFile(filepath.Join(tmp, "config.json"), b, 0o600); err != nil {
+		return fmt.Errorf("oci runtime %s: check: %w", r.name, err)
+	}
+	logFile := filepath.Join(tmp, "runtime.log")
+	errFile, err := os.Create(filepath.Join(tmp, "stderr"))
+	if err != nil {
+		return fmt.Errorf("oci runtime %s: check: %w", r.name, err)
+	}
+	defer errFile.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	// stdio are files or /dev/null, never pipes: the created container's
+	// init inherits them and lives until the delete below.
+	cmd := exec.CommandContext(cctx, r.path, "--root", r.root, "--log", logFile, "--log-format", "json",
+		"create", "--bundle", tmp, "--pid-file", filepath.Join(tmp, "pid"), id)
+	cmd.Stderr = errFile
+	cmd.Dir = tmp
+	cerr := cmd.Run()
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, err := r.run(dctx, id, "delete", nil, "delete", "--force", id); err != nil && !isNotExist(err) {
+			klog.ErrorS(err, "Deleting check container", "runtime", r.name, "id", id)
+		}
+		// The runtime removes the cgroup on delete; a failed create may leave it.
+		for _, d := range cgroupDirs(spec.Linux.CgroupsPath) {
+			_ = os.Remove(d)
+		}
+	}()
+	if cerr != nil {
+		msg := runtimeLogErrors(logFile, 3)
+		if msg == "" {
+			b, _ := os.ReadFile(errFile.Name())
+			msg = lastLines(string(b), 3)
+		}
+		return fmt.Errorf("oci runtime %s cannot run containers on this host: %s: %w", r.name, msg, cerr)
+	}
+	return nil
+}
+
+func checkSpec(id string) *specs.Spec {
+	mounts := []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}}}
+	for _, d := range []string{"/usr", "/bin", "/lib", "/lib64", "/lib32", "/libx32"} {
+		if _, err := os.Stat(d); err == nil {
+			mounts = append(mounts, specs.Mount{Destination: d, Type: "bind", Source: d, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+		}
+	}
+	return &specs.Spec{
+		Version:  specs.Version,
+		Root:     &specs.Root{Path: "rootfs", Readonly: true},
+		Hostname: "peapod-check",
+		Process: &specs.Process{
+			Args:            []string{"/bin/true"},
+			Env:             []string{"PATH=/usr/bin:/bin"},
+			Cwd:             "/",
+			NoNewPrivileges: true,
+		},
+		Mounts: mounts,
+		Linux: &specs.Linux{
+			CgroupsPath: "/" + id,
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.MountNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace}, {Type: specs.PIDNamespace},
+			},
+			MaskedPaths: []string{"/proc/kcore"},
+		},
+	}
+}
+
+// cgroupDirs lists the cgroupfs directories a cgroupsPath may occupy (v1
+// controllers and the unified hierarchy), for cleanup.
+func cgroupDirs(cgroupsPath string) []string {
+	var out []string
+	entries, err := os.ReadDir("/sys/fs/cgroup")
+	if err != nil {
+		return nil
+	}
+	rel := strings.TrimPrefix(cgroupsPath, "/")
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return []string{filepath.Join("/sys/fs/cgroup", rel)}
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, filepath.Join("/sys/fs/cgroup", e.Name(), rel))
+		}
+	}
+	return out
+}
+
