@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	criapi "k8s.io/cri-api/pkg/apis"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"peapod/agent/objects"
+)
+
+// Options configure an Agent. Runtime and Images are required; everything
+// else has a default.
+type Options struct {
+	// ManifestsDir is the static pod directory (default /etc/peapod/manifests).
+	ManifestsDir string
+	// StateDir holds per-pod agent files: termination message files
+	// (default /var/lib/peapod/agent). Pod status itself is not persisted: it
+	// is derived from the CRI (container attempts, labels, annotations) as the
+	// kubelet does.
+	StateDir string
+	// PodLogsDir is the root of pod log directories (default /var/log/pods).
+	PodLogsDir string
+	// NodeName names the node (default: os.Hostname). It is part of the
+	// static pod UID hash and the value of spec.nodeName.
+	NodeName string
+	// NodeIP is status.hostIP (default: the first non-loopback address of the
+	// host). Optional.
+	NodeIP string
+
+	Runtime criapi.RuntimeService
+	Images  criapi.ImageManagerService
+	// Prober runs probes; nil means no probes are run (containers with a
+	// readiness probe then never become ready, as with a failing prober).
+	Prober Prober
+	// Volumes sets pod volumes up; nil means pods that need any volume other
+	// than emptyDir get the status error "volumes not available".
+	Volumes Volumes
+	// Registerer receives the agent metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+	// SyncPeriod is how often each pod worker re-reads its pod's CRI state
+	// (default 1s). The manifest directory is polled at the same period,
+	// but not more often than every 100ms and not less than every 2s.
+	SyncPeriod time.Duration
+
+	// clock is replaced by tests.
+	clock clock
+}
+
+// Prober is what the agent needs of probes.Manager. The probe types are
+// declared in probetypes.go (mirrors of probes.Kind/Result/Update until
+// peapod/probes builds, aliases of them after).
+type Prober interface {
+	AddContainer(pod *v1.Pod, c *v1.Container, containerID, podIP string)
+	RemoveContainer(podUID types.UID, containerName string)
+	RemovePod(podUID types.UID)
+	Updates() <-chan ProbeUpdate
+	Result(podUID types.UID, containerName string, k ProbeKind) ProbeResult
+}
+
+// Objects are the ConfigMaps, Secrets, PersistentVolumes and claims read
+// from the manifest directory, keyed by namespace/name. It lives in the leaf
+// package agent/objects so volumes/ can import it without importing agent.
+type Objects = objects.Objects
+
+// Volumes is what the agent needs of the volume manager (volumes/).
+type Volumes interface {
+	// SetupPod makes every volume of pod ready (attach, then mount) and
+	// returns, per container name, the CRI mounts to add (including
+	// subPath). Blocks until done or ctx ends.
+	SetupPod(ctx context.Context, pod *v1.Pod, objs *Objects) (map[string][]*runtimeapi.Mount, error)
+	// TeardownPod unmounts and detaches every volume of pod.
+	TeardownPod(ctx context.Context, pod *v1.Pod) error
+}
+
+// clock is the time source of back-off and status; tests fake it.
+type clock interface {
+	Now() time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
