@@ -1,0 +1,304 @@
+package volumes
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Payloads of the projected kinds: configMap, secret, downwardAPI and
+// projected (any mix of them), rendered into fileProjections for the
+// atomicWriter.
+
+const defaultFileMode = 0o644
+
+func modeOr(p *int32, def int32) os.FileMode {
+	if p != nil {
+		return os.FileMode(*p) & 0o777
+	}
+	return os.FileMode(def) & 0o777
+}
+
+func optional(b *bool) bool { return b != nil && *b }
+
+// keyToPathPayload applies items (or every key when there are none) to a
+// ConfigMap's or Secret's data.
+func keyToPathPayload(kind, name string, data map[string][]byte, items []v1.KeyToPath, defMode int32, opt bool) (map[string]fileProjection, error) {
+	out := map[string]fileProjection{}
+	if len(items) == 0 {
+		for k, v := range data {
+			out[k] = fileProjection{Data: v, Mode: os.FileMode(defMode) & 0o777}
+		}
+		return out, nil
+	}
+	for _, it := range items {
+		v, ok := data[it.Key]
+		if !ok {
+			if opt {
+				continue
+			}
+			return nil, fmt.Errorf("%s %q has no key %q", kind, name, it.Key)
+		}
+		if err := validatePayloadPath(it.Path); err != nil {
+			return nil, fmt.Errorf("%s %q item %q: %w", kind, name, it.Key, err)
+		}
+		out[it.Path] = fileProjection{Data: v, Mode: modeOr(it.Mode, defMode)}
+	}
+	return out, nil
+}
+
+func configMapData(cm *v1.ConfigMap) map[string][]byte {
+	d := make(map[string][]byte, len(cm.Data)+len(cm.BinaryData))
+	for k, v := range cm.Data {
+		d[k] = []byte(v)
+	}
+	for k, v := range cm.BinaryData {
+		d[k] = v
+	}
+	return d
+}
+
+func secretData(s *v1.Secret) map[string][]byte {
+	d := make(map[string][]byte, len(s.Data)+len(s.StringData))
+	for k, v := range s.Data {
+		d[k] = v
+	}
+	for k, v := range s.StringData { // not merged by an API server here
+		d[k] = []byte(v)
+	}
+	return d
+}
+
+func configMapPayload(pod *v1.Pod, src *v1.ConfigMapVolumeSource, objs *Objects) (map[string]fileProjection, error) {
+	def := int32(defaultFileMode)
+	if src.DefaultMode != nil {
+		def = *src.DefaultMode
+	}
+	cm := objs.configMap(pod.Namespace, src.Name)
+	if cm == nil {
+		if optional(src.Optional) {
+			return map[string]fileProjection{}, nil
+		}
+		return nil, fmt.Errorf("configmap %s/%s not found", pod.Namespace, src.Name)
+	}
+	return keyToPathPayload("configmap", src.Name, configMapData(cm), src.Items, def, optional(src.Optional))
+}
+
+func secretPayload(pod *v1.Pod, src *v1.SecretVolumeSource, objs *Objects) (map[string]fileProjection, error) {
+	def := int32(defaultFileMode)
+	if src.DefaultMode != nil {
+		def = *src.DefaultMode
+	}
+	s := objs.secret(pod.Namespace, src.SecretName)
+	if s == nil {
+		if optional(src.Optional) {
+			return map[string]fileProjection{}, nil
+		}
+		return nil, fmt.Errorf("secret %s/%s not found", pod.Namespace, src.SecretName)
+	}
+	return keyToPathPayload("secret", src.SecretName, secretData(s), src.Items, def, optional(src.Optional))
+}
+
+func downwardAPIPayload(pod *v1.Pod, items []v1.DownwardAPIVolumeFile, defMode int32) (map[string]fileProjection, error) {
+	out := map[string]fileProjection{}
+	for _, it := range items {
+		if err := validatePayloadPath(it.Path); err != nil {
+			return nil, fmt.Errorf("downwardAPI item: %w", err)
+		}
+		var val string
+		var err error
+		switch {
+		case it.FieldRef != nil:
+			val, err = podFieldValue(pod, it.FieldRef.FieldPath)
+		case it.ResourceFieldRef != nil:
+			val, err = resourceFieldValue(pod, it.ResourceFieldRef)
+		default:
+			err = fmt.Errorf("item %q has neither fieldRef nor resourceFieldRef", it.Path)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("downwardAPI %q: %w", it.Path, err)
+		}
+		out[it.Path] = fileProjection{Data: []byte(val), Mode: modeOr(it.Mode, defMode)}
+	}
+	return out, nil
+}
+
+func projectedPayload(pod *v1.Pod, src *v1.ProjectedVolumeSource, objs *Objects) (map[string]fileProjection, error) {
+	def := int32(defaultFileMode)
+	if src.DefaultMode != nil {
+		def = *src.DefaultMode
+	}
+	out := map[string]fileProjection{}
+	merge := func(p map[string]fileProjection) {
+		for k, v := range p {
+			out[k] = v
+		}
+	}
+	for i, s := range src.Sources {
+		switch {
+		case s.ConfigMap != nil:
+			cm := objs.configMap(pod.Namespace, s.ConfigMap.Name)
+			if cm == nil {
+				if optional(s.ConfigMap.Optional) {
+					continue
+				}
+				return nil, fmt.Errorf("configmap %s/%s not found", pod.Namespace, s.ConfigMap.Name)
+			}
+			p, err := keyToPathPayload("configmap", s.ConfigMap.Name, configMapData(cm), s.ConfigMap.Items, def, optional(s.ConfigMap.Optional))
+			if err != nil {
+				return nil, err
+			}
+			merge(p)
+		case s.Secret != nil:
+			sec := objs.secret(pod.Namespace, s.Secret.Name)
+			if sec == nil {
+				if optional(s.Secret.Optional) {
+					continue
+				}
+				return nil, fmt.Errorf("secret %s/%s not found", pod.Namespace, s.Secret.Name)
+			}
+			p, err := keyToPathPayload("secret", s.Secret.Name, secretData(sec), s.Secret.Items, def, optional(s.Secret.Optional))
+			if err != nil {
+				return nil, err
+			}
+			merge(p)
+		case s.DownwardAPI != nil:
+			p, err := downwardAPIPayload(pod, s.DownwardAPI.Items, def)
+			if err != nil {
+				return nil, err
+			}
+			merge(p)
+		default:
+			// serviceAccountToken, clusterTrustBundle, podCertificate need an
+			// API server; peapod has none.
+			return nil, fmt.Errorf("projected source %d: only configMap, secret and downwardAPI are supported", i)
+		}
+	}
+	return out, nil
+}
+
+// podFieldValue renders a downward API fieldRef the way the kubelet does:
+// maps as sorted key="value" lines (values quoted Go-style).
+func podFieldValue(pod *v1.Pod, fieldPath string) (string, error) {
+	if path, sub, ok := splitSubscript(fieldPath); ok {
+		switch path {
+		case "metadata.labels":
+			return pod.Labels[sub], nil
+		case "metadata.annotations":
+			return pod.Annotations[sub], nil
+		}
+		return "", fmt.Errorf("unsupported subscripted fieldPath %q", fieldPath)
+	}
+	switch fieldPath {
+	case "metadata.name":
+		return pod.Name, nil
+	case "metadata.namespace":
+		return pod.Namespace, nil
+	case "metadata.uid":
+		return string(pod.UID), nil
+	case "metadata.labels":
+		return formatMap(pod.Labels), nil
+	case "metadata.annotations":
+		return formatMap(pod.Annotations), nil
+	case "spec.nodeName":
+		return pod.Spec.NodeName, nil
+	case "spec.serviceAccountName":
+		return pod.Spec.ServiceAccountName, nil
+	case "status.hostIP":
+		return pod.Status.HostIP, nil
+	case "status.podIP":
+		return pod.Status.PodIP, nil
+	}
+	return "", fmt.Errorf("unsupported fieldPath %q", fieldPath)
+}
+
+// splitSubscript splits metadata.labels['key'].
+func splitSubscript(fp string) (string, string, bool) {
+	i := strings.Index(fp, "['")
+	if i < 0 || !strings.HasSuffix(fp, "']") {
+		return "", "", false
+	}
+	return fp[:i], fp[i+2 : len(fp)-2], true
+}
+
+func formatMap(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s\n", k, strconv.Quote(m[k]))
+	}
+	return b.String()
+}
+
+// nodeAllocatable stands in for the node's allocatable resources when a
+// container sets no limit (the kubelet does the same with its node status).
+var nodeAllocatable = func() v1.ResourceList {
+	rl := v1.ResourceList{v1.ResourceCPU: *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI)}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
+				if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+					rl[v1.ResourceMemory] = *resource.NewQuantity(kb*1024, resource.BinarySI)
+				}
+			}
+		}
+	}
+	return rl
+}
+
+// resourceFieldValue renders limits.cpu, requests.memory etc. of a
+// container, divided by the divisor and rounded up, as the kubelet's
+// ExtractResourceValueByContainer does.
+func resourceFieldValue(pod *v1.Pod, ref *v1.ResourceFieldSelector) (string, error) {
+	var c *v1.Container
+	for _, list := range [][]v1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+		for i := range list {
+			if list[i].Name == ref.ContainerName {
+				c = &list[i]
+			}
+		}
+	}
+	if c == nil {
+		return "", fmt.Errorf("container %q not found", ref.ContainerName)
+	}
+	kind, resName, ok := strings.Cut(ref.Resource, ".")
+	if !ok || (kind != "limits" && kind != "requests") {
+		return "", fmt.Errorf("unsupported resource %q", ref.Resource)
+	}
+	name := v1.ResourceName(resName)
+	var q resource.Quantity
+	var found bool
+	if kind == "limits" {
+		q, found = c.Resources.Limits[name]
+		if !found {
+			q, found = nodeAllocatable()[name]
+		}
+	} else {
+		q, found = c.Resources.Requests[name]
+		if !found {
+			q, found = c.Resources.Limits[name] // API defaulting: requests = limits
+		}
+	}
+	divisor := ref.Divisor
+	if divisor.IsZero() {
+		divisor = resource.MustParse("1")
+	}
+	if !found {
+		return "0", nil
+	}
+	if name == v1.ResourceCPU {
+		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10), nil
+	}
+	return strconv.FormatInt(int64(math.Ceil(float64(q.Value())/float64(divisor.Value()))), 10), nil
+}
