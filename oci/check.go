@@ -106,7 +106,9 @@ func checkSpec(id string) *specs.Spec {
 		}
 	}
 	return &specs.Spec{
-		Version:  specs.Version,
+		// crun 1.8.1 refuses any ociVersion not starting with "1.0"
+		// ("unknown version specified"); runc takes either.
+		Version:  "1.0.2",
 		Root:     &specs.Root{Path: "rootfs", Readonly: true},
 		Hostname: "peapod-check",
 		Process: &specs.Process{
@@ -145,4 +147,3 @@ func cgroupDirs(cgroupsPath string) []string {
 	}
 	return out
 }
-

@@ -200,13 +200,15 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if err := validID(id); err != nil {
 		return err
 	}
+	// The process execs during `runtime start`: the time before the call is
+	// the closest we have to its start (never after its finish).
+	now := time.Now()
 	if _, err := r.run(ctx, id, "start", nil, "start", id); err != nil {
 		if isNotExist(err) {
 			return fmt.Errorf("%w: %w", err, ErrNotFound)
 		}
 		return err
 	}
-	now := time.Now()
 	if err := writeFileSync(filepath.Join(r.dir(id), "started"), []byte(now.Format(time.RFC3339Nano))); err != nil {
 		klog.ErrorS(err, "Recording start time", "id", id)
 	}

@@ -1,14 +1,16 @@
 package oci
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,15 +30,18 @@ const DefaultMaxExecOutput = 16 << 20
 
 // ExecSync runs cmd in the container and returns its output and exit code.
 //
-// It runs `runtime exec --process <file> --pid-file <file>` directly (not
-// conmon --exec): the runtime hands our pipes straight to the process and
-// waits for it, so peapod controls the stdio and the timeout. When the
-// timeout fires the process is SIGKILLed through a pidfd. Once the process
-// has exited, output still buffered in the pipes is drained for a moment
-// and the pipes are closed, so a background child that keeps stdio open
-// (`sh -c 'sleep 100 &'`) cannot hold the call. Each stream keeps at most
-// maxOutput bytes (DefaultMaxExecOutput if <= 0); the rest is discarded.
-// A timeout (0 = none) returns ErrExecTimeout with exit code -1.
+// It runs conmon in exec mode, as CRI-O does: `conmon --sync --exec
+// --exec-process-spec <file>`, which runs `runtime exec --detach` as conmon's
+// child (conmon is the subreaper), writes the process's output to a
+// CRI-format log file and its exit code to the sync pipe. conmon does not
+// wait for EOF on the process's stdio once the process has exited, so a
+// background child holding stdio (`sh -c 'sleep 100 &'`) does not hold the
+// call. (`runtime exec` without --detach does: runc copies stdio until EOF.)
+//
+// timeout (0 = none) is enforced by conmon (-T, whole seconds, rounded up),
+// which kills the process; peapod kills conmon itself if it is still there
+// a few seconds later. A timeout returns ErrExecTimeout and exit code -1.
+// Each stream keeps at most maxOutput bytes (DefaultMaxExecOutput if <= 0).
 func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration, maxOutput int) (stdout, stderr []byte, exitCode int32, err error) {
 	if err := validID(id); err != nil {
 		return nil, nil, -1, err
@@ -52,6 +57,10 @@ func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	if err != nil {
 		return nil, nil, -1, err
 	}
+	bundle, err := r.bundleOf(id)
+	if err != nil {
+		return nil, nil, -1, err
+	}
 	tmp, err := os.MkdirTemp(r.dir(id), "exec-")
 	if err != nil {
 		return nil, nil, -1, fmt.Errorf("container %s: exec: %w", id, err)
@@ -62,100 +71,147 @@ func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	if err := os.WriteFile(procFile, pb, 0o600); err != nil {
 		return nil, nil, -1, fmt.Errorf("container %s: exec: %w", id, err)
 	}
-	pidFile := filepath.Join(tmp, "pid")
-	logFile := filepath.Join(tmp, "runtime.log")
-
-	outR, outW, err := os.Pipe()
+	logFile := filepath.Join(tmp, "output.log")
+	execID := filepath.Base(tmp)
+	args := []string{
+		"--api-version", "1",
+		"-c", id, "-u", execID,
+		"-r", r.path,
+		"-b", bundle,
+		"-p", filepath.Join(tmp, "pid"),
+		"--exit-dir", tmp,
+		"--socket-dir-path", tmp,
+		"-l", "k8s-file:" + logFile,
+		// Output beyond this is not written at all (both streams plus
+		// the CRI framing of each line).
+		"--log-global-size-max", strconv.Itoa(4*maxOutput + 1<<20),
+		"--log-level", "warning",
+		"--sync",
+		"-e", "--exec-process-spec", procFile,
+		"--runtime-arg", "--root=" + r.root,
+	}
+	if timeout > 0 {
+		secs := int64((timeout + time.Second - 1) / time.Second)
+		args = append(args, "-T", strconv.FormatInt(secs, 10))
+	}
+	syncR, syncW, err := os.Pipe()
 	if err != nil {
 		return nil, nil, -1, fmt.Errorf("container %s: exec: %w", id, err)
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, nil, -1, fmt.Errorf("container %s: exec: %w", id, err)
-	}
-	c := exec.Command(r.path, "--root", r.root, "--log", logFile, "--log-format", "json",
-		"exec", "--process", procFile, "--pid-file", pidFile, id)
-	c.Stdout, c.Stderr = outW, errW // *os.File: handed to the process as is, no copier goroutines
+	defer syncR.Close()
+	c := exec.Command(r.conmon, args...)
+	c.Dir = tmp
+	var conmonOut boundedBuffer
+	conmonOut.max = 64 << 10
+	c.Stdout, c.Stderr = &conmonOut, &conmonOut
+	c.WaitDelay = time.Second // conmon's output pipe; never wait long for it
+	c.ExtraFiles = []*os.File{syncW}
+	c.Env = []string{"PATH=" + envPath(), "_OCI_SYNCPIPE=3"}
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.Start(); err != nil {
-		outR.Close()
-		outW.Close()
-		errR.Close()
-		errW.Close()
-		return nil, nil, -1, fmt.Errorf("container %s: exec: start %s: %w", id, r.name, err)
+		syncW.Close()
+		return nil, nil, -1, fmt.Errorf("container %s: exec: start conmon: %w", id, err)
 	}
-	outW.Close()
-	errW.Close()
-	var wg sync.WaitGroup
-	var outBuf, errBuf boundedBuffer
-	outBuf.max, errBuf.max = maxOutput, maxOutput
-	wg.Add(2)
-	go func() { defer wg.Done(); _, _ = io.Copy(&outBuf, outR) }()
-	go func() { defer wg.Done(); _, _ = io.Copy(&errBuf, errR) }()
+	syncW.Close()
 	waited := make(chan error, 1)
 	go func() { waited <- c.Wait() }()
 
-	var timer <-chan time.Time
+	// Backstop for conmon's own -T, and ctx.
+	var backstop <-chan time.Time
 	if timeout > 0 {
-		t := time.NewTimer(timeout)
+		t := time.NewTimer(timeout + 5*time.Second)
 		defer t.Stop()
-		timer = t.C
+		backstop = t.C
 	}
 	var werr error
-	timedOut := false
+	killed := false
 	select {
 	case werr = <-waited:
-	case <-timer:
-		timedOut = true
+	case <-backstop:
+		killed = true
 	case <-ctx.Done():
-		timedOut = true
+		killed = true
 	}
-	if timedOut {
-		r.killExec(id, pidFile, c)
-		select {
-		case werr = <-waited:
-		case <-time.After(10 * time.Second):
-			_ = c.Process.Kill()
-			werr = <-waited
+	if killed {
+		r.killExec(id, filepath.Join(tmp, "pid"))
+		_ = c.Process.Kill()
+		werr = <-waited
+	}
+	// With --sync conmon has exited: the pipe holds everything it wrote.
+	_ = syncR.SetReadDeadline(time.Now().Add(time.Second))
+	var msgs []syncMessage
+	dec := json.NewDecoder(syncR)
+	for {
+		var m syncMessage
+		if err := dec.Decode(&m); err != nil {
+			break
 		}
+		msgs = append(msgs, m)
 	}
-	// The process is gone; whatever it wrote is in the pipes. Drain that,
-	// then stop reading even if a background child still holds the write ends.
-	deadline := time.Now().Add(100 * time.Millisecond)
-	_ = outR.SetReadDeadline(deadline)
-	_ = errR.SetReadDeadline(deadline)
-	wg.Wait()
-	outR.Close()
-	errR.Close()
-	stdout, stderr = outBuf.Bytes(), errBuf.Bytes()
-
-	if timedOut {
-		if ctx.Err() != nil {
-			return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: %w", id, cmd, ctx.Err())
-		}
-		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: timeout %v: %w", id, cmd, timeout, ErrExecTimeout)
+	stdout, stderr, perr := readExecLog(logFile, maxOutput)
+	if perr != nil {
+		klog.ErrorS(perr, "Reading exec output", "id", id)
 	}
-	// The runtime exits with the process's status; a failure of the runtime
-	// itself shows as an error line in its log.
-	if msg := runtimeLogErrors(logFile, 3); msg != "" {
-		return stdout, stderr, -1, fmt.Errorf("container %s: %s exec: %s", id, r.name, msg)
-	}
-	var ee *exec.ExitError
 	switch {
-	case werr == nil:
-		exitCode = 0
-	case errors.As(werr, &ee):
-		exitCode = int32(ee.ExitCode())
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			exitCode = 128 + int32(ws.Signal())
-		}
-	default:
-		return stdout, stderr, -1, fmt.Errorf("container %s: exec: %w", id, werr)
+	case killed && ctx.Err() != nil:
+		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: %w", id, cmd, ctx.Err())
+	case killed:
+		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: timeout %v (conmon did not end it): %w", id, cmd, timeout, ErrExecTimeout)
 	}
+	// Messages: {"data": pid} once the process runs, then {"data": exit code}.
+	// A runtime failure is {"data": -1 (or -status), "message": ...}.
+	if len(msgs) == 0 {
+		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: conmon reported nothing (%v): %s", id, cmd, werr, lastLines(string(conmonOut.Bytes()), 3))
+	}
+	last := msgs[len(msgs)-1]
+	if last.Data < 0 || (len(msgs) == 1 && last.Message != "") {
+		if strings.Contains(last.Message, "timed out") {
+			return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: timeout %v: %w", id, cmd, timeout, ErrExecTimeout)
+		}
+		msg := last.Message
+		if msg == "" {
+			msg = lastLines(string(conmonOut.Bytes()), 3)
+		}
+		return stdout, stderr, -1, fmt.Errorf("container %s: %s exec %q: %s", id, r.name, cmd, cleanRuntimeMsg(msg))
+	}
+	if len(msgs) < 2 {
+		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: conmon reported no exit code (%v): %s", id, cmd, werr, lastLines(string(conmonOut.Bytes()), 3))
+	}
+	exitCode = int32(last.Data)
 	klog.V(3).InfoS("ExecSync", "runtime", r.name, "id", id, "cmd", cmd, "exitCode", exitCode, "duration", time.Since(start))
 	return stdout, stderr, exitCode, nil
+}
+
+// readExecLog splits a CRI-format log into stdout and stderr, each cut at
+// max bytes. "F" lines get their newline back; "P" lines continue.
+func readExecLog(path string, max int) (stdout, stderr []byte, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, nil
+		}
+		return nil, nil, err
+	}
+	defer f.Close()
+	out := boundedBuffer{max: max}
+	errb := boundedBuffer{max: max}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		l, perr := ParseLogLine(sc.Bytes())
+		if perr != nil {
+			continue
+		}
+		w := &out
+		if l.Stream == "stderr" {
+			w = &errb
+		}
+		_, _ = w.Write(l.Message)
+		if !l.Partial {
+			_, _ = w.Write([]byte{'\n'})
+		}
+	}
+	return out.Bytes(), errb.Bytes(), sc.Err()
 }
 
 // execProcess is the container's own process spec with cmd as its args: same
@@ -190,12 +246,9 @@ func (r *Runtime) execProcess(id string, cmd []string) (*specs.Process, error) {
 }
 
 // killExec SIGKILLs the exec'd process named by the runtime's pid file.
-func (r *Runtime) killExec(id, pidFile string, c *exec.Cmd) {
+func (r *Runtime) killExec(id, pidFile string) {
 	pid, err := readPidFile(pidFile)
 	if err != nil {
-		// The runtime has not forked the process yet: kill the runtime.
-		klog.V(2).InfoS("Exec timed out before the process started; killing the runtime", "id", id, "err", err)
-		_ = c.Process.Kill()
 		return
 	}
 	fd, err := unix.PidfdOpen(pid, 0)

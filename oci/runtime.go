@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -157,7 +158,7 @@ func (r *Runtime) run(ctx context.Context, id, op string, stdin io.Reader, args 
 	err := cmd.Run()
 	klog.V(4).InfoS("Ran OCI runtime", "runtime", r.name, "id", id, "args", args, "duration", time.Since(start), "err", err)
 	if err != nil {
-		return stdout.Bytes(), &runtimeError{id: id, op: r.name + " " + op, msg: lastLines(stderr.String(), 3), err: err}
+		return stdout.Bytes(), &runtimeError{id: id, op: r.name + " " + op, msg: cleanRuntimeMsg(lastLines(stderr.String(), 3)), err: err}
 	}
 	return stdout.Bytes(), nil
 }
@@ -219,6 +220,32 @@ func parseRuntimeLogLine(line []byte) (string, bool) {
 		return l.Msg, l.Msg != ""
 	}
 	return "", false
+}
+
+// cleanRuntimeMsg turns a runtime's logrus text line (`time="..."
+// level=error msg="exec failed: ..."`) into its message; other text is
+// returned trimmed.
+func cleanRuntimeMsg(s string) string {
+	s = strings.TrimSpace(s)
+	i := strings.Index(s, `msg="`)
+	if i < 0 {
+		return s
+	}
+	rest := s[i+len("msg="):]
+	// Find the closing quote of the Go-quoted value.
+	for j := 1; j < len(rest); j++ {
+		if rest[j] == '\\' {
+			j++
+			continue
+		}
+		if rest[j] == '"' {
+			if u, err := strconv.Unquote(rest[:j+1]); err == nil {
+				return u
+			}
+			break
+		}
+	}
+	return s
 }
 
 // isNotExist reports whether a runtime error says the container is unknown.

@@ -1,0 +1,402 @@
+package oci
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestCreateStartExitCode(t *testing.T) {
+	e := newEnv(t)
+	e.run("exit3", []string{"sh", "-c", "exit 3"})
+	waitExit(t, e.rt, "exit3", 10*time.Second)
+	st := e.state("exit3")
+	if st.Status != StatusStopped || st.ExitCode != 3 {
+		t.Fatalf("state = %+v, want stopped with exit code 3", st)
+	}
+	if st.StartedAt.IsZero() || st.FinishedAt.IsZero() || st.FinishedAt.Before(st.StartedAt) {
+		t.Errorf("times: started %v finished %v", st.StartedAt, st.FinishedAt)
+	}
+	if st.OOMKilled {
+		t.Errorf("OOMKilled for a plain exit")
+	}
+}
+
+func TestCreateStartTiming(t *testing.T) {
+	e := newEnv(t)
+	const n = 5
+	var total time.Duration
+	for i := 0; i < n; i++ {
+		id := "true" + strconv.Itoa(i)
+		b := e.bundle(id, []string{"true"})
+		_ = os.MkdirAll(filepath.Dir(e.logPath(id)), 0o755)
+		start := time.Now()
+		if _, err := e.rt.Create(context.Background(), CreateOptions{ID: id, Bundle: b, LogPath: e.logPath(id)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.rt.Start(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		total += time.Since(start)
+		waitExit(t, e.rt, id, 10*time.Second)
+		if err := e.rt.Delete(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("create+start of busybox true: %v average over %d", total/n, n)
+}
+
+func TestCreateFailureNamesRuntimeError(t *testing.T) {
+	e := newEnv(t)
+	b := e.bundle("bad", []string{"/no/such/binary"})
+	_, err := e.rt.Create(context.Background(), CreateOptions{ID: "bad", Bundle: b, LogPath: e.logPath("bad")})
+	if err == nil {
+		t.Fatal("Create of a missing binary succeeded")
+	}
+	t.Logf("error: %v", err)
+	if !strings.Contains(err.Error(), "bad") || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("error should name the container and say what runc said: %v", err)
+	}
+	if _, err := os.Stat(e.rt.dir("bad")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state dir left behind after failed create: %v", err)
+	}
+	if _, err := e.rt.State(context.Background(), "bad"); !isNotFound(err) {
+		t.Errorf("State after failed create = %v, want ErrNotFound", err)
+	}
+}
+
+func TestLogsCRIFormat(t *testing.T) {
+	e := newEnv(t)
+	e.run("logs", []string{"sh", "-c", "echo hello; echo oops >&2"})
+	waitExit(t, e.rt, "logs", 10*time.Second)
+	lines, err := readLog(e.logPath("logs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, l := range lines {
+		if l.Partial {
+			t.Errorf("partial line %+v", l)
+		}
+		if time.Since(l.Time) > time.Minute {
+			t.Errorf("odd time %v", l.Time)
+		}
+		got[l.Stream] += string(l.Message)
+	}
+	if got["stdout"] != "hello" || got["stderr"] != "oops" {
+		t.Fatalf("log = %q", got)
+	}
+}
+
+func TestStopKillsAfterTimeout(t *testing.T) {
+	e := newEnv(t)
+	e.run("stubborn", []string{"sh", "-c", "trap '' TERM; echo ready; while true; do sleep 1; done"})
+	waitLog(t, e.logPath("stubborn"), "ready", 10*time.Second)
+	if st := e.state("stubborn"); st.Status != StatusRunning || st.Pid <= 0 {
+		t.Fatalf("state = %+v, want running", st)
+	}
+	start := time.Now()
+	if err := e.rt.Stop(context.Background(), "stubborn", time.Second, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("Stop with 1s timeout took %v", took)
+	if took < time.Second || took > 3*time.Second {
+		t.Errorf("Stop took %v, want about 1s", took)
+	}
+	st := e.state("stubborn")
+	if st.Status != StatusStopped || st.ExitCode != 128+9 {
+		t.Fatalf("state = %+v, want stopped by SIGKILL (137)", st)
+	}
+	// Stopping an exited container is success.
+	if err := e.rt.Stop(context.Background(), "stubborn", time.Second, syscall.SIGTERM); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+}
+
+func TestStopGraceful(t *testing.T) {
+	e := newEnv(t)
+	e.run("polite", []string{"sh", "-c", "trap 'exit 0' TERM; echo ready; while true; do sleep 0.05; done"})
+	waitLog(t, e.logPath("polite"), "ready", 10*time.Second)
+	start := time.Now()
+	if err := e.rt.Stop(context.Background(), "polite", 10*time.Second, 0); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("graceful Stop took %v", took)
+	}
+	if st := e.state("polite"); st.Status != StatusStopped || st.ExitCode != 0 {
+		t.Fatalf("state = %+v, want stopped with 0", st)
+	}
+}
+
+func TestExecSync(t *testing.T) {
+	e := newEnv(t)
+	e.run("execs", []string{"sleep", "1000"})
+	ctx := context.Background()
+
+	t.Run("exit code and streams", func(t *testing.T) {
+		out, errb, code, err := e.rt.ExecSync(ctx, "execs", []string{"sh", "-c", "echo out; echo err >&2; exit 7"}, 10*time.Second, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code != 7 || string(out) != "out\n" || string(errb) != "err\n" {
+			t.Fatalf("got code %d stdout %q stderr %q", code, out, errb)
+		}
+	})
+	t.Run("background child holds stdio", func(t *testing.T) {
+		start := time.Now()
+		out, _, code, err := e.rt.ExecSync(ctx, "execs", []string{"sh", "-c", "sleep 100 & echo started"}, 10*time.Second, 0)
+		if err != nil || code != 0 || string(out) != "started\n" {
+			t.Fatalf("got %q %d %v", out, code, err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("took %v: waited for the background child", took)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		start := time.Now()
+		out, _, code, err := e.rt.ExecSync(ctx, "execs", []string{"sh", "-c", "sleep 100 & echo before; sleep 50"}, time.Second, 0)
+		took := time.Since(start)
+		if !errors.Is(err, ErrExecTimeout) {
+			t.Fatalf("err = %v, want ErrExecTimeout", err)
+		}
+		t.Logf("timed out exec returned after %v: %v", took, err)
+		if took > 3*time.Second {
+			t.Errorf("took %v", took)
+		}
+		if code != -1 || string(out) != "before\n" {
+			t.Errorf("got code %d out %q", code, out)
+		}
+	})
+	t.Run("max output", func(t *testing.T) {
+		out, _, code, err := e.rt.ExecSync(ctx, "execs", []string{"sh", "-c", "yes 0123456789 | head -n 10000"}, 10*time.Second, 100)
+		if err != nil || code != 0 {
+			t.Fatal(code, err)
+		}
+		if len(out) != 100 {
+			t.Fatalf("stdout %d bytes, want 100", len(out))
+		}
+	})
+	t.Run("missing binary", func(t *testing.T) {
+		_, _, _, err := e.rt.ExecSync(ctx, "execs", []string{"/no/such"}, 10*time.Second, 0)
+		if err == nil {
+			t.Fatal("exec of a missing binary succeeded")
+		}
+		t.Logf("error: %v", err)
+	})
+	t.Run("stopped container", func(t *testing.T) {
+		if err := e.rt.Stop(ctx, "execs", time.Second, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_, _, _, err := e.rt.ExecSync(ctx, "execs", []string{"true"}, 10*time.Second, 0)
+		if err == nil {
+			t.Fatal("exec in a stopped container succeeded")
+		}
+		t.Logf("error: %v", err)
+	})
+}
+
+func TestUpdateResources(t *testing.T) {
+	e := newEnv(t)
+	e.run("upd", []string{"sleep", "1000"}, withMemory(64<<20))
+	f := filepath.Join("/sys/fs/cgroup/memory", e.cgParent, "upd", "memory.limit_in_bytes")
+	read := func() string {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if got := read(); got != strconv.Itoa(64<<20) {
+		t.Fatalf("limit before = %s", got)
+	}
+	limit := int64(128 << 20)
+	if err := e.rt.UpdateResources(context.Background(), "upd", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit, Swap: &limit}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != strconv.Itoa(128<<20) {
+		t.Fatalf("limit after = %s, want %d", got, 128<<20)
+	}
+	if err := e.rt.UpdateResources(context.Background(), "nosuch", &specs.LinuxResources{}); !isNotFound(err) {
+		t.Errorf("update of unknown id = %v, want ErrNotFound", err)
+	}
+}
+
+func TestReopenLog(t *testing.T) {
+	e := newEnv(t)
+	e.run("chatty", []string{"sh", "-c", "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.02; done"})
+	log := e.logPath("chatty")
+	waitLog(t, log, "line1", 10*time.Second)
+	if err := os.Rename(log, log+".1"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := e.rt.ReopenLog(context.Background(), "chatty"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ReopenLog took %v", time.Since(start))
+	lines := waitLog(t, log, "line", 5*time.Second)
+	old, _ := readLog(log + ".1")
+	last := string(old[len(old)-1].Message)
+	if string(lines[0].Message) == last {
+		t.Errorf("new file starts with the old file's last line %q", last)
+	}
+
+	// While the container is stopping and after it is gone, ReopenLog must
+	// answer promptly.
+	done := make(chan error, 1)
+	go func() { done <- e.rt.Stop(context.Background(), "chatty", time.Second, syscall.SIGKILL) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start = time.Now()
+	_ = e.rt.ReopenLog(ctx, "chatty")
+	if took := time.Since(start); took > 6*time.Second {
+		t.Errorf("ReopenLog while stopping took %v", took)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	err := e.rt.ReopenLog(ctx, "chatty")
+	if err == nil {
+		t.Errorf("ReopenLog of a stopped container succeeded")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("ReopenLog of a stopped container took %v", took)
+	}
+	t.Logf("stopped: %v", err)
+}
+
+func TestDeleteIdempotent(t *testing.T) {
+	e := newEnv(t)
+	e.run("del", []string{"sleep", "1000"})
+	ctx := context.Background()
+	conmonPid, err := readPidFile(filepath.Join(e.rt.dir("del"), "conmon.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // running, then already gone
+		if err := e.rt.Delete(ctx, "del"); err != nil {
+			t.Fatalf("Delete #%d: %v", i+1, err)
+		}
+	}
+	if err := e.rt.Delete(ctx, "never-existed"); err != nil {
+		t.Errorf("Delete of unknown id: %v", err)
+	}
+	if _, err := e.rt.State(ctx, "del"); !isNotFound(err) {
+		t.Errorf("State after Delete = %v, want ErrNotFound", err)
+	}
+	if isConmonFor(conmonPid, "del") {
+		t.Errorf("conmon %d still running after Delete", conmonPid)
+	}
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", e.cgParent, "del")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cgroup left after Delete: %v", err)
+	}
+	if err := e.rt.Stop(ctx, "del", time.Second, 0); !isNotFound(err) {
+		t.Errorf("Stop after Delete = %v, want ErrNotFound", err)
+	}
+}
+
+// A fresh Runtime on the same dirs (a peapod restart) sees a running
+// container, re-arms its exit monitor and sees its exit code.
+func TestRestartSeesContainers(t *testing.T) {
+	e := newEnv(t)
+	e.run("survivor", []string{"sh", "-c", "echo ready; while [ ! -e /go ]; do sleep 0.05; done; exit 5"})
+	e.run("early", []string{"sh", "-c", "exit 4"})
+	waitLog(t, e.logPath("survivor"), "ready", 10*time.Second)
+	waitExit(t, e.rt, "early", 10*time.Second)
+
+	rt2, err := New(e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := rt2.State(ctx, "survivor")
+	if err != nil || st.Status != StatusRunning {
+		t.Fatalf("after restart: %+v %v, want running", st, err)
+	}
+	if st.StartedAt.IsZero() {
+		t.Errorf("after restart: no start time")
+	}
+	for _, id := range []string{"survivor", "early"} {
+		if err := rt2.Watch(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An exit that happened "while peapod was down" is delivered on Watch.
+	waitExit(t, rt2, "early", 5*time.Second)
+	if st := mustState(t, rt2, "early"); st.Status != StatusStopped || st.ExitCode != 4 {
+		t.Fatalf("early: %+v", st)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "bundles", "survivor", "rootfs", "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, rt2, "survivor", 10*time.Second)
+	if st := mustState(t, rt2, "survivor"); st.Status != StatusStopped || st.ExitCode != 5 {
+		t.Fatalf("survivor: %+v", st)
+	}
+	if err := rt2.Watch("nosuch"); !isNotFound(err) {
+		t.Errorf("Watch of unknown id = %v", err)
+	}
+}
+
+func mustState(t *testing.T, rt *Runtime, id string) *State {
+	t.Helper()
+	st, err := rt.State(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestOOMKilled(t *testing.T) {
+	e := newEnv(t)
+	e.run("hog", []string{"sh", "-c", "x=$(yes 0123456789012345678901234567890123456789)"}, withMemory(16<<20))
+	waitExit(t, e.rt, "hog", 60*time.Second)
+	st := e.state("hog")
+	t.Logf("state: %+v", st)
+	if st.Status != StatusStopped || !st.OOMKilled {
+		t.Fatalf("state = %+v, want stopped and OOMKilled", st)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	e := newEnv(t)
+	if err := e.rt.Check(context.Background()); err != nil {
+		t.Fatalf("runc Check: %v", err)
+	}
+	crun, err := exec.LookPath("crun")
+	if err != nil {
+		t.Skip("crun not installed")
+	}
+	rt, err := New(Options{Name: "crun", Path: crun, Root: filepath.Join(e.dir, "crun-root"), StateDir: filepath.Join(e.dir, "crun-state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = rt.Check(context.Background())
+	t.Logf("crun Check took %v: %v", time.Since(start), err)
+	if err == nil {
+		t.Skip("crun works on this host; the hybrid-cgroup refusal is not reproducible here")
+	}
+	if !strings.Contains(err.Error(), "cgroups in hybrid mode not supported") {
+		t.Errorf("crun Check error should carry crun's reason: %v", err)
+	}
+	if err2 := rt.Check(context.Background()); err2 == nil || err2.Error() != err.Error() {
+		t.Errorf("second Check = %v, want the cached answer", err2)
+	}
+	leftovers, _ := filepath.Glob("/sys/fs/cgroup/*/peapod-check-*")
+	if len(leftovers) > 0 {
+		t.Errorf("check left cgroups: %v", leftovers)
+	}
+}
