@@ -66,6 +66,10 @@ type Manager struct {
 	mu         sync.Mutex
 	containers map[containerKey]*entry
 	stopped    bool
+	queue      []Update      // published, not yet delivered on updates; in order
+	queued     chan struct{} // cap 1: queue is not empty
+	quit       chan struct{} // closed by Stop once the workers are gone
+	dispatched chan struct{} // closed when the dispatcher has closed updates
 	wg         sync.WaitGroup
 }
 
@@ -77,19 +81,51 @@ func NewManager(o Options) *Manager {
 	if o.unit <= 0 {
 		o.unit = time.Second
 	}
-	return &Manager{
+	m := &Manager{
 		prober:     newProber(o.Runtime),
 		metrics:    newMetrics(o.Registerer),
 		clock:      o.Clock,
 		unit:       o.unit,
-		updates:    make(chan Update, 128),
+		updates:    make(chan Update),
 		containers: map[containerKey]*entry{},
+		queued:     make(chan struct{}, 1),
+		quit:       make(chan struct{}),
+		dispatched: make(chan struct{}),
 	}
+	go m.dispatch()
+	return m
 }
 
 // Updates delivers result changes, and the first established result of each
-// container id. Workers wait when nobody reads it. It is closed by Stop.
+// container id, in the order the results were cached (so a container's
+// startup Success comes before its first liveness and readiness results).
+// Probing never waits for the reader: undelivered updates queue up. Stop
+// closes the channel, dropping what is still queued.
 func (m *Manager) Updates() <-chan Update { return m.updates }
+
+// dispatch moves queued updates to the updates channel.
+func (m *Manager) dispatch() {
+	defer close(m.dispatched)
+	defer close(m.updates)
+	for {
+		m.mu.Lock()
+		q := m.queue
+		m.queue = nil
+		m.mu.Unlock()
+		for _, u := range q {
+			select {
+			case m.updates <- u:
+			case <-m.quit:
+				return
+			}
+		}
+		select {
+		case <-m.queued:
+		case <-m.quit:
+			return
+		}
+	}
+}
 
 // AddContainer starts workers for the probes of container c of pod, which
 // runs as containerID in a pod whose IP is podIP. Call it when the
@@ -201,7 +237,8 @@ func (m *Manager) Stop() {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
-	close(m.updates)
+	close(m.quit)
+	<-m.dispatched
 }
 
 func defaultResult(k Kind, hasProbe bool) Result {
@@ -268,9 +305,9 @@ func (m *Manager) gated(w *worker) bool {
 	return e.hasProbe[Startup] && e.results[Startup] != Success
 }
 
-// set caches result r of worker w (if w is still current) and publishes it
-// when it changed or is the first for the container id. It returns false
-// when w is no longer current.
+// set caches result r of worker w (if w is still current) and queues an
+// Update when it changed or is the first for the container id. It returns
+// false when w is no longer current.
 func (m *Manager) set(w *worker, r Result, msg string) bool {
 	m.mu.Lock()
 	e := m.containers[w.key]
@@ -285,6 +322,16 @@ func (m *Manager) set(w *worker, r Result, msg string) bool {
 	}
 	e.results[w.kind] = r
 	e.reported[w.kind] = true
+	u := Update{
+		PodUID: w.key.podUID, PodName: w.podName, PodNamespace: w.podNamespace,
+		ContainerName: w.key.name, ContainerID: w.containerID,
+		Kind: w.kind, Result: r, Message: truncate(msg, maxMessage),
+	}
+	m.queue = append(m.queue, u)
+	select {
+	case m.queued <- struct{}{}:
+	default:
+	}
 	if w.kind == Startup && r == Success {
 		if rw := e.workers[Readiness]; rw != nil {
 			rw.poke() // probe readiness now rather than a period later
@@ -292,22 +339,17 @@ func (m *Manager) set(w *worker, r Result, msg string) bool {
 	}
 	m.mu.Unlock()
 
-	u := Update{
-		PodUID: w.key.podUID, PodName: w.podName, PodNamespace: w.podNamespace,
-		ContainerName: w.key.name, ContainerID: w.containerID,
-		Kind: w.kind, Result: r, Message: truncate(msg, maxMessage),
-	}
 	kv := []any{"probeType", w.kind, "pod", klog.KRef(w.podNamespace, w.podName), "podUID", w.key.podUID,
 		"containerName", w.key.name, "containerID", w.containerID, "result", r, "previous", old}
 	if r == Failure {
 		kv = append(kv, "output", u.Message)
 	}
-	klog.InfoS("Probe result changed", kv...)
-
-	select {
-	case m.updates <- u:
-	case <-w.done:
-		return false
+	if old == r {
+		// The first result of a container id, equal to the default
+		// (liveness Success, typically): published, hardly news.
+		klog.V(2).InfoS("First probe result", kv...)
+	} else {
+		klog.InfoS("Probe result changed", kv...)
 	}
 	return true
 }

@@ -3,8 +3,12 @@ package probes
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +17,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // testUnit is one probe "second" in tests.
@@ -495,4 +500,44 @@ func series(t *testing.T, reg *prometheus.Registry, name string) int {
 		}
 	}
 	return 0
+}
+
+func TestNetworkProbesThroughManager(t *testing.T) {
+	var healthy atomic.Bool
+	healthy.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !healthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	_, port := hostPort(t, srv.Listener.Addr().String())
+
+	m, _ := newTestManager(t, nil, testUnit)
+	httpProbe := &v1.Probe{ProbeHandler: v1.ProbeHandler{HTTPGet: &v1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("web")}}, PeriodSeconds: 1, FailureThreshold: 2}
+	tcpProbe := &v1.Probe{ProbeHandler: v1.ProbeHandler{TCPSocket: &v1.TCPSocketAction{Port: intstr.FromString("web")}}, PeriodSeconds: 1}
+	pod := testPod("u1", v1.Container{
+		Name:           "web",
+		Ports:          []v1.ContainerPort{{Name: "web", ContainerPort: int32(port)}},
+		ReadinessProbe: httpProbe,
+		LivenessProbe:  tcpProbe,
+	})
+	m.AddContainer(pod, &pod.Spec.Containers[0], "c1", "127.0.0.1")
+	got := map[Kind]Result{}
+	for len(got) < 2 {
+		u := next(t, m)
+		got[u.Kind] = u.Result
+	}
+	if got[Readiness] != Success || got[Liveness] != Success {
+		t.Fatalf("got %v", got)
+	}
+	healthy.Store(false)
+	u := next(t, m)
+	if u.Kind != Readiness || u.Result != Failure || !strings.Contains(u.Message, "503") {
+		t.Fatalf("got %+v", u)
+	}
+	healthy.Store(true)
+	if u := next(t, m); u.Kind != Readiness || u.Result != Success {
+		t.Fatalf("got %+v", u)
+	}
 }

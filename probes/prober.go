@@ -60,6 +60,9 @@ func probeDialer() *net.Dialer {
 // prober runs probe actions. One per Manager; safe for concurrent use.
 type prober struct {
 	runtime Runtime
+	// execBackstop is added (with the timeout again) to an exec probe's
+	// timeout as the deadline of the ExecSync call itself.
+	execBackstop time.Duration
 	dialer  *net.Dialer
 	http    *http.Client
 }
@@ -77,8 +80,9 @@ func newProber(rt Runtime) *prober {
 		MaxIdleConns:        -1,
 	}
 	return &prober{
-		runtime: rt,
-		dialer:  d,
+		runtime:      rt,
+		execBackstop: time.Second,
+		dialer:       d,
 		http: &http.Client{
 			Transport:     tr,
 			CheckRedirect: redirectChecker,
@@ -129,7 +133,7 @@ func (p *prober) exec(ctx context.Context, a *v1.ExecAction, t target, timeout t
 	}
 	// A backstop in case the runtime ignores the timeout: it, not this
 	// deadline, is what kills the command.
-	ctx, cancel := context.WithTimeout(ctx, 2*timeout+time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*timeout+p.execBackstop)
 	defer cancel()
 	stdout, stderr, err := p.runtime.ExecSync(ctx, t.containerID, a.Command, timeout)
 	out := combine(stdout, stderr)

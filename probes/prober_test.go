@@ -439,6 +439,7 @@ func TestExec(t *testing.T) {
 				return tt.fn(ctx, id, call, timeout)
 			}}
 			p := newProber(rt)
+			p.execBackstop = 10 * time.Millisecond
 			r, msg, err := p.exec(context.Background(), &v1.ExecAction{Command: []string{"check"}}, target{containerID: "c1"}, 20*time.Millisecond)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v", err)
