@@ -63,8 +63,8 @@ type prober struct {
 	// execBackstop is added (with the timeout again) to an exec probe's
 	// timeout as the deadline of the ExecSync call itself.
 	execBackstop time.Duration
-	dialer  *net.Dialer
-	http    *http.Client
+	dialer       *net.Dialer
+	http         *http.Client
 }
 
 func newProber(rt Runtime) *prober {

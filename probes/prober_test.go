@@ -411,7 +411,9 @@ func TestExec(t *testing.T) {
 		wantMsg string
 		wantErr bool
 	}{
-		{name: "exit 0 nil error", fn: func(context.Context, string, int, time.Duration) ([]byte, []byte, error) { return []byte("ok"), nil, nil }, want: Success, wantMsg: "ok"},
+		{name: "exit 0 nil error", fn: func(context.Context, string, int, time.Duration) ([]byte, []byte, error) {
+			return []byte("ok"), nil, nil
+		}, want: Success, wantMsg: "ok"},
 		{name: "exit 0 as error", fn: func(context.Context, string, int, time.Duration) ([]byte, []byte, error) { return nil, nil, exitErr(0) }, want: Success},
 		{name: "exit 1", fn: func(context.Context, string, int, time.Duration) ([]byte, []byte, error) {
 			return []byte("out"), []byte("err"), fmt.Errorf("wrapped: %w", exitErr(1))
