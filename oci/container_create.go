@@ -139,7 +139,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (pid int, err err
 		if rl := runtimeLogErrors(filepath.Join(dir, "runtime.log"), 3); rl != "" {
 			detail = rl
 		}
-		return 0, fmt.Errorf("container %s: %s create failed: %s", id, r.name, detail)
+		return 0, fmt.Errorf("container %s: %s create: %s", id, r.name, detail)
 	}
 	select { // conmon's first process exits once it has daemonized
 	case werr := <-waited:

@@ -400,3 +400,33 @@ func TestCheck(t *testing.T) {
 		t.Errorf("check left cgroups: %v", leftovers)
 	}
 }
+
+func TestStopCreatedNeverStarted(t *testing.T) {
+	e := newEnv(t)
+	e.create("idle", []string{"sleep", "1000"})
+	if st := e.state("idle"); st.Status != StatusCreated || st.Pid <= 0 {
+		t.Fatalf("state = %+v, want created", st)
+	}
+	if err := e.rt.Stop(context.Background(), "idle", time.Second, 0); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.state("idle"); st.Status != StatusStopped {
+		t.Fatalf("state = %+v, want stopped", st)
+	}
+}
+
+func TestKillDeliversSignal(t *testing.T) {
+	e := newEnv(t)
+	e.run("sig", []string{"sh", "-c", "trap 'exit 42' USR1; echo ready; while true; do sleep 0.05; done"})
+	waitLog(t, e.logPath("sig"), "ready", 10*time.Second)
+	if err := e.rt.Kill(context.Background(), "sig", syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, e.rt, "sig", 10*time.Second)
+	if st := e.state("sig"); st.ExitCode != 42 {
+		t.Fatalf("state = %+v, want exit 42", st)
+	}
+	if err := e.rt.Kill(context.Background(), "nosuch", syscall.SIGTERM); !isNotFound(err) {
+		t.Errorf("Kill of unknown id = %v, want ErrNotFound", err)
+	}
+}
