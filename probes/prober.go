@@ -238,8 +238,8 @@ func (p *prober) httpGet(ctx context.Context, a *v1.HTTPGetAction, t target, tim
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(res.Body, maxBody))
-	if err != nil && ctx.Err() != nil {
-		return Failure, err.Error(), nil
+	if err != nil {
+		return Failure, fmt.Sprintf("reading the response body: %v", err), nil
 	}
 	if res.StatusCode >= http.StatusOK && res.StatusCode < http.StatusBadRequest {
 		if res.StatusCode >= http.StatusMultipleChoices {

@@ -288,6 +288,26 @@ func TestNoTimeWait(t *testing.T) {
 			t.Errorf("%d sockets in TIME_WAIT after 50 http probes", n)
 		}
 	})
+	t.Run("grpc", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := grpc.NewServer()
+		healthpb.RegisterHealthServer(s, health.NewServer())
+		go s.Serve(l)
+		defer s.Stop()
+		_, port := hostPort(t, l.Addr().String())
+		for range 50 {
+			if r, msg, _ := p.grpc(context.Background(), &v1.GRPCAction{Port: int32(port)}, target{podIP: "127.0.0.1"}, time.Second); r != Success {
+				t.Fatalf("probe: %v %s", r, msg)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		if n := timeWait(t, port); n != 0 {
+			t.Errorf("%d sockets in TIME_WAIT after 50 grpc probes", n)
+		}
+	})
 	t.Run("control: without linger 0 TIME_WAIT does appear", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

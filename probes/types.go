@@ -68,12 +68,13 @@ type Update struct {
 // k8s.io/cri-api/pkg/apis.RuntimeService satisfies it.
 //
 // ExecSync must run cmd in the container and kill it when timeout passes.
-// A non-zero exit is reported either as a nil error (exit code then unknown
-// to the prober: treated as success, as only the error carries the code) or,
-// as k8s.io/cri-client does, as an error with an ExitStatus() int (or
-// ExitCode() int) method. A timeout is reported as an error that wraps
-// ErrExecTimeout, context.DeadlineExceeded, a gRPC DeadlineExceeded status,
-// or whose text says "timed out" (cri-client's ErrCommandTimedOut).
+// A nil error means exit code 0. A non-zero exit is an error with an
+// ExitStatus() int method (k8s.io/utils/exec.CodeExitError, which
+// k8s.io/cri-client returns) or an ExitCode() int method (os/exec.ExitError).
+// A timeout is an error that wraps ErrExecTimeout or
+// context.DeadlineExceeded, has gRPC status DeadlineExceeded, or says "timed
+// out" (cri-client's ErrCommandTimedOut). Any other error means the probe
+// could not run: its result is thrown away, as the kubelet does.
 type Runtime interface {
 	ExecSync(ctx context.Context, containerID string, cmd []string, timeout time.Duration) (stdout []byte, stderr []byte, err error)
 }
