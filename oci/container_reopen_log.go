@@ -2,14 +2,11 @@ package oci
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 )
 
@@ -37,18 +34,8 @@ func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
 	if fi, err := os.Stat(m.LogPath); err == nil {
 		before = fi.Sys().(*syscall.Stat_t).Ino
 	}
-	ctl := filepath.Join(m.Bundle, "ctl")
-	fd, err := unix.Open(ctl, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("container %s: reopen log: conmon is not running", id)
-		}
-		return fmt.Errorf("container %s: reopen log: open %s: %w", id, ctl, err)
-	}
-	_, err = unix.Write(fd, []byte("2 0 0\n"))
-	unix.Close(fd)
-	if err != nil {
-		return fmt.Errorf("container %s: reopen log: write %s: %w", id, ctl, err)
+	if err := writeCtl(m.Bundle, "2 0 0\n"); err != nil {
+		return fmt.Errorf("container %s: reopen log: %w", id, err)
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, reopenLogTimeout)

@@ -125,7 +125,7 @@ func (e *env) bundle(id string, args []string, opts ...ctrOpt) string {
 	if err := os.WriteFile(filepath.Join(bin, "busybox"), data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []string{"sh", "sleep", "true", "echo", "cat", "yes", "head", "touch"} {
+	for _, a := range []string{"sh", "sleep", "true", "echo", "cat", "yes", "head", "touch", "stty"} {
 		if err := os.Symlink("busybox", filepath.Join(bin, a)); err != nil {
 			t.Fatal(err)
 		}
@@ -143,6 +143,7 @@ func (e *env) bundle(id string, args []string, opts ...ctrOpt) string {
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 		},
 		Linux: &specs.Linux{
 			CgroupsPath: e.cgParent + "/" + id,
@@ -168,13 +169,24 @@ func (e *env) logPath(id string) string { return filepath.Join(e.dir, "logs", id
 // Delete, then a check that its conmon is gone (killed by its own pid if
 // not, which fails the test).
 func (e *env) create(id string, args []string, opts ...ctrOpt) {
+	e.t.Helper()
+	e.createWith(CreateOptions{ID: id}, args, opts...)
+}
+
+// createWith is create with Terminal/Stdin/StdinOnce from co (the spec's
+// process.terminal follows co.Terminal).
+func (e *env) createWith(co CreateOptions, args []string, opts ...ctrOpt) {
 	t := e.t
 	t.Helper()
-	b := e.bundle(id, args, opts...)
-	_ = os.MkdirAll(filepath.Dir(e.logPath(id)), 0o755)
+	id := co.ID
+	if co.Terminal {
+		opts = append(opts, func(s *specs.Spec) { s.Process.Terminal = true })
+	}
+	co.Bundle = e.bundle(id, args, opts...)
+	co.LogPath = e.logPath(id)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := e.rt.Create(ctx, CreateOptions{ID: id, Bundle: b, LogPath: e.logPath(id)}); err != nil {
+	if _, err := e.rt.Create(ctx, co); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
 	conmonPid, err := readPidFile(filepath.Join(e.rt.dir(id), "conmon.pid"))

@@ -92,7 +92,7 @@ func TestCleanRuntimeMsg(t *testing.T) {
 		`time="2026-11-23T09:42:44Z" level=error msg="exec failed: cannot exec in a stopped container"`: "exec failed: cannot exec in a stopped container",
 		`time="x" level=error msg="exec: \"/no/such\": stat /no/such: no such file or directory"`:       `exec: "/no/such": stat /no/such: no such file or directory`,
 		"  container does not exist \n": "container does not exist",
-		`msg="unterminated`:              `msg="unterminated`,
+		`msg="unterminated`:             `msg="unterminated`,
 	} {
 		if got := cleanRuntimeMsg(in); got != want {
 			t.Errorf("%q: got %q want %q", in, got, want)

@@ -430,3 +430,16 @@ func TestKillDeliversSignal(t *testing.T) {
 		t.Errorf("Kill of unknown id = %v, want ErrNotFound", err)
 	}
 }
+
+// Kubernetes ids are 64 hex digits: the attach socket path under the state
+// dir and the bundle is far beyond sun_path's 108 bytes.
+func TestLongID(t *testing.T) {
+	e := newEnv(t)
+	id := randHex(32)
+	e.run(id, []string{"sh", "-c", "echo hi; exit 2"})
+	waitExit(t, e.rt, id, 10*time.Second)
+	if st := e.state(id); st.ExitCode != 2 {
+		t.Fatalf("state = %+v", st)
+	}
+	waitLog(t, e.logPath(id), "hi", time.Second)
+}
