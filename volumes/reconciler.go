@@ -177,10 +177,8 @@ func (m *Manager) adoptDevice(d *deviceState) {
 		devs, err := loopDevicesFor(d.Options[loopImageOption])
 		switch {
 		case err == nil && len(devs) > 0:
-			if !d.Attached || d.DevicePath != devs[0] {
-				klog.InfoS("adopted loop device", "device", devs[0], "image", d.Options[loopImageOption])
-				m.metrics.op("attach", flexPluginPrefix+loopDriverName, errAdopted)
-			}
+			klog.InfoS("adopted loop device", "device", devs[0], "image", d.Options[loopImageOption])
+			m.metrics.op("attach", flexPluginPrefix+loopDriverName, errAdopted)
 			d.Attached, d.DevicePath = true, devs[0]
 		case err == nil:
 			d.Attached, d.DevicePath = false, ""
