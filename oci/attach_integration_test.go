@@ -94,3 +94,54 @@ func TestAttachTerminalResize(t *testing.T) {
 		t.Errorf("terminal output %q: want the size 45 123", stdout.String())
 	}
 }
+
+func TestExecStreams(t *testing.T) {
+	e := newEnv(t)
+	e.run("ex", []string{"sleep", "1000"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	t.Run("pipes", func(t *testing.T) {
+		var stdout, stderr syncBuffer
+		code, err := e.rt.Exec(ctx, "ex", []string{"sh", "-c", "cat; echo e >&2; exit 3"}, false, strings.NewReader("abc\n"), &stdout, &stderr, nil)
+		if err != nil || code != 3 || stdout.String() != "abc\n" || stderr.String() != "e\n" {
+			t.Fatalf("code %d err %v stdout %q stderr %q", code, err, stdout.String(), stderr.String())
+		}
+	})
+	t.Run("tty with resize", func(t *testing.T) {
+		var stdout syncBuffer
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		resize := make(chan Size, 1)
+		done := make(chan error, 1)
+		var code int32
+		go func() {
+			var err error
+			code, err = e.rt.Exec(ctx, "ex", []string{"sh", "-c", "read x; stty size; exit 4"}, true, pr, &stdout, nil, resize)
+			done <- err
+		}()
+		time.Sleep(200 * time.Millisecond)
+		resize <- Size{Width: 99, Height: 33}
+		time.Sleep(200 * time.Millisecond)
+		if _, err := pw.Write([]byte("go\r")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("Exec did not return; output %q", stdout.String())
+		}
+		if code != 4 || !strings.Contains(stdout.String(), "33 99") {
+			t.Errorf("code %d output %q", code, stdout.String())
+		}
+	})
+	t.Run("missing binary", func(t *testing.T) {
+		_, err := e.rt.Exec(ctx, "ex", []string{"/no/such"}, false, nil, io.Discard, io.Discard, nil)
+		if err == nil || !strings.Contains(err.Error(), "no such file") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
