@@ -1,0 +1,513 @@
+// Package agent is peapod's kubelet half: it runs the static pods of a
+// manifest directory through the CRI (k8s.io/cri-api RuntimeService and
+// ImageManagerService — the same interfaces the kubelet uses), and reports
+// their status as a v1.PodList.
+//
+// Pieces:
+//
+//	manifest.go  the manifest directory → defaulted pods (+ ConfigMaps, Secrets,
+//	             PVs, PVCs); a static pod's UID hashes its content
+//	actions.go   decide: computePodActions(pod, observed) → podActions (pure)
+//	worker.go    act: one goroutine per pod, observe → decide → execute
+//	config.go    pod spec → PodSandboxConfig / ContainerConfig
+//	env.go, expand.go  environment variables and $(VAR) expansion
+//	status.go    observed state → v1.PodStatus; table.go, http.go the views
+//
+// Pod state is not persisted by the agent: restart counts come back from the
+// CRI container attempts and annotations, as with the kubelet. On start the
+// agent adopts the sandboxes labelled with a desired pod's UID instead of
+// re-creating them, and stops and removes the ones of pods that are gone.
+// Ending Run leaves pods running.
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"peapod/agent/objects"
+)
+
+// Defaults of Options.
+const (
+	DefaultManifestsDir = "/etc/peapod/manifests"
+	DefaultStateDir     = "/var/lib/peapod/agent"
+	DefaultPodLogsDir   = "/var/log/pods"
+	DefaultSyncPeriod   = time.Second
+)
+
+// Agent runs static pods.
+type Agent struct {
+	o          Options
+	clock      clock
+	backOff    *backOff
+	metrics    *metrics
+	syncPeriod time.Duration
+	resolvConf string
+
+	nodeIPs         []string
+	nodeAllocatable v1.ResourceList
+
+	mu           sync.Mutex
+	workers      map[types.UID]*worker
+	removing     map[types.UID]bool
+	objects      *Objects
+	errors       []ManifestError
+	manifestHash [32]byte
+	desired      []*v1.Pod
+	reaping      map[types.UID]bool
+	scanned      bool
+	wg           sync.WaitGroup
+}
+
+// New checks o, fills in defaults and returns an Agent; Run starts it.
+func New(o Options) (*Agent, error) {
+	if o.Runtime == nil || o.Images == nil {
+		return nil, errors.New("agent: Options.Runtime and Options.Images are required")
+	}
+	if o.ManifestsDir == "" {
+		o.ManifestsDir = DefaultManifestsDir
+	}
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
+	}
+	if o.PodLogsDir == "" {
+		o.PodLogsDir = DefaultPodLogsDir
+	}
+	if o.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("agent: node name: %w", err)
+		}
+		o.NodeName = strings.ToLower(h)
+	}
+	if o.SyncPeriod <= 0 {
+		o.SyncPeriod = DefaultSyncPeriod
+	}
+	c := o.clock
+	if c == nil {
+		c = realClock{}
+	}
+	a := &Agent{
+		o: o, clock: c,
+		backOff:    newBackOff(c, backOffInitial, backOffMax),
+		metrics:    newMetrics(o.Registerer),
+		syncPeriod: o.SyncPeriod,
+		resolvConf: "/etc/resolv.conf",
+		workers:    map[types.UID]*worker{},
+		removing:   map[types.UID]bool{},
+		reaping:    map[types.UID]bool{},
+		objects:    objects.New(),
+	}
+	if o.NodeIP != "" {
+		a.nodeIPs = []string{o.NodeIP}
+	} else {
+		a.nodeIPs = detectNodeIPs()
+	}
+	a.nodeAllocatable = v1.ResourceList{
+		v1.ResourceCPU:    *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI),
+		v1.ResourceMemory: *resource.NewQuantity(memTotal(), resource.BinarySI),
+	}
+	return a, nil
+}
+
+// Run watches the manifest directory and runs its pods until ctx ends. It
+// leaves the pods running when it returns.
+func (a *Agent) Run(ctx context.Context) error {
+	a.rescan(ctx)
+	a.reapOrphans(ctx)
+	if p := a.o.Prober; p != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.forwardProbeUpdates(ctx, p.Updates())
+		}()
+	}
+	poll := min(max(a.syncPeriod, 100*time.Millisecond), 2*time.Second)
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	lastReap := a.clock.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			a.wg.Wait()
+			return nil
+		case <-t.C:
+		}
+		a.rescan(ctx)
+		if a.clock.Now().Sub(lastReap) > time.Minute {
+			lastReap = a.clock.Now()
+			a.reapOrphans(ctx)
+			a.backOff.GC()
+		}
+	}
+}
+
+func (a *Agent) forwardProbeUpdates(ctx context.Context, ch <-chan ProbeUpdate) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok := <-ch:
+			if !ok {
+				return
+			}
+			a.mu.Lock()
+			w := a.workers[u.PodUID]
+			a.mu.Unlock()
+			if w == nil {
+				continue
+			}
+			if u.Kind == ProbeLiveness && u.Result == ProbeFailure {
+				klog.InfoS("Liveness probe failed; the container will be restarted", "pod", klog.KObj(w.pod), "container", u.ContainerName, "message", u.Message)
+				w.mu.Lock()
+				w.liveFailed[u.ContainerID] = true
+				w.mu.Unlock()
+			}
+			w.kick()
+		}
+	}
+}
+
+// rescan re-reads the manifest directory when it changed and reconciles the
+// workers with the desired pods.
+func (a *Agent) rescan(ctx context.Context) {
+	h, err := hashManifestDir(a.o.ManifestsDir)
+	a.mu.Lock()
+	changed := err != nil || h != a.manifestHash || !a.scanned
+	a.mu.Unlock()
+	if changed {
+		set := readManifestDir(a.o.ManifestsDir, a.o.NodeName)
+		for _, e := range set.Errors {
+			klog.ErrorS(e.Err, "Invalid manifest", "file", e.File, "document", e.Doc, "pod", e.Namespace+"/"+e.Name)
+		}
+		for _, w := range set.Warnings {
+			klog.InfoS("Manifest warning", "warning", w)
+		}
+		a.mu.Lock()
+		a.manifestHash, a.scanned = h, true
+		a.objects, a.errors, a.desired = set.Objects, set.Errors, set.Pods
+		a.mu.Unlock()
+	}
+	a.reconcile(ctx)
+}
+
+// reconcile starts workers for new pods and terminates removed ones. A pod
+// whose namespace/name is still terminating under an old UID (a changed
+// file) waits until that is done, as the kubelet does for static pods.
+func (a *Agent) reconcile(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	want := map[types.UID]*v1.Pod{}
+	for _, p := range a.desired {
+		want[p.UID] = p
+	}
+	terminatingNames := map[string]bool{}
+	for uid, w := range a.workers {
+		if _, ok := want[uid]; !ok && !a.removing[uid] {
+			klog.InfoS("Pod removed from the manifests; terminating", "pod", klog.KObj(w.pod), "podUID", uid)
+			a.removing[uid] = true
+			close(w.terminate)
+		}
+		if a.removing[uid] {
+			terminatingNames[objects.Key(w.pod.Namespace, w.pod.Name)] = true
+		}
+	}
+	for uid, p := range want {
+		if _, ok := a.workers[uid]; ok || terminatingNames[objects.Key(p.Namespace, p.Name)] || a.reaping[uid] {
+			continue
+		}
+		a.startWorkerLocked(ctx, p)
+	}
+}
+
+func (a *Agent) startWorkerLocked(ctx context.Context, pod *v1.Pod) {
+	w := newWorker(a, pod)
+	a.workers[pod.UID] = w
+	if a.o.StateDir != "" {
+		if err := os.MkdirAll(a.podDir(pod.UID), 0o755); err == nil {
+			if b, err := json.Marshal(pod); err == nil {
+				_ = writeFileAtomic(filepath.Join(a.podDir(pod.UID), "pod.json"), b)
+			}
+		}
+	}
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		w.run(ctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		<-w.done
+		a.mu.Lock()
+		if a.workers[pod.UID] == w {
+			delete(a.workers, pod.UID)
+			delete(a.removing, pod.UID)
+		}
+		a.mu.Unlock()
+		if ctx.Err() == nil {
+			a.reconcile(ctx)
+		}
+	}()
+}
+
+func (a *Agent) podDir(uid types.UID) string {
+	return filepath.Join(a.o.StateDir, "pods", string(uid))
+}
+
+func (a *Agent) currentObjects() *Objects {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.objects
+}
+
+// reapOrphans stops and removes the agent's sandboxes whose pod is no
+// longer in the manifests (removed while peapod was down). Sandboxes of
+// desired pods are left alone: their workers adopt them.
+func (a *Agent) reapOrphans(ctx context.Context) {
+	sbs, err := a.o.Runtime.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{labelManagedBy: managedByAgent}})
+	if err != nil {
+		klog.ErrorS(err, "Listing sandboxes for orphans failed")
+		return
+	}
+	a.mu.Lock()
+	want := map[types.UID]bool{}
+	for _, p := range a.desired {
+		want[p.UID] = true
+	}
+	orphans := map[types.UID]*v1.Pod{}
+	for _, s := range sbs {
+		uid := types.UID(s.Labels[labelPodUID])
+		if uid == "" || want[uid] || a.workers[uid] != nil || a.reaping[uid] {
+			continue
+		}
+		if orphans[uid] == nil {
+			orphans[uid] = a.orphanPod(uid, s)
+		}
+	}
+	for uid := range orphans {
+		a.reaping[uid] = true
+	}
+	a.mu.Unlock()
+	for uid, pod := range orphans {
+		klog.InfoS("Removing the sandboxes of a pod that is no longer in the manifests", "pod", klog.KObj(pod), "podUID", uid)
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			defer func() {
+				a.mu.Lock()
+				delete(a.reaping, uid)
+				a.mu.Unlock()
+			}()
+			if err := a.removeOrphan(ctx, pod); err != nil {
+				klog.ErrorS(err, "Removing orphaned pod failed; will retry", "pod", klog.KObj(pod))
+			}
+		}()
+	}
+}
+
+// orphanPod is the last known spec of a pod (pod.json in its state dir), or
+// a stand-in built from the sandbox labels.
+func (a *Agent) orphanPod(uid types.UID, s *runtimeapi.PodSandbox) *v1.Pod {
+	if a.o.StateDir != "" {
+		if b, err := os.ReadFile(filepath.Join(a.podDir(uid), "pod.json")); err == nil {
+			p := &v1.Pod{}
+			if json.Unmarshal(b, p) == nil && p.UID == uid {
+				return p
+			}
+		}
+	}
+	p := &v1.Pod{}
+	p.UID = uid
+	p.Name, p.Namespace = s.Labels[labelPodName], s.Labels[labelPodNamespace]
+	if s.Metadata != nil {
+		p.Name, p.Namespace = s.Metadata.Name, s.Metadata.Namespace
+	}
+	g := int64(v1.DefaultTerminationGracePeriodSeconds)
+	p.Spec.TerminationGracePeriodSeconds = &g
+	return p
+}
+
+func (a *Agent) removeOrphan(ctx context.Context, pod *v1.Pod) error {
+	st, err := observePod(ctx, a, pod, nil)
+	if err != nil {
+		return err
+	}
+	if err := killPodContainers(ctx, a, pod, st, nil); err != nil {
+		return err
+	}
+	for _, sb := range st.Sandboxes {
+		if err := a.o.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
+			return err
+		}
+	}
+	if a.o.Volumes != nil && len(pod.Spec.Volumes) > 0 {
+		if err := a.o.Volumes.TeardownPod(ctx, pod); err != nil {
+			return err
+		}
+	}
+	if p := a.o.Prober; p != nil {
+		p.RemovePod(pod.UID)
+	}
+	if a.o.StateDir != "" {
+		_ = os.RemoveAll(a.podDir(pod.UID))
+	}
+	return nil
+}
+
+// Pods lists the agent's pods with their current status, plus one entry
+// per invalid manifest document (status.reason InvalidManifest).
+func (a *Agent) Pods() *v1.PodList {
+	a.mu.Lock()
+	workers := make([]*worker, 0, len(a.workers))
+	for _, w := range a.workers {
+		workers = append(workers, w)
+	}
+	removing := map[types.UID]bool{}
+	for k, v := range a.removing {
+		removing[k] = v
+	}
+	errs := append([]ManifestError(nil), a.errors...)
+	a.mu.Unlock()
+
+	list := &v1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}}
+	for _, w := range workers {
+		p := w.pod.DeepCopy()
+		p.TypeMeta = metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}
+		p.CreationTimestamp = metav1.NewTime(w.firstSeen)
+		p.Status = w.podStatus()
+		if p.Status.StartTime != nil {
+			p.CreationTimestamp = *p.Status.StartTime
+		}
+		if removing[p.UID] {
+			t := metav1.NewTime(a.clock.Now())
+			p.DeletionTimestamp = &t
+			p.DeletionGracePeriodSeconds = p.Spec.TerminationGracePeriodSeconds
+		}
+		list.Items = append(list.Items, *p)
+	}
+	for _, e := range errs {
+		p := v1.Pod{TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}}
+		p.Namespace, p.Name = e.Namespace, e.Name
+		if p.Namespace == "" {
+			p.Namespace = v1.NamespaceDefault
+		}
+		if p.Name == "" {
+			p.Name = fmt.Sprintf("%s#%d", filepath.Base(e.File), e.Doc)
+		}
+		p.Annotations = map[string]string{annotationManifest: e.File}
+		p.Status = v1.PodStatus{Phase: v1.PodPending, Reason: "InvalidManifest", Message: e.Error()}
+		list.Items = append(list.Items, p)
+	}
+	sortPods(list.Items)
+	return list
+}
+
+// hashManifestDir hashes the names and contents of the manifest files.
+func hashManifestDir(dir string) ([32]byte, error) {
+	h := sha256.New()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		fmt.Fprintf(h, "error:%v", errors.Is(err, os.ErrNotExist))
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		return sum, nil
+	}
+	for _, e := range entries {
+		if e.IsDir() || !isManifestName(e.Name()) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			var zero [32]byte
+			return zero, err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", e.Name(), len(b))
+		h.Write(b)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// detectNodeIPs returns the first global unicast IPv4 (then IPv6) address
+// of the host.
+func detectNodeIPs() []string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var v6 string
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok || !n.IP.IsGlobalUnicast() {
+			continue
+		}
+		if n.IP.To4() != nil {
+			return []string{n.IP.String()}
+		}
+		if v6 == "" {
+			v6 = n.IP.String()
+		}
+	}
+	if v6 != "" {
+		return []string{v6}
+	}
+	return nil
+}
+
+// memTotal is MemTotal of /proc/meminfo in bytes (0 if unknown).
+func memTotal() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(fields[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}

@@ -1,0 +1,913 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+)
+
+// The act half of a pod sync. One worker goroutine per pod:
+//
+//	         ┌──────────── wake (probe update, back-off over, period) ─┐
+//	start ─► observe (CRI) ─► computePodActions ─► execute ─► status ──┘
+//	                                                      │
+//	    pod file removed ─► terminate (preStop, stop, remove, volumes) ─► exit
+//	    agent stopping   ─► exit, leaving the pod running (adopted next start)
+
+// minGracePeriod is the least time StopContainer gets (the kubelet's
+// minimumGracePeriodInSeconds).
+const minGracePeriod = 2
+
+type waitingInfo struct {
+	Reason, Message string
+}
+
+type worker struct {
+	a   *Agent
+	pod *v1.Pod
+
+	wake      chan struct{}
+	terminate chan struct{}
+	done      chan struct{}
+
+	mu        sync.Mutex
+	status    v1.PodStatus
+	firstSeen time.Time
+	// waiting holds the reason a container is not running, per name.
+	waiting map[string]waitingInfo
+	// podError is shown in status.message (sandbox or volume failures).
+	podError string
+	// liveFailed holds container ids the prober reported liveness failure for.
+	liveFailed map[string]bool
+	// termMessages caches the termination message per container id.
+	termMessages map[string]string
+	// pullFailedAt is when the last pull of an image failed.
+	pullFailedAt map[string]time.Time
+	mounts       map[string][]*runtimeapi.Mount
+	volumesReady bool
+	// startObserved: the start duration metric was recorded (or the pod was
+	// adopted already running).
+	startObserved bool
+	terminated    bool
+	nextWake      time.Time
+}
+
+func newWorker(a *Agent, pod *v1.Pod) *worker {
+	return &worker{
+		a: a, pod: pod,
+		wake:         make(chan struct{}, 1),
+		terminate:    make(chan struct{}),
+		done:         make(chan struct{}),
+		firstSeen:    a.clock.Now(),
+		waiting:      map[string]waitingInfo{},
+		liveFailed:   map[string]bool{},
+		termMessages: map[string]string{},
+		pullFailedAt: map[string]time.Time{},
+	}
+}
+
+func (w *worker) kick() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) log() klog.Logger {
+	return klog.Background().WithValues("pod", klog.KObj(w.pod), "podUID", w.pod.UID)
+}
+
+// run is the worker goroutine.
+func (w *worker) run(ctx context.Context) {
+	defer close(w.done)
+	terminating := false
+	term := w.terminate
+	for {
+		if terminating {
+			if err := w.terminatePod(ctx, true); err != nil {
+				w.log().Error(err, "Terminating pod failed; retrying")
+			} else {
+				return
+			}
+		} else {
+			w.sync(ctx)
+		}
+		wait := w.a.syncPeriod
+		w.mu.Lock()
+		if !w.nextWake.IsZero() {
+			if d := w.nextWake.Sub(w.a.clock.Now()); d < wait {
+				wait = max(d, time.Millisecond)
+			}
+			w.nextWake = time.Time{}
+		}
+		w.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-term:
+			terminating = true
+			term = nil // a nil channel blocks: terminate once
+		case <-w.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (w *worker) wakeAt(t time.Time) {
+	w.mu.Lock()
+	if w.nextWake.IsZero() || t.Before(w.nextWake) {
+		w.nextWake = t
+	}
+	w.mu.Unlock()
+}
+
+func (w *worker) setWaiting(name, reason, message string) {
+	w.mu.Lock()
+	w.waiting[name] = waitingInfo{reason, message}
+	w.mu.Unlock()
+}
+
+func (w *worker) clearWaiting(name string) {
+	w.mu.Lock()
+	delete(w.waiting, name)
+	w.mu.Unlock()
+}
+
+func (w *worker) setPodError(msg string) {
+	w.mu.Lock()
+	w.podError = msg
+	w.mu.Unlock()
+}
+
+// sync is one observe → decide → act → status round.
+func (w *worker) sync(ctx context.Context) {
+	st, err := w.observe(ctx)
+	if err != nil {
+		w.log().Error(err, "Reading pod state from the runtime failed")
+		w.setPodError("runtime: " + err.Error())
+		return
+	}
+	acts := computePodActions(w.pod, st)
+	if !w.startObserved && len(st.Sandboxes) > 0 && st.Sandboxes[0].Ready && len(acts.ContainersToStart) == 0 &&
+		len(acts.InitContainersToStart) == 0 && !acts.CreateSandbox && allRunning(w.pod, st) {
+		// Adopted (or already complete): no start duration to measure.
+		w.startObserved = true
+	}
+	changed := w.execute(ctx, st, acts)
+	if changed {
+		if st2, err := w.observe(ctx); err == nil {
+			st = st2
+		}
+	}
+	w.gc(ctx, st)
+	w.updateStatus(st)
+	if !w.startObserved {
+		if allRunning(w.pod, st) {
+			w.startObserved = true
+			w.a.metrics.podStart.Observe(w.a.clock.Now().Sub(w.firstSeen).Seconds())
+		}
+	}
+}
+
+func allRunning(pod *v1.Pod, st *PodStatusObserved) bool {
+	sb := st.latestSandbox()
+	if sb == nil || !sb.Ready {
+		return false
+	}
+	for i := range pod.Spec.Containers {
+		c := st.latestIn(pod.Spec.Containers[i].Name, sb.ID)
+		if c == nil || !c.running() {
+			return false
+		}
+	}
+	return true
+}
+
+// observe reads the pod's sandboxes and containers from the runtime.
+func (w *worker) observe(ctx context.Context) (*PodStatusObserved, error) {
+	return observePod(ctx, w.a, w.pod, w)
+}
+
+func observePod(ctx context.Context, a *Agent, pod *v1.Pod, w *worker) (*PodStatusObserved, error) {
+	rt := a.o.Runtime
+	sel := map[string]string{labelPodUID: string(pod.UID)}
+	sbs, err := rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: sel})
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	st := &PodStatusObserved{Now: a.clock.Now()}
+	for _, s := range sbs {
+		so := &SandboxObserved{ID: s.Id, Ready: s.State == runtimeapi.PodSandboxState_SANDBOX_READY, CreatedAt: time.Unix(0, s.CreatedAt)}
+		if s.Metadata != nil {
+			so.Attempt = s.Metadata.Attempt
+		}
+		st.Sandboxes = append(st.Sandboxes, so)
+	}
+	sort.SliceStable(st.Sandboxes, func(i, j int) bool {
+		a, b := st.Sandboxes[i], st.Sandboxes[j]
+		if a.Attempt != b.Attempt {
+			return a.Attempt > b.Attempt
+		}
+		return a.CreatedAt.After(b.CreatedAt)
+	})
+	if sb := st.latestSandbox(); sb != nil && sb.Ready {
+		resp, err := rt.PodSandboxStatus(ctx, sb.ID, false)
+		if err == nil && resp.GetStatus().GetNetwork() != nil {
+			n := resp.Status.Network
+			if n.Ip != "" {
+				sb.IPs = append(sb.IPs, n.Ip)
+			}
+			for _, ip := range n.AdditionalIps {
+				sb.IPs = append(sb.IPs, ip.Ip)
+			}
+		}
+		if pod.Spec.HostNetwork {
+			sb.IPs = a.nodeIPs
+		}
+	}
+	cs, err := rt.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	for _, c := range cs {
+		resp, err := rt.ContainerStatus(ctx, c.Id, false)
+		if err != nil || resp.GetStatus() == nil {
+			continue // removed meanwhile
+		}
+		s := resp.Status
+		co := &ContainerObserved{
+			ID: s.Id, SandboxID: c.PodSandboxId, State: s.State, ExitCode: s.ExitCode,
+			Reason: s.Reason, Message: s.Message,
+			CreatedAt: nsTime(s.CreatedAt), StartedAt: nsTime(s.StartedAt), FinishedAt: nsTime(s.FinishedAt),
+			Hash: s.Annotations[annotationContainerHash], ImageRef: s.ImageRef,
+		}
+		if s.Metadata != nil {
+			co.Name, co.Attempt = s.Metadata.Name, s.Metadata.Attempt
+		} else {
+			co.Name = s.Labels[labelContainerName]
+		}
+		if s.Image != nil {
+			co.Image = s.Image.Image
+		}
+		if co.ImageRef == "" {
+			co.ImageRef = s.ImageId
+		}
+		st.Containers = append(st.Containers, co)
+		spec := findContainer(pod, co.Name)
+		if co.exited() {
+			if w != nil {
+				co.Message = w.terminationMessage(co, s, spec)
+			}
+			if spec != nil {
+				if until, delay, ok := a.backOff.Get(backOffKey(pod, spec), co.FinishedAt); ok {
+					co.BackOffUntil, co.BackOffDelay = until, delay
+				}
+			}
+		}
+		if co.running() {
+			co.Started, co.Ready = probeState(a, pod, spec)
+			if w != nil {
+				w.mu.Lock()
+				co.LivenessFailed = w.liveFailed[co.ID]
+				w.mu.Unlock()
+			}
+		}
+	}
+	sort.SliceStable(st.Containers, func(i, j int) bool {
+		a, b := st.Containers[i], st.Containers[j]
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		if a.Attempt != b.Attempt {
+			return a.Attempt > b.Attempt
+		}
+		return a.CreatedAt.After(b.CreatedAt)
+	})
+	return st, nil
+}
+
+func nsTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// probeState tells whether a running container has started (startup probe)
+// and is ready (readiness probe). Without a prober, probes are ignored.
+func probeState(a *Agent, pod *v1.Pod, spec *v1.Container) (started, ready bool) {
+	if spec == nil {
+		return true, false
+	}
+	p := a.o.Prober
+	started = spec.StartupProbe == nil || p == nil || p.Result(pod.UID, spec.Name, ProbeStartup) == ProbeSuccess
+	ready = started && (spec.ReadinessProbe == nil || p == nil || p.Result(pod.UID, spec.Name, ProbeReadiness) == ProbeSuccess)
+	return started, ready
+}
+
+// backOffKey identifies a container's restart back-off: pod, container and
+// the hash of its spec.
+func backOffKey(pod *v1.Pod, c *v1.Container) string {
+	return fmt.Sprintf("%s_%s_%s_%s_%s", pod.Name, pod.Namespace, pod.UID, c.Name, containerHash(c))
+}
+
+// execute carries out acts; it returns whether it changed anything.
+func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podActions) bool {
+	changed := false
+	if acts.KillPod {
+		changed = true
+		if err := w.killPod(ctx, st, false); err != nil {
+			w.log().Error(err, "Killing pod failed")
+			return changed
+		}
+	}
+	for _, k := range acts.ContainersToKill {
+		changed = true
+		c := findObserved(st, k.ID)
+		w.log().Info("Killing container", "container", k.Name, "reason", k.Reason)
+		if err := w.killContainer(ctx, c, gracePeriod(w.pod), k.Reason); err != nil {
+			w.log().Error(err, "Killing container failed", "container", k.Name)
+		}
+	}
+	for _, b := range acts.BackOff {
+		w.setWaiting(b.Name, "CrashLoopBackOff", b.Message)
+		w.wakeAt(b.Until)
+	}
+	if acts.Terminal {
+		if p := w.a.o.Prober; p != nil && !w.terminated {
+			p.RemovePod(w.pod.UID)
+		}
+		w.terminated = true
+		return changed
+	}
+	if !acts.CreateSandbox && len(acts.InitContainersToStart) == 0 && len(acts.ContainersToStart) == 0 {
+		return changed
+	}
+	changed = true
+	if err := w.ensureVolumes(ctx); err != nil {
+		w.setPodError(err.Error())
+		return changed
+	}
+	sandboxID := acts.SandboxID
+	attempt := acts.Attempt
+	var podIPs []string
+	if sb := st.latestSandbox(); !acts.CreateSandbox && sb != nil {
+		attempt = sb.Attempt
+		podIPs = sb.IPs
+	}
+	sbCfg, err := makeSandboxConfig(w.pod, attempt, w.a.o.PodLogsDir, w.a.resolvConf)
+	if err != nil {
+		w.setPodError("sandbox config: " + err.Error())
+		return changed
+	}
+	if acts.CreateSandbox {
+		_ = os.MkdirAll(sbCfg.LogDirectory, 0o755)
+		id, err := w.a.o.Runtime.RunPodSandbox(ctx, sbCfg, runtimeHandler(w.pod))
+		if err != nil {
+			w.log().Error(err, "Creating pod sandbox failed")
+			w.setPodError("failed to create pod sandbox: " + err.Error())
+			return changed
+		}
+		w.log().Info("Created pod sandbox", "sandbox", id, "attempt", attempt)
+		sandboxID = id
+		if w.pod.Spec.HostNetwork {
+			podIPs = w.a.nodeIPs
+		} else if resp, err := w.a.o.Runtime.PodSandboxStatus(ctx, id, false); err == nil && resp.GetStatus().GetNetwork() != nil {
+			if ip := resp.Status.Network.Ip; ip != "" {
+				podIPs = append(podIPs, ip)
+			}
+			for _, ip := range resp.Status.Network.AdditionalIps {
+				podIPs = append(podIPs, ip.Ip)
+			}
+		}
+	}
+	w.setPodError("")
+	for _, i := range acts.InitContainersToStart {
+		c := &w.pod.Spec.InitContainers[i]
+		if err := w.startContainer(ctx, sandboxID, sbCfg, podIPs, c, st); err != nil {
+			return changed // a failed init container blocks what follows
+		}
+	}
+	for _, i := range acts.ContainersToStart {
+		_ = w.startContainer(ctx, sandboxID, sbCfg, podIPs, &w.pod.Spec.Containers[i], st)
+	}
+	return changed
+}
+
+func runtimeHandler(pod *v1.Pod) string {
+	if pod.Spec.RuntimeClassName != nil {
+		return *pod.Spec.RuntimeClassName
+	}
+	return ""
+}
+
+func findObserved(st *PodStatusObserved, id string) *ContainerObserved {
+	for _, c := range st.Containers {
+		if c.ID == id {
+			return c
+		}
+	}
+	return nil
+}
+
+// needsVolumeManager tells whether pod has volumes the agent cannot make
+// itself (anything but emptyDir).
+func needsVolumeManager(pod *v1.Pod) bool {
+	for _, v := range pod.Spec.Volumes {
+		if v.EmptyDir == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// ensureVolumes sets the pod's volumes up once per worker (SetupPod is
+// idempotent, so after an agent restart it is called again).
+func (w *worker) ensureVolumes(ctx context.Context) error {
+	if w.volumesReady {
+		return nil
+	}
+	if len(w.pod.Spec.Volumes) == 0 {
+		w.volumesReady = true
+		return nil
+	}
+	if w.a.o.Volumes == nil {
+		if needsVolumeManager(w.pod) {
+			w.markAllWaiting("ContainerCreating", "volumes not available")
+			return errors.New("volumes not available")
+		}
+		m, err := w.emptyDirMounts()
+		if err != nil {
+			return err
+		}
+		w.mounts, w.volumesReady = m, true
+		return nil
+	}
+	m, err := w.a.o.Volumes.SetupPod(ctx, w.pod, w.a.currentObjects())
+	if err != nil {
+		msg := "volume setup: " + err.Error()
+		w.markAllWaiting("ContainerCreating", msg)
+		return errors.New(msg)
+	}
+	w.mounts, w.volumesReady = m, true
+	return nil
+}
+
+func (w *worker) markAllWaiting(reason, msg string) {
+	for _, c := range allContainers(w.pod) {
+		w.setWaiting(c.Name, reason, msg)
+	}
+}
+
+// emptyDirMounts makes emptyDir volumes as plain directories under
+// StateDir when no volume manager is wired (medium Memory is not honoured).
+func (w *worker) emptyDirMounts() (map[string][]*runtimeapi.Mount, error) {
+	if w.a.o.StateDir == "" {
+		return nil, errors.New("volumes not available: no state dir for emptyDir")
+	}
+	dirs := map[string]string{}
+	for _, v := range w.pod.Spec.Volumes {
+		d := filepath.Join(w.a.podDir(w.pod.UID), "volumes", "kubernetes.io~empty-dir", v.Name)
+		if err := os.MkdirAll(d, 0o777); err != nil {
+			return nil, err
+		}
+		_ = os.Chmod(d, 0o777)
+		dirs[v.Name] = d
+	}
+	out := map[string][]*runtimeapi.Mount{}
+	for _, c := range allContainers(w.pod) {
+		for _, vm := range c.VolumeMounts {
+			d, ok := dirs[vm.Name]
+			if !ok {
+				return nil, fmt.Errorf("container %s mounts unknown volume %q", c.Name, vm.Name)
+			}
+			host := d
+			if vm.SubPath != "" {
+				host = filepath.Join(d, filepath.Clean("/"+vm.SubPath))
+				if err := os.MkdirAll(host, 0o777); err != nil {
+					return nil, err
+				}
+			}
+			out[c.Name] = append(out[c.Name], &runtimeapi.Mount{ContainerPath: vm.MountPath, HostPath: host, Readonly: vm.ReadOnly})
+		}
+	}
+	return out, nil
+}
+
+// startContainer pulls the image, creates and starts container c, registers
+// it with the prober and runs its postStart hook.
+func (w *worker) startContainer(ctx context.Context, sandboxID string, sbCfg *runtimeapi.PodSandboxConfig, podIPs []string, c *v1.Container, st *PodStatusObserved) error {
+	prev := st.latest(c.Name)
+	attempt := uint32(0)
+	if prev != nil {
+		attempt = prev.Attempt + 1
+	}
+	img, err := w.ensureImage(ctx, c, sbCfg)
+	if err != nil {
+		return err
+	}
+	p := containerParams{
+		Attempt:  attempt,
+		ImageRef: img.GetId(),
+		Env: envContext{
+			PodIPs: podIPs, HostIPs: w.a.nodeIPs, Objects: w.a.currentObjects(), Node: w.a.nodeAllocatable,
+		},
+		Mounts:     w.mounts[c.Name],
+		NodeMemory: w.a.nodeAllocatable.Memory().Value(),
+		ImageUser:  img.GetUsername(),
+	}
+	if p.ImageRef == "" {
+		p.ImageRef = c.Image
+	}
+	if img.GetUid() != nil {
+		uid := img.GetUid().Value
+		p.ImageUID = &uid
+	}
+	if w.a.o.StateDir != "" && c.TerminationMessagePath != "" {
+		f := filepath.Join(w.a.podDir(w.pod.UID), "containers", c.Name, strconv.FormatUint(uint64(attempt), 10))
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err == nil {
+			if err := os.WriteFile(f, nil, 0o666); err == nil {
+				_ = os.Chmod(f, 0o666)
+				p.TerminationMessageHostPath = f
+			}
+		}
+	}
+	cfg, err := makeContainerConfig(w.pod, c, p)
+	if err != nil {
+		w.setWaiting(c.Name, "CreateContainerConfigError", err.Error())
+		return err
+	}
+	_ = os.MkdirAll(filepath.Join(sbCfg.LogDirectory, c.Name), 0o755)
+	id, err := w.a.o.Runtime.CreateContainer(ctx, sandboxID, cfg, sbCfg)
+	if err != nil {
+		w.setWaiting(c.Name, "CreateContainerError", err.Error())
+		return err
+	}
+	if err := w.a.o.Runtime.StartContainer(ctx, id); err != nil {
+		w.setWaiting(c.Name, "RunContainerError", err.Error())
+		return err
+	}
+	w.log().Info("Started container", "container", c.Name, "containerID", id, "attempt", attempt)
+	w.clearWaiting(c.Name)
+	if prev != nil {
+		if prev.exited() {
+			w.a.backOff.Next(backOffKey(w.pod, c), prev.FinishedAt)
+		}
+		w.a.metrics.restarts.WithLabelValues(w.pod.Namespace, w.pod.Name, c.Name).Inc()
+	}
+	podIP := ""
+	if len(podIPs) > 0 {
+		podIP = podIPs[0]
+	}
+	if pr := w.a.o.Prober; pr != nil {
+		pr.AddContainer(w.pod, c, id, podIP)
+	}
+	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		if err := runHook(ctx, w.a.o.Runtime, c.Lifecycle.PostStart, id, c, podIP, time.Duration(gracePeriod(w.pod))*time.Second); err != nil {
+			msg := fmt.Sprintf("PostStartHook failed: %v", err)
+			w.log().Info("FailedPostStartHook: killing container", "container", c.Name, "error", err)
+			_ = w.stopContainer(ctx, id, c.Name, gracePeriod(w.pod))
+			w.setWaiting(c.Name, "PostStartHookError", msg)
+			return errors.New(msg)
+		}
+	}
+	return nil
+}
+
+// ensureImage makes the image of c present per its pull policy and returns
+// its status. Failures set the container's waiting reason.
+func (w *worker) ensureImage(ctx context.Context, c *v1.Container, sbCfg *runtimeapi.PodSandboxConfig) (*runtimeapi.Image, error) {
+	images := w.a.o.Images
+	spec := &runtimeapi.ImageSpec{Image: c.Image, UserSpecifiedImage: c.Image}
+	resp, err := images.ImageStatus(ctx, spec, false)
+	if err != nil {
+		w.setWaiting(c.Name, "ErrImageInspect", err.Error())
+		return nil, err
+	}
+	present := resp.GetImage()
+	switch {
+	case c.ImagePullPolicy == v1.PullNever && present == nil:
+		msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)
+		w.setWaiting(c.Name, "ErrImageNeverPull", msg)
+		return nil, errors.New(msg)
+	case c.ImagePullPolicy != v1.PullAlways && present != nil:
+		return present, nil
+	}
+	key := "pull_" + string(w.pod.UID) + "_" + c.Image
+	w.mu.Lock()
+	failedAt, failed := w.pullFailedAt[c.Image]
+	w.mu.Unlock()
+	if failed {
+		if until, _, ok := w.a.backOff.Get(key, failedAt); ok && w.a.clock.Now().Before(until) {
+			msg := fmt.Sprintf("Back-off pulling image %q", c.Image)
+			w.setWaiting(c.Name, "ImagePullBackOff", msg)
+			w.wakeAt(until)
+			return nil, errors.New(msg)
+		}
+	}
+	w.setWaiting(c.Name, "ContainerCreating", fmt.Sprintf("Pulling image %q", c.Image))
+	ref, err := images.PullImage(ctx, spec, nil, sbCfg)
+	if err != nil {
+		now := w.a.clock.Now()
+		w.a.backOff.Next(key, now)
+		w.mu.Lock()
+		w.pullFailedAt[c.Image] = now
+		w.mu.Unlock()
+		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
+		w.setWaiting(c.Name, "ErrImagePull", msg)
+		return nil, errors.New(msg)
+	}
+	w.a.backOff.Reset(key)
+	w.mu.Lock()
+	delete(w.pullFailedAt, c.Image)
+	w.mu.Unlock()
+	resp, err = images.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: ref}, false)
+	if err == nil && resp.GetImage() != nil {
+		return resp.GetImage(), nil
+	}
+	return &runtimeapi.Image{Id: ref}, nil
+}
+
+// killContainer runs the preStop hook of c, then stops it with what is
+// left of grace seconds.
+func (w *worker) killContainer(ctx context.Context, c *ContainerObserved, grace int64, reason string) error {
+	if c == nil {
+		return nil
+	}
+	return killObserved(ctx, w.a, w.pod, c, grace, w)
+}
+
+func (w *worker) stopContainer(ctx context.Context, id, name string, grace int64) error {
+	err := w.a.o.Runtime.StopContainer(ctx, id, max(grace, minGracePeriod))
+	if pr := w.a.o.Prober; pr != nil {
+		pr.RemoveContainer(w.pod.UID, name)
+	}
+	w.mu.Lock()
+	delete(w.liveFailed, id)
+	w.mu.Unlock()
+	return err
+}
+
+// killObserved stops one running container: preStop (from the spec, or
+// from the container's annotation when the spec is gone), then StopContainer
+// with the remaining grace. pod may be a stand-in built from labels.
+func killObserved(ctx context.Context, a *Agent, pod *v1.Pod, c *ContainerObserved, grace int64, w *worker) error {
+	if !c.running() && c.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+		return nil
+	}
+	start := a.clock.Now()
+	spec := findContainer(pod, c.Name)
+	var preStop *v1.LifecycleHandler
+	if spec != nil && spec.Lifecycle != nil {
+		preStop = spec.Lifecycle.PreStop
+	} else if spec == nil {
+		preStop = preStopFromAnnotation(ctx, a, c.ID)
+	}
+	if preStop != nil && c.running() && grace > 0 {
+		podIP := ""
+		if resp, err := a.o.Runtime.PodSandboxStatus(ctx, c.SandboxID, false); err == nil && resp.GetStatus().GetNetwork() != nil {
+			podIP = resp.Status.Network.Ip
+		}
+		if err := runHook(ctx, a.o.Runtime, preStop, c.ID, spec, podIP, time.Duration(grace)*time.Second); err != nil {
+			klog.InfoS("PreStop hook failed", "pod", klog.KObj(pod), "container", c.Name, "error", err)
+		}
+	}
+	remaining := grace - int64(a.clock.Now().Sub(start)/time.Second)
+	if w != nil {
+		return w.stopContainer(ctx, c.ID, c.Name, remaining)
+	}
+	return a.o.Runtime.StopContainer(ctx, c.ID, max(remaining, minGracePeriod))
+}
+
+func preStopFromAnnotation(ctx context.Context, a *Agent, id string) *v1.LifecycleHandler {
+	resp, err := a.o.Runtime.ContainerStatus(ctx, id, false)
+	if err != nil || resp.GetStatus() == nil {
+		return nil
+	}
+	s := resp.Status.Annotations[annotationPreStopHandler]
+	if s == "" {
+		return nil
+	}
+	var h v1.LifecycleHandler
+	if json.Unmarshal([]byte(s), &h) != nil {
+		return nil
+	}
+	return &h
+}
+
+// killPod stops every running container (regular ones first, in
+// parallel, then sidecars and init containers) and every ready sandbox.
+func (w *worker) killPod(ctx context.Context, st *PodStatusObserved, _ bool) error {
+	return killPodContainers(ctx, w.a, w.pod, st, w)
+}
+
+func killPodContainers(ctx context.Context, a *Agent, pod *v1.Pod, st *PodStatusObserved, w *worker) error {
+	grace := gracePeriod(pod)
+	isInit := map[string]bool{}
+	for _, c := range pod.Spec.InitContainers {
+		isInit[c.Name] = true
+	}
+	var errs []error
+	var mu sync.Mutex
+	for _, initPhase := range []bool{false, true} {
+		var wg sync.WaitGroup
+		for _, c := range st.Containers {
+			if isInit[c.Name] != initPhase || (!c.running() && c.State != runtimeapi.ContainerState_CONTAINER_CREATED) {
+				continue
+			}
+			wg.Add(1)
+			go func(c *ContainerObserved) {
+				defer wg.Done()
+				if err := killObserved(ctx, a, pod, c, grace, w); err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("stop container %s: %w", c.Name, err))
+					mu.Unlock()
+				}
+			}(c)
+		}
+		wg.Wait()
+	}
+	for _, sb := range st.Sandboxes {
+		if !sb.Ready {
+			continue
+		}
+		if err := a.o.Runtime.StopPodSandbox(ctx, sb.ID); err != nil {
+			errs = append(errs, fmt.Errorf("stop sandbox %s: %w", sb.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// terminatePod stops the pod; with remove it also removes its sandboxes,
+// tears its volumes down and forgets its files.
+func (w *worker) terminatePod(ctx context.Context, remove bool) error {
+	st, err := w.observe(ctx)
+	if err != nil {
+		return err
+	}
+	w.log().Info("Terminating pod", "remove", remove)
+	if err := w.killPod(ctx, st, true); err != nil {
+		return err
+	}
+	if pr := w.a.o.Prober; pr != nil {
+		pr.RemovePod(w.pod.UID)
+	}
+	if !remove {
+		return nil
+	}
+	var errs []error
+	for _, sb := range st.Sandboxes {
+		if err := w.a.o.Runtime.StopPodSandbox(ctx, sb.ID); err != nil && sb.Ready {
+			errs = append(errs, err)
+		}
+		if err := w.a.o.Runtime.RemovePodSandbox(ctx, sb.ID); err != nil {
+			errs = append(errs, fmt.Errorf("remove sandbox %s: %w", sb.ID, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if v := w.a.o.Volumes; v != nil && len(w.pod.Spec.Volumes) > 0 {
+		if err := v.TeardownPod(ctx, w.pod); err != nil {
+			return fmt.Errorf("volume teardown: %w", err)
+		}
+	}
+	if w.a.o.StateDir != "" {
+		_ = os.RemoveAll(w.a.podDir(w.pod.UID))
+	}
+	w.a.metrics.forgetPod(w.pod)
+	return nil
+}
+
+// gc removes exited containers older than the previous attempt of each
+// name (the previous one is kept for lastState), and old sandboxes that
+// hold no container any more.
+func (w *worker) gc(ctx context.Context, st *PodStatusObserved) {
+	rt := w.a.o.Runtime
+	count := map[string]int{}
+	kept := map[string]bool{}
+	for _, c := range st.Containers { // newest first per name
+		count[c.Name]++
+		if count[c.Name] > 2 && c.exited() {
+			if err := rt.RemoveContainer(ctx, c.ID); err != nil {
+				w.log().V(2).Info("Removing old container failed", "container", c.Name, "id", c.ID, "error", err)
+				kept[c.SandboxID] = true
+			}
+			w.mu.Lock()
+			delete(w.termMessages, c.ID)
+			w.mu.Unlock()
+			continue
+		}
+		kept[c.SandboxID] = true
+	}
+	for i, sb := range st.Sandboxes {
+		if i == 0 || sb.Ready || kept[sb.ID] {
+			continue
+		}
+		if err := rt.RemovePodSandbox(ctx, sb.ID); err != nil {
+			w.log().V(2).Info("Removing old sandbox failed", "sandbox", sb.ID, "error", err)
+		}
+	}
+}
+
+// terminationMessage is the message of an exited container: the CRI's, else
+// the file mounted at terminationMessagePath, else (FallbackToLogsOnError,
+// failed) the tail of its log.
+func (w *worker) terminationMessage(co *ContainerObserved, s *runtimeapi.ContainerStatus, spec *v1.Container) string {
+	w.mu.Lock()
+	msg, ok := w.termMessages[co.ID]
+	w.mu.Unlock()
+	if ok {
+		return msg
+	}
+	msg = s.Message
+	if msg == "" {
+		if p := s.Annotations[annotationTerminationMsgHostPath]; p != "" {
+			msg = readTail(p, 4096, 0)
+		}
+	}
+	if msg == "" && co.ExitCode != 0 && s.Annotations[annotationTerminationMsgPolicy] == string(v1.TerminationMessageFallbackToLogsOnError) && s.LogPath != "" {
+		msg = criLogTail(s.LogPath, 80, 2048)
+	}
+	w.mu.Lock()
+	w.termMessages[co.ID] = msg
+	w.mu.Unlock()
+	return msg
+}
+
+// readTail reads at most max bytes from the end of a file.
+func readTail(path string, maxBytes int64, _ int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(fi.Size()-maxBytes, 0)
+	buf := make([]byte, fi.Size()-off)
+	n, _ := f.ReadAt(buf, off)
+	return string(buf[:n])
+}
+
+// criLogTail returns the message part of the last lines of a CRI-format log.
+func criLogTail(path string, lines int, maxBytes int64) string {
+	raw := readTail(path, 64<<10, 0)
+	all := strings.Split(strings.TrimRight(raw, "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	var b strings.Builder
+	for _, l := range all {
+		// <time> <stream> <P|F> <msg>
+		parts := strings.SplitN(l, " ", 4)
+		if len(parts) == 4 {
+			b.WriteString(parts[3])
+			if parts[2] != "P" {
+				b.WriteByte('\n')
+			}
+		}
+	}
+	s := b.String()
+	if int64(len(s)) > maxBytes {
+		s = s[int64(len(s))-maxBytes:]
+	}
+	return s
+}
+
+// updateStatus recomputes the cached pod status.
+func (w *worker) updateStatus(st *PodStatusObserved) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	info := statusInfo{
+		Waiting:   w.waiting,
+		HostIPs:   w.a.nodeIPs,
+		FirstSeen: w.firstSeen,
+		Message:   w.podError,
+	}
+	w.status = computePodStatus(w.pod, st, info)
+}
+
+// podStatus is the last computed status.
+func (w *worker) podStatus() v1.PodStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return *w.status.DeepCopy()
+}
