@@ -29,9 +29,9 @@ func TestAtomicWriterLayoutAndModes(t *testing.T) {
 	dir := t.TempDir()
 	w := &atomicWriter{dir: dir}
 	err := w.Write(map[string]fileProjection{
-		"a":        {Data: []byte("A"), Mode: 0o600},
-		"sub/b":    {Data: []byte("B"), Mode: 0o444},
-		"sub/c/d":  {Data: []byte("D")},
+		"a":       {Data: []byte("A"), Mode: 0o600},
+		"sub/b":   {Data: []byte("B"), Mode: 0o444},
+		"sub/c/d": {Data: []byte("D")},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -10,22 +10,22 @@
 // is node-wide and shared by every pod volume naming it (an attachable flex
 // volume such as peapod/loop, a local block device):
 //
-//	            attach (+waitforattach)          mountdevice (format if empty)
-//	 DETACHED ───────────────────────► ATTACHED ───────────────────────────► MOUNTED (global path)
-//	          ◄─────────────────────── ATTACHED ◄─────────────────────────── MOUNTED
-//	            detach                             unmountdevice
-//	                                   (only when no pod, desired or terminating, names it)
+//	           attach (+waitforattach)          mountdevice (format if empty)
+//	DETACHED ───────────────────────► ATTACHED ───────────────────────────► MOUNTED (global path)
+//	         ◄─────────────────────── ATTACHED ◄─────────────────────────── MOUNTED
+//	           detach                             unmountdevice
+//	                                  (only when no pod, desired or terminating, names it)
 //
 // A pod volume:
 //
-//	            SetupPod                    [device MOUNTED] setup: mkdir, tmpfs,
-//	 (absent) ──────────► DESIRED ───────────────────────────────────────────► READY ──┐ objects changed:
-//	                         │            bind mount / driver mount / project     ▲    │ re-project (..data swap)
-//	                         │                                                    └────┘
-//	                         │ TeardownPod (from DESIRED or READY)
-//	                         ▼
-//	                    TERMINATING ── teardown: subPath unmounts, unmount, rm dir ──► (absent); then
-//	                                                                                  unused devices are released
+//	           SetupPod                    [device MOUNTED] setup: mkdir, tmpfs,
+//	(absent) ──────────► DESIRED ───────────────────────────────────────────► READY ──┐ objects changed:
+//	                        │            bind mount / driver mount / project     ▲    │ re-project (..data swap)
+//	                        │                                                    └────┘
+//	                        │ TeardownPod (from DESIRED or READY)
+//	                        ▼
+//	                   TERMINATING ── teardown: subPath unmounts, unmount, rm dir ──► (absent); then
+//	                                                                                 unused devices are released
 //
 // Every arrow is one idempotent operation: it first checks whether the
 // kernel already has the result (a mount at the target, a loop device backed

@@ -34,8 +34,8 @@ func requireIntegration(t *testing.T) {
 }
 
 type testEnv struct {
-	root   string
-	opts   Options
+	root    string
+	opts    Options
 	reg     *prometheus.Registry
 	regUsed bool
 	images  []string
@@ -568,4 +568,40 @@ func mustReadFile(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// A mountdevice that fails (a read-only disk without a filesystem cannot be
+// formatted) leaves no global mount dir and no pod dir; TeardownPod still
+// detaches the loop device the attach made.
+func TestIntegrationFailedMountLeavesNothing(t *testing.T) {
+	requireIntegration(t)
+	e := newEnv(t)
+	m := e.manager(t)
+	ctx := context.Background()
+	image := e.image(t, 16<<20)
+	pod := podWith("u-fail", "fail", []v1.Volume{{Name: "d", VolumeSource: v1.VolumeSource{FlexVolume: &v1.FlexVolumeSource{
+		Driver: "peapod/loop", FSType: "ext4", ReadOnly: true, Options: map[string]string{"image": image}}}}},
+		v1.Container{Name: "c", VolumeMounts: []v1.VolumeMount{{Name: "d", MountPath: "/d"}}})
+	_, err := m.SetupPod(ctx, pod, nil)
+	if err == nil || !strings.Contains(err.Error(), "cannot format") {
+		t.Fatalf("SetupPod: %v", err)
+	}
+	if ms, _ := mountsBeneath(e.root); len(ms) != 0 {
+		t.Fatalf("mounts after failure: %v", ms)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.opts.GlobalMountDir, "peapod~loop")); len(ents) != 0 {
+		t.Fatalf("global dir left: %v", ents)
+	}
+	if _, err := os.Stat(filepath.Join(e.opts.PodsDir, "u-fail", "volumes")); !os.IsNotExist(err) {
+		t.Fatalf("pod volume dir created: %v", err)
+	}
+	if got := counter(t, e.reg, "peapod_volume_operations_total", map[string]string{"operation": "mount_device", "result": "failure"}); got != 1 {
+		t.Fatalf("mount_device failures %v", got)
+	}
+	if err := m.TeardownPod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if l := losetupJ(t, image); l != "" {
+		t.Fatalf("still attached: %s", l)
+	}
 }

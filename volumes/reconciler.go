@@ -590,4 +590,3 @@ func (m *Manager) reconstruct() error {
 	}
 	return nil
 }
-

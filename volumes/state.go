@@ -27,17 +27,17 @@ type podRecord struct {
 }
 
 type deviceRecord struct {
-	Key        string            `json:"key"`
-	Kind       string            `json:"kind"` // flexVolume | local
-	Driver     string            `json:"driver,omitempty"`
-	Options    map[string]string `json:"options,omitempty"`
+	Key        string              `json:"key"`
+	Kind       string              `json:"kind"` // flexVolume | local
+	Driver     string              `json:"driver,omitempty"`
+	Options    map[string]string   `json:"options,omitempty"`
 	SecretRef  *v1.SecretReference `json:"secretRef,omitempty"`
-	FSType     string            `json:"fsType,omitempty"`
-	ReadOnly   bool              `json:"readOnly,omitempty"`
-	LocalPath  string            `json:"localPath,omitempty"`
-	GlobalPath string            `json:"globalPath"`
-	Attached   bool              `json:"attached"`
-	DevicePath string            `json:"devicePath,omitempty"`
+	FSType     string              `json:"fsType,omitempty"`
+	ReadOnly   bool                `json:"readOnly,omitempty"`
+	LocalPath  string              `json:"localPath,omitempty"`
+	GlobalPath string              `json:"globalPath"`
+	Attached   bool                `json:"attached"`
+	DevicePath string              `json:"devicePath,omitempty"`
 }
 
 func writeJSONAtomic(path string, v any) error {
