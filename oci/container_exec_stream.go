@@ -82,10 +82,25 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, tty bool, s
 			go func() { _, _ = io.Copy(master, stdin) }()
 		}
 		if resize != nil {
+			// Stopped and waited for before master is closed (deferred
+			// earlier, so it runs later): never an ioctl on a closed fd.
+			mfd := int(master.Fd())
+			stopResize := make(chan struct{})
+			resized := make(chan struct{})
+			defer func() { close(stopResize); <-resized }()
 			go func() {
-				for s := range resize {
-					if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: s.Height, Col: s.Width}); err != nil {
+				defer close(resized)
+				for {
+					select {
+					case <-stopResize:
 						return
+					case s, ok := <-resize:
+						if !ok {
+							return
+						}
+						if err := unix.IoctlSetWinsize(mfd, unix.TIOCSWINSZ, &unix.Winsize{Row: s.Height, Col: s.Width}); err != nil {
+							klog.V(2).InfoS("Exec resize", "id", id, "err", err)
+						}
 					}
 				}
 			}()
