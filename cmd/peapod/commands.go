@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"peapod/config"
+	"peapod/cri"
+)
+
+func runVersion(args []string) error {
+	fmt.Printf("peapod %s (CRI %s)\n", cri.Version, "v1")
+	return nil
+}
+
+func runConfig(args []string) error {
+	if len(args) != 1 || args[0] != "default" {
+		return fmt.Errorf("usage: peapod config default")
+	}
+	out, err := config.Render(config.Default())
+	if err != nil {
+		return err
+	}
+	_, err = os.Stdout.Write(out)
+	return err
+}
+
+// loadConfigFlag parses --config for client subcommands.
+func loadConfigFlag(name string, args []string) (*config.Config, []string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	path := fs.String("config", "", "config file (default /etc/peapod/peapod.toml when it exists)")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, fs.Args(), nil
+}
+
+// adminClient talks HTTP to the daemon's root-only admin socket.
+func adminClient(cfg *config.Config) *http.Client {
+	sock := adminSocket(cfg)
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+}
+
+func adminSocket(cfg *config.Config) string { return filepath.Join(cfg.State, "admin.sock") }
+
+func runImages(args []string) error {
+	if len(args) < 1 {
+		return fmt.Errorf("usage: peapod images import|export ...")
+	}
+	sub := args[0]
+	cfg, rest, err := loadConfigFlag("images "+sub, args[1:])
+	if err != nil {
+		return err
+	}
+	client := adminClient(cfg)
+	switch sub {
+	case "import":
+		if len(rest) != 1 {
+			return fmt.Errorf("usage: peapod images import [--config FILE] FILE")
+		}
+		f, err := os.Open(rest[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		resp, err := client.Post("http://peapod/images/import", "application/x-tar", f)
+		if err != nil {
+			return fmt.Errorf("import: is peapod serve running (admin socket %s)? %w", adminSocket(cfg), err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("import %s: %s", rest[0], strings.TrimSpace(string(body)))
+		}
+		os.Stdout.Write(body)
+		return nil
+	case "export":
+		if len(rest) < 2 {
+			return fmt.Errorf("usage: peapod images export [--config FILE] FILE REF...")
+		}
+		q := url.Values{"ref": rest[1:]}
+		resp, err := client.Get("http://peapod/images/export?" + q.Encode())
+		if err != nil {
+			return fmt.Errorf("export: is peapod serve running (admin socket %s)? %w", adminSocket(cfg), err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			body, _ := io.ReadAll(resp.Body)
+			return fmt.Errorf("export: %s", strings.TrimSpace(string(body)))
+		}
+		tmp := rest[0] + ".tmp"
+		out, err := os.Create(tmp)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, resp.Body); err != nil {
+			out.Close()
+			os.Remove(tmp)
+			return fmt.Errorf("export: %w", err)
+		}
+		if err := out.Close(); err != nil {
+			return err
+		}
+		return os.Rename(tmp, rest[0])
+	default:
+		return fmt.Errorf("unknown images subcommand %q (import, export)", sub)
+	}
+}
+
+// runCheck reports what peapod needs on this host, one line each.
+func runCheck(args []string) error {
+	cfg, _, err := loadConfigFlag("check", args)
+	if err != nil {
+		return err
+	}
+	var failed []string
+	report := func(what string, err error) {
+		if err != nil {
+			fmt.Printf("FAIL  %-28s %v\n", what, err)
+			failed = append(failed, what)
+			return
+		}
+		fmt.Printf("ok    %s\n", what)
+	}
+	if os.Geteuid() != 0 {
+		report("root", errors.New("peapod serve must run as root"))
+	}
+	_, err = exec.LookPath("conmon")
+	report("conmon", err)
+	for name, r := range cfg.Runtimes {
+		_, err := os.Stat(r.Path)
+		report("runtime "+name+" ("+r.Path+")", err)
+	}
+	for _, plugin := range []string{"bridge", "host-local", "portmap", "loopback"} {
+		var found error = fmt.Errorf("not in %s", strings.Join(cfg.CNI.BinDirs, ", "))
+		for _, d := range cfg.CNI.BinDirs {
+			if _, err := os.Stat(filepath.Join(d, plugin)); err == nil {
+				found = nil
+				break
+			}
+		}
+		report("CNI plugin "+plugin, found)
+	}
+	data, _ := os.ReadFile("/proc/filesystems")
+	if !bytes.Contains(data, []byte("overlay")) {
+		report("overlayfs", errors.New("not in /proc/filesystems"))
+	} else {
+		report("overlayfs", nil)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d checks failed", len(failed))
+	}
+	return nil
+}

@@ -1,0 +1,314 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"peapod/config"
+	"peapod/cri"
+	"peapod/image"
+	"peapod/metrics"
+	"peapod/oci"
+	"peapod/sandbox"
+	"peapod/sandbox/network"
+	"peapod/store"
+)
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	path := fs.String("config", "", "config file (default /etc/peapod/peapod.toml when it exists)")
+	root := fs.String("root", "", "override root (persistent state dir)")
+	state := fs.String("state", "", "override state (runtime state dir)")
+	socket := fs.String("socket", "", "override cri.socket")
+	httpAddr := fs.String("http-address", "", "override http.address")
+	cniConfDir := fs.String("cni-conf-dir", "", "override cni.conf_dir")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	for _, o := range []struct {
+		flag string
+		dst  *string
+	}{{*root, &cfg.Root}, {*state, &cfg.State}, {*socket, &cfg.CRI.Socket}, {*httpAddr, &cfg.HTTP.Address}, {*cniConfDir, &cfg.CNI.ConfDir}} {
+		if o.flag != "" {
+			*o.dst = o.flag
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serve(ctx, cfg)
+}
+
+// daemon holds what serve wires together, for orderly shutdown.
+type daemon struct {
+	cfg    *config.Config
+	store  *store.Store
+	images *image.Service
+	grpc   *grpc.Server
+	http   *metrics.Server
+	admin  *http.Server
+}
+
+func serve(ctx context.Context, cfg *config.Config) error {
+	if os.Geteuid() != 0 {
+		return errors.New("serve must run as root")
+	}
+	for _, d := range []string{cfg.Root, cfg.State, filepath.Dir(cfg.CRI.Socket)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return err
+		}
+	}
+	st, err := store.Open(filepath.Join(cfg.Root, "peapod.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	reg := metrics.NewRegistry()
+
+	mirrors := map[string][]string{}
+	for host, m := range cfg.Registry.Mirrors {
+		mirrors[host] = m.Endpoints
+	}
+	images, err := image.New(ctx, image.Options{
+		Root:         filepath.Join(cfg.Root, "images"),
+		Store:        st,
+		Mirrors:      mirrors,
+		Insecure:     cfg.Registry.Insecure,
+		StallTimeout: cfg.Image.StallTimeout.Duration,
+		Registerer:   reg,
+	})
+	if err != nil {
+		return fmt.Errorf("image store: %w", err)
+	}
+	netw, err := network.New(network.Options{
+		ConfDir:  cfg.CNI.ConfDir,
+		BinDirs:  cfg.CNI.BinDirs,
+		CacheDir: filepath.Join(cfg.Root, "cni-cache"),
+		Bridge:   cfg.CNI.Bridge,
+		Subnet:   cfg.CNI.Subnet,
+	})
+	if err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	runtimes := map[string]sandbox.OCIRuntime{}
+	ociRuntimes := map[string]*oci.Runtime{}
+	for name, r := range cfg.Runtimes {
+		rt, err := oci.New(oci.Options{
+			Name:     name,
+			Path:     r.Path,
+			Root:     cfg.RuntimeRoot(name),
+			StateDir: filepath.Join(cfg.State, "oci", name),
+		})
+		if err != nil {
+			klog.InfoS("Runtime handler unavailable", "handler", name, "err", err)
+			continue
+		}
+		runtimes[name] = rt
+		ociRuntimes[name] = rt
+	}
+	pausePath, pauseArgs, err := findPause()
+	if err != nil {
+		return err
+	}
+	mgr, err := sandbox.New(ctx, sandbox.Options{
+		Root:           cfg.Root,
+		State:          cfg.State,
+		Store:          st,
+		Runtimes:       runtimes,
+		DefaultRuntime: cfg.CRI.DefaultRuntime,
+		Network:        netw,
+		Images:         images,
+		PausePath:      pausePath,
+		PauseArgs:      pauseArgs,
+	})
+	if err != nil {
+		return fmt.Errorf("sandboxes: %w", err)
+	}
+	for _, rt := range ociRuntimes {
+		go func() {
+			for id := range rt.Exits() {
+				mgr.HandleExit(id)
+			}
+		}()
+	}
+
+	calls := metrics.NewCRICalls(reg)
+	server := cri.New(cri.Deps{
+		Images:    images,
+		Sandboxes: mgr,
+		Network:   netw,
+		Handlers: func(ctx context.Context) map[string]error {
+			out := map[string]error{}
+			for name := range cfg.Runtimes {
+				rt, ok := ociRuntimes[name]
+				if !ok {
+					out[name] = fmt.Errorf("runtime binary %s not usable", cfg.Runtimes[name].Path)
+					continue
+				}
+				out[name] = rt.Check(ctx)
+			}
+			return out
+		},
+		DefaultHandler: cfg.CRI.DefaultRuntime,
+		CgroupDriver:   runtimeapi.CgroupDriver_CGROUPFS,
+	})
+	g := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(calls.Unary),
+		grpc.ChainStreamInterceptor(calls.Stream),
+		grpc.MaxRecvMsgSize(16<<20),
+		grpc.MaxSendMsgSize(16<<20),
+	)
+	server.Register(g)
+	ln, err := listenUnix(cfg.CRI.Socket, 0o660)
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := g.Serve(ln); err != nil {
+			klog.ErrorS(err, "CRI server stopped")
+		}
+	}()
+
+	httpSrv := metrics.NewServer(reg, func() error { return nil })
+	if err := httpSrv.Start(cfg.HTTP.Address); err != nil {
+		g.Stop()
+		return err
+	}
+	admin, err := startAdmin(cfg, images)
+	if err != nil {
+		g.Stop()
+		return err
+	}
+	klog.InfoS("peapod serving", "socket", cfg.CRI.Socket, "http", httpSrv.Addr(), "root", cfg.Root, "state", cfg.State, "version", cri.Version)
+
+	<-ctx.Done()
+	klog.InfoS("Shutting down; containers keep running under conmon")
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		g.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(sctx)
+	_ = admin.Shutdown(sctx)
+	return nil
+}
+
+// findPause picks the pause binary: peapod-pause beside this executable,
+// else this executable with the pause subcommand.
+func findPause() (string, []string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, fmt.Errorf("locate own binary: %w", err)
+	}
+	helper := filepath.Join(filepath.Dir(self), "peapod-pause")
+	if fi, err := os.Stat(helper); err == nil && fi.Mode().IsRegular() {
+		return helper, nil, nil
+	}
+	return self, []string{"pause"}, nil
+}
+
+// listenUnix replaces a stale socket and sets its mode before serving.
+func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another daemon is listening", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// startAdmin serves the root-only admin API (image import/export) on a
+// unix socket: it writes to the image store, so it is not on the TCP
+// endpoint that any local user or hostNetwork pod could reach.
+func startAdmin(cfg *config.Config, images *image.Service) (*http.Server, error) {
+	ln, err := listenUnix(adminSocket(cfg), 0o600)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /images/import", func(w http.ResponseWriter, r *http.Request) {
+		imgs, err := images.Import(r.Context(), r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for _, img := range imgs {
+			fmt.Fprintf(w, "%s\t%s\n", img.ID, joinTags(img.RepoTags))
+		}
+	})
+	mux.HandleFunc("GET /images/export", func(w http.ResponseWriter, r *http.Request) {
+		refs := r.URL.Query()["ref"]
+		for _, ref := range refs {
+			if _, err := images.Get(ref); err != nil {
+				http.Error(w, fmt.Sprintf("%s: %v", ref, err), http.StatusNotFound)
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/x-tar")
+		if err := images.Export(r.Context(), w, refs); err != nil {
+			klog.ErrorS(err, "Export failed mid-stream", "refs", refs)
+		}
+	})
+	mux.HandleFunc("GET /images", func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(images.List())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.ErrorS(err, "Admin server stopped")
+		}
+	}()
+	return srv, nil
+}
+
+func joinTags(tags []string) string {
+	if len(tags) == 0 {
+		return "<none>"
+	}
+	out := tags[0]
+	for _, t := range tags[1:] {
+		out += "," + t
+	}
+	return out
+}

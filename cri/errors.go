@@ -1,0 +1,40 @@
+package cri
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"peapod/image"
+	"peapod/sandbox"
+)
+
+// toStatus maps a domain error onto the gRPC code the CRI caller expects.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Unknown
+	switch {
+	case errors.Is(err, sandbox.ErrNotFound), errors.Is(err, image.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, sandbox.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, sandbox.ErrAlreadyExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, sandbox.ErrFailedPrecondion):
+		code = codes.FailedPrecondition
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	}
+	return status.Error(code, err.Error())
+}
+
+func invalid(msg string) error { return status.Error(codes.InvalidArgument, msg) }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# hack/run.sh — README command 1 (`make run`), after deps are installed and
+# bin/ is built: lay out a busybox image built locally from Debian's
+# busybox-static, start `peapod serve` on its embedded defaults, import the
+# image through the running daemon (no registry needed), and stay in the
+# foreground until Ctrl-C / SIGTERM, which stops the daemon by its PID.
+# Containers keep running under conmon when peapod stops, as designed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p _output
+archive=_output/busybox-oci.tar
+go run ./hack/testimages oci-archive --out "$archive"
+
+bin/peapod serve "$@" &
+pid=$!
+trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' INT TERM EXIT
+
+# The admin socket appears once the daemon answers.
+for _ in $(seq 1 200); do
+	[ -S /run/peapod/admin.sock ] && break
+	kill -0 "$pid" 2>/dev/null || { echo "run: peapod serve exited during start-up" >&2; exit 1; }
+	sleep 0.05
+done
+bin/peapod images import "$archive"
+cat <<EOT
+
+peapod is serving on unix:///run/peapod/peapod.sock (metrics on http://127.0.0.1:9315/metrics).
+Try:  crictl --runtime-endpoint unix:///run/peapod/peapod.sock images     (make tools builds crictl into bin/)
+Ctrl-C stops the daemon.
+EOT
+wait "$pid"

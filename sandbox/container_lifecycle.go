@@ -1,0 +1,248 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"peapod/store"
+)
+
+// StartContainer starts a CREATED container.
+func (m *Manager) StartContainer(ctx context.Context, id string) error {
+	c, err := m.Container(id)
+	if err != nil {
+		return err
+	}
+	c.op.Lock()
+	defer c.op.Unlock()
+	rec := c.Record()
+	if rec.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+		return fmt.Errorf("%w: container %s is %s, not CREATED", ErrFailedPrecondion, rec.ID, stateName(rec.State))
+	}
+	sb, err := m.Sandbox(rec.SandboxID)
+	if err != nil {
+		return fmt.Errorf("%w: sandbox of container %s: %v", ErrFailedPrecondion, rec.ID, err)
+	}
+	rt, err := m.runtime(sb.Record().RuntimeHandler)
+	if err != nil {
+		return err
+	}
+	if err := rt.Start(ctx, rec.ID); err != nil {
+		// A start that failed leaves the container EXITED with the reason, as
+		// containerd does, so the kubelet sees why.
+		_ = c.update(m.o.Store, func(r *ContainerRecord) error {
+			r.State = runtimeapi.ContainerState_CONTAINER_EXITED
+			r.FinishedAt = time.Now().UnixNano()
+			r.ExitCode = 128
+			r.Reason = "StartError"
+			r.Message = err.Error()
+			return nil
+		})
+		return fmt.Errorf("start container %s: %w", rec.ID, err)
+	}
+	if err := c.update(m.o.Store, func(r *ContainerRecord) error {
+		if r.State == runtimeapi.ContainerState_CONTAINER_CREATED {
+			r.State = runtimeapi.ContainerState_CONTAINER_RUNNING
+		}
+		if r.StartedAt == 0 {
+			r.StartedAt = time.Now().UnixNano()
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	// The process may have exited between start and here.
+	m.refreshExit(ctx, c)
+	return nil
+}
+
+// StopContainer signals the container with its stop signal, then SIGKILL
+// after timeout seconds. Stopping an exited or unknown container succeeds.
+func (m *Manager) StopContainer(ctx context.Context, id string, timeout int64) error {
+	c, err := m.Container(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.op.Lock()
+	defer c.op.Unlock()
+	rec := c.Record()
+	if rec.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+		return nil
+	}
+	rt, err := m.containerRuntime(rec)
+	if err != nil {
+		return err
+	}
+	sig := stopSignal(rec.StopSignal)
+	if err := rt.Stop(ctx, rec.ID, time.Duration(timeout)*time.Second, sig); err != nil && !isGone(err) {
+		return fmt.Errorf("stop container %s: %w", rec.ID, err)
+	}
+	m.refreshExit(ctx, c)
+	if c.Record().State == runtimeapi.ContainerState_CONTAINER_CREATED {
+		// Never started: nothing ran, but it is done.
+		return c.update(m.o.Store, func(r *ContainerRecord) error {
+			r.State = runtimeapi.ContainerState_CONTAINER_EXITED
+			r.FinishedAt = time.Now().UnixNano()
+			r.Reason = "Completed"
+			return nil
+		})
+	}
+	return nil
+}
+
+// RemoveContainer kills the container if needed and removes it with its
+// rootfs, bundle and record. Removing an unknown container succeeds.
+func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
+	c, err := m.Container(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.op.Lock()
+	defer c.op.Unlock()
+	rec := c.Record()
+	rt, err := m.containerRuntime(rec)
+	if err != nil {
+		return err
+	}
+	if rec.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+		if err := rt.Stop(ctx, rec.ID, 0, unix.SIGKILL); err != nil && !isGone(err) {
+			return fmt.Errorf("remove container %s: kill: %w", rec.ID, err)
+		}
+	}
+	if err := rt.Delete(ctx, rec.ID); err != nil && !isGone(err) {
+		return fmt.Errorf("remove container %s: %w", rec.ID, err)
+	}
+	stateDir := m.containerStateDir(rec.ID)
+	if err := unmountAll(filepath.Join(stateDir, "rootfs")); err != nil {
+		return fmt.Errorf("remove container %s: %w", rec.ID, err)
+	}
+	if err := m.o.Images.Release(ctx, rec.ID); err != nil {
+		return fmt.Errorf("remove container %s: release image: %w", rec.ID, err)
+	}
+	if err := os.RemoveAll(stateDir); err != nil {
+		return fmt.Errorf("remove container %s: %w", rec.ID, err)
+	}
+	if err := os.RemoveAll(m.containerRootDir(rec.ID)); err != nil {
+		return fmt.Errorf("remove container %s: %w", rec.ID, err)
+	}
+	if err := m.o.Store.Delete(store.BucketContainers, rec.ID); err != nil {
+		return fmt.Errorf("remove container %s: %w", rec.ID, err)
+	}
+	m.mu.Lock()
+	delete(m.containers, rec.ID)
+	if m.names[rec.Name] == rec.ID {
+		delete(m.names, rec.Name)
+	}
+	m.mu.Unlock()
+	klog.V(2).InfoS("Container removed", "id", rec.ID)
+	return nil
+}
+
+func (m *Manager) containerRuntime(rec ContainerRecord) (OCIRuntime, error) {
+	sb, err := m.Sandbox(rec.SandboxID)
+	if err != nil {
+		return m.runtime("")
+	}
+	return m.runtime(sb.Record().RuntimeHandler)
+}
+
+// HandleExit is called when the runtime reports that process id exited:
+// a container moves to EXITED; a sandbox whose pause died goes NOTREADY.
+func (m *Manager) HandleExit(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if c, err := m.Container(id); err == nil && c.ID() == id {
+		m.refreshExit(ctx, c)
+		return
+	}
+	m.mu.RLock()
+	sb, ok := m.sandboxes[id]
+	m.mu.RUnlock()
+	if ok {
+		_ = sb.update(m.o.Store, func(r *SandboxRecord) error {
+			r.State = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+			return nil
+		})
+		klog.InfoS("Pod sandbox infra container exited", "id", id)
+	}
+}
+
+// refreshExit reads the runtime's view and records an exit if there was one.
+func (m *Manager) refreshExit(ctx context.Context, c *Container) {
+	rec := c.Record()
+	if rec.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+		return
+	}
+	rt, err := m.containerRuntime(rec)
+	if err != nil {
+		return
+	}
+	st, err := rt.State(ctx, rec.ID)
+	if err != nil {
+		klog.V(2).InfoS("Container state unreadable", "id", rec.ID, "err", err)
+		return
+	}
+	if st.Status != "stopped" {
+		return
+	}
+	_ = c.update(m.o.Store, func(r *ContainerRecord) error {
+		if r.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+			return nil
+		}
+		r.State = runtimeapi.ContainerState_CONTAINER_EXITED
+		r.ExitCode = st.ExitCode
+		r.FinishedAt = st.FinishedAt.UnixNano()
+		if st.FinishedAt.IsZero() {
+			r.FinishedAt = time.Now().UnixNano()
+		}
+		if r.StartedAt == 0 {
+			r.StartedAt = r.FinishedAt
+		}
+		switch {
+		case st.OOMKilled:
+			r.Reason = "OOMKilled"
+		case st.ExitCode == 0:
+			r.Reason = "Completed"
+		default:
+			r.Reason = "Error"
+		}
+		return nil
+	})
+	klog.V(2).InfoS("Container exited", "id", rec.ID, "exitCode", st.ExitCode, "oomKilled", st.OOMKilled)
+}
+
+func stopSignal(name string) syscall.Signal {
+	if name == "" {
+		return unix.SIGTERM
+	}
+	if s := unix.SignalNum(name); s != 0 {
+		return s
+	}
+	if s := unix.SignalNum("SIG" + name); s != 0 {
+		return s
+	}
+	var n int
+	if _, err := fmt.Sscanf(name, "%d", &n); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n)
+	}
+	return unix.SIGTERM
+}
+
+func stateName(s runtimeapi.ContainerState) string {
+	return runtimeapi.ContainerState_name[int32(s)]
+}

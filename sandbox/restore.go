@@ -1,0 +1,121 @@
+package sandbox
+
+import (
+	"context"
+	"os"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"peapod/store"
+)
+
+// restore rebuilds memory from the store after a (possibly unclean) start.
+//
+// Assumptions, as containerd's restart.go writes them down:
+//   - conmon outlives peapod, so a container that was running may still be;
+//     the runtime's state plus conmon's exit file say which.
+//   - a container that exited while peapod was down has its exit code in
+//     conmon's exit file; it is recorded now.
+//   - a sandbox whose pause still runs stays READY, so a kubelet does not
+//     recreate the pod; one whose pause is gone is NOTREADY.
+//   - a record whose runtime state is unreadable is kept (UNKNOWN for
+//     containers) so that stop and remove can still clean it up.
+func (m *Manager) restore(ctx context.Context) error {
+	err := store.List(m.o.Store, store.BucketSandboxes, func(key string, rec *SandboxRecord) error {
+		sb, err := newSandbox(*rec)
+		if err != nil {
+			klog.ErrorS(err, "Skipping unreadable sandbox record", "id", key)
+			return nil
+		}
+		m.sandboxes[rec.ID] = sb
+		m.names[rec.Name] = rec.ID
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = store.List(m.o.Store, store.BucketContainers, func(key string, rec *ContainerRecord) error {
+		c, err := newContainer(*rec)
+		if err != nil {
+			klog.ErrorS(err, "Skipping unreadable container record", "id", key)
+			return nil
+		}
+		m.containers[rec.ID] = c
+		m.names[rec.Name] = rec.ID
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, sb := range m.sandboxes {
+		m.restoreSandbox(ctx, sb)
+	}
+	for _, c := range m.containers {
+		m.restoreContainer(ctx, c)
+	}
+	klog.InfoS("Restored state", "sandboxes", len(m.sandboxes), "containers", len(m.containers))
+	return nil
+}
+
+func (m *Manager) restoreSandbox(ctx context.Context, sb *Sandbox) {
+	rec := sb.Record()
+	rt, err := m.runtime(rec.RuntimeHandler)
+	if err != nil {
+		klog.ErrorS(err, "Sandbox runtime handler gone", "id", rec.ID)
+		return
+	}
+	ready := false
+	if st, err := rt.State(ctx, rec.ID); err == nil && st.Status == "running" {
+		ready = rec.State == runtimeapi.PodSandboxState_SANDBOX_READY
+		if err := rt.Watch(rec.ID); err != nil {
+			klog.ErrorS(err, "Cannot watch pause", "id", rec.ID)
+		}
+	}
+	if rec.NetNS != "" && !rec.NetworkDown {
+		if _, err := os.Stat(rec.NetNS); err != nil {
+			ready = false
+		}
+	}
+	if !ready && rec.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+		_ = sb.update(m.o.Store, func(r *SandboxRecord) error {
+			r.State = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+			return nil
+		})
+		klog.InfoS("Sandbox no longer ready after restart", "id", rec.ID)
+	}
+}
+
+func (m *Manager) restoreContainer(ctx context.Context, c *Container) {
+	rec := c.Record()
+	if rec.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+		return
+	}
+	rt, err := m.containerRuntime(rec)
+	if err != nil {
+		return
+	}
+	st, err := rt.State(ctx, rec.ID)
+	if err != nil {
+		klog.InfoS("Container state unknown after restart", "id", rec.ID, "err", err)
+		_ = c.update(m.o.Store, func(r *ContainerRecord) error {
+			r.State = runtimeapi.ContainerState_CONTAINER_UNKNOWN
+			return nil
+		})
+		return
+	}
+	switch st.Status {
+	case "stopped":
+		m.refreshExit(ctx, c)
+	case "running", "created":
+		if err := rt.Watch(rec.ID); err != nil {
+			klog.ErrorS(err, "Cannot watch container", "id", rec.ID)
+		}
+		if st.Status == "running" && rec.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			_ = c.update(m.o.Store, func(r *ContainerRecord) error {
+				r.State = runtimeapi.ContainerState_CONTAINER_RUNNING
+				return nil
+			})
+		}
+	}
+}

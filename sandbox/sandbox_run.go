@@ -1,0 +1,371 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"peapod/oci"
+	"peapod/sandbox/network"
+	"peapod/sandbox/spec"
+	"peapod/store"
+)
+
+// defaultShmSize is the pod's /dev/shm, as Docker and containerd size it.
+const defaultShmSize = 64 << 20
+
+// RunSandbox creates and starts a pod sandbox. Each slow step records its
+// undo; a failure anywhere unwinds what was done, on its own context.
+func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ string, retErr error) {
+	if err := validateSandboxConfig(cfg); err != nil {
+		return "", err
+	}
+	if handler == "" {
+		handler = m.o.DefaultRuntime
+	}
+	rt, err := m.runtime(handler)
+	if err != nil {
+		return "", err
+	}
+	if err := rt.Check(ctx); err != nil {
+		return "", fmt.Errorf("%w: runtime handler %q cannot run containers on this host: %v", ErrFailedPrecondion, handler, err)
+	}
+	md := cfg.GetMetadata()
+	id := newID()
+	name := fmt.Sprintf("%s_%s_%s_%d", md.GetName(), md.GetNamespace(), md.GetUid(), md.GetAttempt())
+	if err := m.reserveName(name, id); err != nil {
+		return "", err
+	}
+	var undo undoStack
+	defer func() {
+		if retErr != nil {
+			undo.run(id)
+		}
+	}()
+	undo.push("release name", func(context.Context) error { m.releaseName(name, id); return nil })
+
+	cfgBytes, err := proto.Marshal(cfg)
+	if err != nil {
+		return "", fmt.Errorf("encode sandbox config: %w", err)
+	}
+	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	sb := &Sandbox{config: cfg, rec: SandboxRecord{
+		ID:             id,
+		Name:           name,
+		ConfigProto:    cfgBytes,
+		RuntimeHandler: handler,
+		State:          runtimeapi.PodSandboxState_SANDBOX_NOTREADY,
+		CreatedAt:      time.Now().UnixNano(),
+		CgroupParent:   m.cgroupParent(cfg),
+	}}
+	// The record goes to disk first, NOTREADY: a crash mid-way leaves a
+	// sandbox the kubelet sees and removes, not an orphaned netns.
+	if err := m.o.Store.Put(store.BucketSandboxes, id, &sb.rec); err != nil {
+		return "", fmt.Errorf("persist sandbox %s: %w", id, err)
+	}
+	undo.push("delete record", func(context.Context) error { return m.o.Store.Delete(store.BucketSandboxes, id) })
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	m.mu.Lock()
+	m.sandboxes[id] = sb
+	m.mu.Unlock()
+	undo.push("forget sandbox", func(context.Context) error {
+		m.mu.Lock()
+		delete(m.sandboxes, id)
+		m.mu.Unlock()
+		return nil
+	})
+
+	dir := m.sandboxStateDir(id)
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return "", fmt.Errorf("sandbox %s dir: %w", id, err)
+	}
+	undo.push("remove dir", func(context.Context) error { return os.RemoveAll(dir) })
+
+	hostname, err := sandboxHostname(cfg)
+	if err != nil {
+		return "", err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "hostname"), []byte(hostname+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	if err := writeResolvConf(filepath.Join(dir, "resolv.conf"), cfg.GetDnsConfig()); err != nil {
+		return "", err
+	}
+
+	if ns.GetIpc() != runtimeapi.NamespaceMode_NODE {
+		shm := filepath.Join(dir, "shm")
+		if err := mountShm(shm); err != nil {
+			return "", fmt.Errorf("sandbox %s /dev/shm: %w", id, err)
+		}
+		undo.push("unmount shm", func(context.Context) error { return unmountAll(shm) })
+		_ = sb.update(m.o.Store, func(r *SandboxRecord) error { r.ShmMounted = true; return nil })
+	}
+
+	hostNet := ns.GetNetwork() == runtimeapi.NamespaceMode_NODE
+	var ips []string
+	if !hostNet {
+		nsPath, err := m.o.Network.NewNetNS("peapod-" + id)
+		if err != nil {
+			return "", fmt.Errorf("sandbox %s netns: %w", id, err)
+		}
+		undo.push("remove netns", func(context.Context) error { return m.o.Network.RemoveNetNS(nsPath) })
+		if err := sb.update(m.o.Store, func(r *SandboxRecord) error { r.NetNS = nsPath; return nil }); err != nil {
+			return "", err
+		}
+		pod := m.networkPod(sb)
+		res, err := m.o.Network.Setup(ctx, pod)
+		if err != nil {
+			return "", fmt.Errorf("sandbox %s: CNI ADD: %w", id, err)
+		}
+		undo.push("CNI DEL", func(ctx context.Context) error { return m.o.Network.Teardown(ctx, pod) })
+		for _, ip := range res.IPs {
+			ips = append(ips, ip.String())
+		}
+		if err := sb.update(m.o.Store, func(r *SandboxRecord) error { r.IPs = ips; return nil }); err != nil {
+			return "", err
+		}
+	}
+	if err := writeHosts(filepath.Join(dir, "hosts"), hostNet, hostname, ips); err != nil {
+		return "", err
+	}
+
+	pid, err := m.startPause(ctx, rt, sb, &undo)
+	if err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		// The caller gave up: unwind rather than leave a pod nobody knows of.
+		return "", fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	if err := sb.update(m.o.Store, func(r *SandboxRecord) error {
+		r.PausePid = pid
+		r.State = runtimeapi.PodSandboxState_SANDBOX_READY
+		return nil
+	}); err != nil {
+		return "", err
+	}
+	klog.InfoS("Pod sandbox ready", "id", id, "pod", klog.KRef(md.GetNamespace(), md.GetName()), "ips", ips, "handler", handler)
+	return id, nil
+}
+
+// startPause lays out the pause container's bundle and starts it.
+func (m *Manager) startPause(ctx context.Context, rt OCIRuntime, sb *Sandbox, undo *undoStack) (int, error) {
+	id := sb.rec.ID
+	dir := m.sandboxStateDir(id)
+	bundle := filepath.Join(dir, "pause")
+	rootfs := filepath.Join(bundle, "rootfs")
+	for _, d := range []string{"proc", "dev", "sys", "etc"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			return 0, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "pause"), nil, 0o755); err != nil {
+		return 0, err
+	}
+	cfg := sb.config
+	nss, err := spec.SandboxNamespaces(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(), sb.rec.NetNS)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	in := spec.SandboxInput{
+		ID:             id,
+		Config:         cfg,
+		RootfsPath:     rootfs,
+		PauseArgs:      append([]string{"/pause"}, m.o.PauseArgs...),
+		Namespaces:     nss,
+		CgroupsPath:    filepath.Join(sb.rec.CgroupParent, id),
+		HostnamePath:   filepath.Join(dir, "hostname"),
+		MinOOMScoreAdj: m.minOOMScoreAdj,
+	}
+	sp, err := spec.Sandbox(in)
+	if err != nil {
+		return 0, fmt.Errorf("sandbox %s: pause spec: %w", id, err)
+	}
+	sp.Process.Args = in.PauseArgs
+	sp.Mounts = append(sp.Mounts, specs.Mount{
+		Destination: "/pause", Type: "bind", Source: m.o.PausePath,
+		Options: []string{"rbind", "ro", "nosuid", "nodev"},
+	})
+	if err := writeSpec(bundle, sp); err != nil {
+		return 0, fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	pid, err := rt.Create(ctx, oci.CreateOptions{ID: id, Bundle: bundle, LogPath: filepath.Join(dir, "pause.log")})
+	if err != nil {
+		return 0, fmt.Errorf("sandbox %s: create pause: %w", id, err)
+	}
+	undo.push("delete pause", func(ctx context.Context) error { return rt.Delete(ctx, id) })
+	if err := rt.Start(ctx, id); err != nil {
+		return 0, fmt.Errorf("sandbox %s: start pause: %w", id, err)
+	}
+	undo.push("stop pause", func(ctx context.Context) error { return rt.Stop(ctx, id, 0, unix.SIGKILL) })
+	return pid, nil
+}
+
+func (m *Manager) networkPod(sb *Sandbox) network.Pod {
+	md := sb.config.GetMetadata()
+	p := network.Pod{
+		ID:           sb.rec.ID,
+		Name:         md.GetName(),
+		Namespace:    md.GetNamespace(),
+		UID:          md.GetUid(),
+		NetNS:        sb.rec.NetNS,
+		CgroupParent: sb.rec.CgroupParent,
+	}
+	for _, pm := range sb.config.GetPortMappings() {
+		if pm.GetHostPort() == 0 {
+			continue
+		}
+		p.PortMappings = append(p.PortMappings, network.PortMapping{
+			HostPort:      pm.GetHostPort(),
+			ContainerPort: pm.GetContainerPort(),
+			Protocol:      strings.ToLower(pm.GetProtocol().String()),
+			HostIP:        pm.GetHostIp(),
+		})
+	}
+	return p
+}
+
+func (m *Manager) cgroupParent(cfg *runtimeapi.PodSandboxConfig) string {
+	if p := cfg.GetLinux().GetCgroupParent(); p != "" {
+		return p
+	}
+	return filepath.Join(m.o.DefaultCgroupParent, "pod"+cfg.GetMetadata().GetUid())
+}
+
+func validateSandboxConfig(cfg *runtimeapi.PodSandboxConfig) error {
+	if cfg == nil {
+		return fmt.Errorf("%w: config is required", ErrInvalid)
+	}
+	md := cfg.GetMetadata()
+	switch {
+	case md == nil:
+		return fmt.Errorf("%w: config.metadata is required", ErrInvalid)
+	case md.GetName() == "":
+		return fmt.Errorf("%w: config.metadata.name is required", ErrInvalid)
+	case md.GetNamespace() == "":
+		return fmt.Errorf("%w: config.metadata.namespace is required", ErrInvalid)
+	case md.GetUid() == "":
+		return fmt.Errorf("%w: config.metadata.uid is required", ErrInvalid)
+	}
+	if p := cfg.GetLinux().GetCgroupParent(); p != "" && (!filepath.IsAbs(p) || strings.Contains(p, "..")) {
+		return fmt.Errorf("%w: config.linux.cgroup_parent %q must be an absolute path without ..", ErrInvalid, p)
+	}
+	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE {
+		for k := range cfg.GetLinux().GetSysctls() {
+			if strings.HasPrefix(k, "net.") {
+				return fmt.Errorf("%w: config.linux.sysctls: %q cannot be set in the host network namespace", ErrInvalid, k)
+			}
+		}
+	}
+	for i, pm := range cfg.GetPortMappings() {
+		if pm.GetContainerPort() <= 0 || pm.GetContainerPort() > 65535 || pm.GetHostPort() < 0 || pm.GetHostPort() > 65535 {
+			return fmt.Errorf("%w: config.port_mappings[%d]: ports must be within 1-65535", ErrInvalid, i)
+		}
+	}
+	return nil
+}
+
+func sandboxHostname(cfg *runtimeapi.PodSandboxConfig) (string, error) {
+	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE && cfg.GetHostname() == "" {
+		return os.Hostname()
+	}
+	h := cfg.GetHostname()
+	if h == "" {
+		h = cfg.GetMetadata().GetName()
+	}
+	if len(h) > 64 || strings.ContainsAny(h, "/\n\x00 ") {
+		return "", fmt.Errorf("%w: config.hostname %q is not a valid hostname", ErrInvalid, h)
+	}
+	return h, nil
+}
+
+func writeResolvConf(path string, dns *runtimeapi.DNSConfig) error {
+	if dns == nil || (len(dns.GetServers()) == 0 && len(dns.GetSearches()) == 0 && len(dns.GetOptions()) == 0) {
+		// As containerd: no DNS config means the node's resolv.conf.
+		data, err := os.ReadFile("/etc/resolv.conf")
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("read host resolv.conf: %w", err)
+		}
+		return writeFileAtomic(path, data, 0o644)
+	}
+	var b strings.Builder
+	if s := dns.GetSearches(); len(s) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(s, " "))
+	}
+	for _, s := range dns.GetServers() {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	if o := dns.GetOptions(); len(o) > 0 {
+		fmt.Fprintf(&b, "options %s\n", strings.Join(o, " "))
+	}
+	return writeFileAtomic(path, []byte(b.String()), 0o644)
+}
+
+func writeHosts(path string, hostNet bool, hostname string, ips []string) error {
+	if hostNet {
+		data, err := os.ReadFile("/etc/hosts")
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("read host /etc/hosts: %w", err)
+		}
+		return writeFileAtomic(path, data, 0o644)
+	}
+	var b strings.Builder
+	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n")
+	for _, ip := range ips {
+		fmt.Fprintf(&b, "%s\t%s\n", ip, hostname)
+	}
+	return writeFileAtomic(path, []byte(b.String()), 0o644)
+}
+
+func writeSpec(bundle string, sp *specs.Spec) error {
+	data, err := json.Marshal(sp)
+	if err != nil {
+		return fmt.Errorf("encode OCI spec: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(bundle, "config.json"), data, 0o600)
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+func mountShm(path string) error {
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return err
+	}
+	return unix.Mount("shm", path, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, fmt.Sprintf("mode=1777,size=%d", defaultShmSize))
+}
+
+// unmountAll detaches every mount stacked at path; not mounted is success.
+func unmountAll(path string) error {
+	for i := 0; i < 16; i++ {
+		err := unix.Unmount(path, unix.MNT_DETACH)
+		if err == unix.EINVAL || err == unix.ENOENT {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("unmount %s: %w", path, err)
+		}
+	}
+	return nil
+}
