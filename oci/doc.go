@@ -28,6 +28,20 @@
 //	conmon.log    conmon's stdout/stderr
 //	<id>          conmon's symlink to the bundle (--socket-dir-path); the attach
 //	              socket and the ctl/winsz fifos live in the bundle
+//	exec-*/       one per ExecSync/Exec call, removed when it returns
+//
+// (The brief named the exit dir "exit/"; conmon 2.1.6 writes a file named
+// "exit" into its --persist-dir and gives up without writing the --exit-dir
+// file when that name is a directory, so the exit dir is "exits/".)
+//
+// Processes: conmon is started with its own process group, daemonizes and
+// is re-parented away from peapod; it stays in peapod's cgroup (no conmon
+// cgroup option yet). Create waits on conmon's sync pipe (_OCI_SYNCPIPE),
+// never on EOF of conmon's stdio. ExecSync runs `conmon --sync --exec`;
+// Exec (streaming) and Check run the runtime directly. Nothing here writes
+// oom_score_adj: the runtime applies process.oomScoreAdj from the spec the
+// caller wrote (clamped by sandbox/spec); conmon's warning about failing to
+// write its own oom_score_adj is harmless.
 //
 // Everything State needs is on disk or in the runtime, so a fresh Runtime on
 // the same directories (a peapod restart) sees the same containers; Watch
