@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"peapod/image"
+	"peapod/oci"
 	"peapod/sandbox"
 )
 
@@ -29,7 +30,9 @@ func toStatus(err error) error {
 		code = codes.AlreadyExists
 	case errors.Is(err, sandbox.ErrFailedPrecondion):
 		code = codes.FailedPrecondition
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, oci.ErrExecTimeout), errors.Is(err, context.DeadlineExceeded):
+		// The kubelet's CRI client turns DeadlineExceeded from ExecSync
+		// into a timed-out probe.
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
