@@ -130,6 +130,11 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 			return "", fmt.Errorf("container %s: log dir: %w", id, err)
 		}
 	}
+	conmonLog := logPath
+	if conmonLog == "" {
+		// No log requested (as containerd does): conmon still needs a sink.
+		conmonLog = os.DevNull
+	}
 	cfgBytes, err := proto.Marshal(cfg)
 	if err != nil {
 		return "", err
@@ -169,7 +174,7 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 	pid, err := rt.Create(ctx, oci.CreateOptions{
 		ID:        id,
 		Bundle:    stateDir,
-		LogPath:   logPath,
+		LogPath:   conmonLog,
 		Terminal:  cfg.GetTty(),
 		Stdin:     cfg.GetStdin(),
 		StdinOnce: cfg.GetStdinOnce(),

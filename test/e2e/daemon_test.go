@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -59,10 +60,13 @@ func integration(t *testing.T) {
 }
 
 type daemonOpts struct {
-	mirrors     map[string]string // upstream host -> endpoint
-	cniBinDirs  []string
-	noCNIConf   bool
-	extraConfig string
+	mirrors    map[string]string // upstream host -> endpoint
+	cniBinDirs []string
+	noCNIConf  bool
+	// failpointControl wraps the bridge in the cni-failpoint test plugin
+	// (its binary must be first in cniBinDirs).
+	failpointControl string
+	extraConfig      string
 }
 
 // daemon is one running `peapod serve` with its private dirs.
@@ -115,11 +119,19 @@ func newDaemon(t *testing.T, o daemonOpts) *daemon {
 	confDir := filepath.Join(dir, "cni")
 	os.MkdirAll(confDir, 0o755)
 	if !o.noCNIConf {
-		conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"peapod-e2e-%s","plugins":[
- {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,"hairpinMode":true,
-  "ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"dataDir":%q}},
- {"type":"portmap","capabilities":{"portMappings":true}}]}`, d.bridge, d.bridge, d.subnet, filepath.Join(dir, "ipam"))
-		if err := os.WriteFile(filepath.Join(confDir, "10-e2e.conflist"), []byte(conf), 0o644); err != nil {
+		var bridge any = map[string]any{
+			"type": "bridge", "bridge": d.bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+			"ipam": map[string]any{"type": "host-local", "ranges": [][]map[string]string{{{"subnet": d.subnet}}}, "dataDir": filepath.Join(dir, "ipam")},
+		}
+		if o.failpointControl != "" {
+			bridge = map[string]any{"type": "cni-failpoint", "controlDir": o.failpointControl, "delegate": bridge}
+		}
+		conf, _ := json.Marshal(map[string]any{
+			"cniVersion": "1.0.0",
+			"name":       "peapod-e2e-" + d.bridge,
+			"plugins":    []any{bridge, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}}},
+		})
+		if err := os.WriteFile(filepath.Join(confDir, "10-e2e.conflist"), conf, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
