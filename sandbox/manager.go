@@ -276,16 +276,33 @@ func cleanupCtx() (context.Context, context.CancelFunc) {
 
 // undoStack runs recorded undo steps in reverse on failure.
 type undoStack struct {
+	start time.Time
 	steps []undoStep
 }
 
 type undoStep struct {
 	what string
 	fn   func(ctx context.Context) error
+	at   time.Time // when the step that this undoes had finished
 }
 
 func (u *undoStack) push(what string, fn func(ctx context.Context) error) {
-	u.steps = append(u.steps, undoStep{what, fn})
+	if u.start.IsZero() {
+		u.start = time.Now()
+	}
+	u.steps = append(u.steps, undoStep{what, fn, time.Now()})
+}
+
+// timings says how long each undoable step took, for the log: a slow pod
+// start names its slow step.
+func (u *undoStack) timings() string {
+	var b strings.Builder
+	prev := u.start
+	for _, s := range u.steps {
+		fmt.Fprintf(&b, "%s=%s ", s.what, s.at.Sub(prev).Round(time.Millisecond/10))
+		prev = s.at
+	}
+	return strings.TrimSpace(b.String())
 }
 
 func (u *undoStack) run(id string) {

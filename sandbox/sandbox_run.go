@@ -156,7 +156,7 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	}); err != nil {
 		return "", err
 	}
-	klog.InfoS("Pod sandbox ready", "id", id, "pod", klog.KRef(md.GetNamespace(), md.GetName()), "ips", ips, "handler", handler)
+	klog.InfoS("Pod sandbox ready", "id", id, "pod", klog.KRef(md.GetNamespace(), md.GetName()), "ips", ips, "handler", handler, "steps", undo.timings())
 	return id, nil
 }
 

@@ -126,6 +126,9 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		}
 		runtimes[name] = rt
 		ociRuntimes[name] = rt
+		// Check runs a throwaway container once and caches the answer; do
+		// it now so the first pod does not pay for it.
+		go rt.Check(ctx)
 	}
 	pausePath, pauseArgs, err := findPause()
 	if err != nil {

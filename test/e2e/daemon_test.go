@@ -249,7 +249,7 @@ func (d *daemon) stop() {
 // behind), stops the daemon, then sweeps what a failed test may have left.
 func (d *daemon) cleanup() {
 	t := d.t
-	if t.Failed() {
+	if t.Failed() || os.Getenv("PEAPOD_E2E_LOG") != "" {
 		d.dumpLog()
 	}
 	if d.cmd == nil {
