@@ -91,6 +91,14 @@ type Runtime struct {
 // Agent configures the kubelet-like half.
 type Agent struct {
 	ManifestsDir string `toml:"manifests_dir"`
+	// PodLogsDir holds the agent's pod logs:
+	// <dir>/<ns>_<name>_<uid>/<container>/<restart>.log, as the kubelet's.
+	PodLogsDir string `toml:"pod_logs_dir"`
+	// VolumePluginDir holds external FlexVolume drivers in the kubelet's
+	// layout, <dir>/<vendor>~<driver>/<driver>.
+	VolumePluginDir string `toml:"volume_plugin_dir"`
+	// NodeName is spec.nodeName of the agent's pods; default the hostname.
+	NodeName string `toml:"node_name"`
 }
 
 // Duration is a time.Duration that reads and writes as "1m30s" in TOML.
@@ -135,7 +143,11 @@ func Default() *Config {
 			"runc": {Path: "/usr/sbin/runc"},
 			"crun": {Path: "/usr/bin/crun"},
 		},
-		Agent: Agent{ManifestsDir: "/etc/peapod/manifests"},
+		Agent: Agent{
+			ManifestsDir:    "/etc/peapod/manifests",
+			PodLogsDir:      "/var/log/pods",
+			VolumePluginDir: "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
+		},
 	}
 }
 
@@ -182,7 +194,7 @@ func Parse(data []byte, c *Config) error {
 
 // Validate checks values that TOML types alone cannot.
 func (c *Config) Validate() error {
-	for key, p := range map[string]string{"root": c.Root, "state": c.State, "cri.socket": c.CRI.Socket, "cni.conf_dir": c.CNI.ConfDir, "agent.manifests_dir": c.Agent.ManifestsDir} {
+	for key, p := range map[string]string{"root": c.Root, "state": c.State, "cri.socket": c.CRI.Socket, "cni.conf_dir": c.CNI.ConfDir, "agent.manifests_dir": c.Agent.ManifestsDir, "agent.pod_logs_dir": c.Agent.PodLogsDir, "agent.volume_plugin_dir": c.Agent.VolumePluginDir} {
 		if p == "" || !filepath.IsAbs(p) {
 			return fmt.Errorf("%s: %q must be an absolute path", key, p)
 		}
@@ -259,6 +271,7 @@ const header = `# peapod configuration. Every key below is the embedded default;
 # [registry.mirrors."HOST"]  endpoints tried instead of HOST, never falling
 #           back to it; loopback registries are plain http without config
 # [runtimes.NAME]  OCI runtime handlers (RuntimeHandler in RunPodSandbox)
-# [agent]   the static pod manifests dir
+# [agent]   the static pod manifests dir, pod logs dir, FlexVolume driver dir
+#           and node name (default: the hostname)
 
 `
