@@ -55,6 +55,8 @@ type worker struct {
 	termMessages map[string]string
 	// pullFailedAt is when the last pull of an image failed.
 	pullFailedAt map[string]time.Time
+	// probed holds the container ids registered with the prober.
+	probed map[string]bool
 	mounts       map[string][]*runtimeapi.Mount
 	volumesReady bool
 	// startObserved: the start duration metric was recorded (or the pod was
@@ -75,6 +77,7 @@ func newWorker(a *Agent, pod *v1.Pod) *worker {
 		liveFailed:   map[string]bool{},
 		termMessages: map[string]string{},
 		pullFailedAt: map[string]time.Time{},
+		probed:       map[string]bool{},
 	}
 }
 
@@ -175,11 +178,39 @@ func (w *worker) sync(ctx context.Context) {
 		}
 	}
 	w.gc(ctx, st)
+	w.registerWithProber(st)
 	w.updateStatus(st)
 	if !w.startObserved {
 		if allRunning(w.pod, st) {
 			w.startObserved = true
 			w.a.metrics.podStart.Observe(w.a.clock.Now().Sub(w.firstSeen).Seconds())
+		}
+	}
+}
+
+// registerWithProber hands running containers the prober does not know yet
+// (adopted after an agent restart) to it.
+func (w *worker) registerWithProber(st *PodStatusObserved) {
+	pr := w.a.o.Prober
+	sb := st.latestSandbox()
+	if pr == nil || sb == nil || !sb.Ready || w.terminated {
+		return
+	}
+	podIP := ""
+	if len(sb.IPs) > 0 {
+		podIP = sb.IPs[0]
+	}
+	for _, c := range st.Containers {
+		spec := findContainer(w.pod, c.Name)
+		if !c.running() || c.SandboxID != sb.ID || spec == nil {
+			continue
+		}
+		w.mu.Lock()
+		known := w.probed[c.ID]
+		w.probed[c.ID] = true
+		w.mu.Unlock()
+		if !known {
+			pr.AddContainer(w.pod, spec, c.ID, podIP)
 		}
 	}
 }
@@ -576,6 +607,9 @@ func (w *worker) startContainer(ctx context.Context, sandboxID string, sbCfg *ru
 	}
 	if pr := w.a.o.Prober; pr != nil {
 		pr.AddContainer(w.pod, c, id, podIP)
+		w.mu.Lock()
+		w.probed[id] = true
+		w.mu.Unlock()
 	}
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
 		if err := runHook(ctx, w.a.o.Runtime, c.Lifecycle.PostStart, id, c, podIP, time.Duration(gracePeriod(w.pod))*time.Second); err != nil {
@@ -659,6 +693,7 @@ func (w *worker) stopContainer(ctx context.Context, id, name string, grace int64
 	}
 	w.mu.Lock()
 	delete(w.liveFailed, id)
+	delete(w.probed, id)
 	w.mu.Unlock()
 	return err
 }
