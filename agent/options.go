@@ -51,9 +51,9 @@ type Options struct {
 	clock clock
 }
 
-// Prober is what the agent needs of probes.Manager. The probe types are
-// declared in probetypes.go (mirrors of probes.Kind/Result/Update until
-// peapod/probes builds, aliases of them after).
+// Prober is what the agent needs of probes.Manager; *probes.Manager
+// satisfies it (ProbeKind, ProbeResult and ProbeUpdate are aliases of the
+// probes types).
 type Prober interface {
 	AddContainer(pod *v1.Pod, c *v1.Container, containerID, podIP string)
 	RemoveContainer(podUID types.UID, containerName string)

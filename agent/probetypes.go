@@ -1,37 +1,29 @@
 package agent
 
-import "k8s.io/apimachinery/pkg/types"
+import "peapod/probes"
 
-// Mirrors of peapod/probes' Kind, Result and Update, with the same values.
-// When peapod/probes builds, these become aliases (type ProbeKind =
-// probes.Kind, ...) so that *probes.Manager satisfies Prober as is.
+// The probe types are peapod/probes' own, aliased, so that *probes.Manager
+// satisfies Prober as is (checked below).
 
 // ProbeKind is probes.Kind.
-type ProbeKind int
+type ProbeKind = probes.Kind
 
 const (
-	ProbeLiveness ProbeKind = iota
-	ProbeReadiness
-	ProbeStartup
+	ProbeLiveness  = probes.Liveness
+	ProbeReadiness = probes.Readiness
+	ProbeStartup   = probes.Startup
 )
 
 // ProbeResult is probes.Result.
-type ProbeResult int
+type ProbeResult = probes.Result
 
 const (
-	ProbeUnknown ProbeResult = iota
-	ProbeSuccess
-	ProbeFailure
+	ProbeUnknown = probes.Unknown
+	ProbeSuccess = probes.Success
+	ProbeFailure = probes.Failure
 )
 
 // ProbeUpdate is probes.Update.
-type ProbeUpdate struct {
-	PodUID        types.UID
-	PodName       string
-	PodNamespace  string
-	ContainerName string
-	ContainerID   string
-	Kind          ProbeKind
-	Result        ProbeResult
-	Message       string
-}
+type ProbeUpdate = probes.Update
+
+var _ Prober = (*probes.Manager)(nil)
