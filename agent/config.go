@@ -602,4 +602,3 @@ func oomScoreAdj(pod *v1.Pod, c *v1.Container, nodeMemory int64) int64 {
 	}
 	return adj
 }
-

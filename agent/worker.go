@@ -56,7 +56,7 @@ type worker struct {
 	// pullFailedAt is when the last pull of an image failed.
 	pullFailedAt map[string]time.Time
 	// probed holds the container ids registered with the prober.
-	probed map[string]bool
+	probed       map[string]bool
 	mounts       map[string][]*runtimeapi.Mount
 	volumesReady bool
 	// startObserved: the start duration metric was recorded (or the pod was
