@@ -25,3 +25,21 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 	}
 	return &runtimeapi.ExecSyncResponse{Stdout: stdout, Stderr: stderr, ExitCode: code}, nil
 }
+
+// Exec answers with a streaming URL for an interactive command in a
+// running container; the session itself runs when the client connects.
+func (s *Server) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, invalid("container_id is required")
+	}
+	if len(req.GetCmd()) == 0 {
+		return nil, invalid("cmd is required")
+	}
+	if s.deps.Streams == nil {
+		return nil, unavailableStreams()
+	}
+	if err := s.deps.Sandboxes.CheckRunning(req.GetContainerId(), "exec into"); err != nil {
+		return nil, toStatus(err)
+	}
+	return s.deps.Streams.GetExec(req)
+}

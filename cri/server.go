@@ -48,6 +48,9 @@ type Deps struct {
 	DefaultHandler string
 	// CgroupDriver is reported by RuntimeConfig ("cgroupfs").
 	CgroupDriver runtimeapi.CgroupDriver
+	// Streams serves Exec, Attach and PortForward sessions; nil answers
+	// Unavailable.
+	Streams Streams
 }
 
 // NetworkStatus answers whether pod networking is usable.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -44,6 +45,8 @@ type OCIRuntime interface {
 	ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration, maxOutput int) ([]byte, []byte, int32, error)
 	UpdateResources(ctx context.Context, id string, res *specs.LinuxResources) error
 	ReopenLog(ctx context.Context, id string) error
+	Exec(ctx context.Context, id string, cmd []string, tty bool, stdin io.Reader, stdout, stderr io.Writer, resize <-chan oci.Size) (int32, error)
+	Attach(ctx context.Context, id string, stdin io.Reader, stdout, stderr io.Writer, resize <-chan oci.Size) error
 }
 
 // Network is the seam to CNI and network namespaces (peapod/sandbox/network).

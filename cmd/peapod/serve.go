@@ -20,6 +20,7 @@ import (
 
 	"peapod/config"
 	"peapod/cri"
+	"peapod/cri/streaming"
 	"peapod/image"
 	"peapod/metrics"
 	"peapod/oci"
@@ -156,8 +157,15 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		}()
 	}
 
+	streams, err := streaming.Start(cfg.CRI.StreamAddress, mgr)
+	if err != nil {
+		return err
+	}
+	defer streams.Shutdown()
+
 	calls := metrics.NewCRICalls(reg)
 	server := cri.New(cri.Deps{
+		Streams:   streams,
 		Images:    images,
 		Sandboxes: mgr,
 		Network:   netw,
@@ -203,7 +211,11 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		g.Stop()
 		return err
 	}
-	klog.InfoS("peapod serving", "socket", cfg.CRI.Socket, "http", httpSrv.Addr(), "root", cfg.Root, "state", cfg.State, "version", cri.Version)
+	if err := startAgent(ctx, cfg, reg, httpSrv.Mux); err != nil {
+		g.Stop()
+		return err
+	}
+	klog.InfoS("peapod serving", "socket", cfg.CRI.Socket, "stream", streams.Addr(), "http", httpSrv.Addr(), "root", cfg.Root, "state", cfg.State, "version", cri.Version)
 
 	<-ctx.Done()
 	klog.InfoS("Shutting down; containers keep running under conmon")
