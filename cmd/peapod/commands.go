@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,7 +15,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
+	v1 "k8s.io/api/core/v1"
+
+	"peapod/agent"
 	"peapod/config"
 	"peapod/cri"
 )
@@ -62,6 +67,30 @@ func adminClient(cfg *config.Config) *http.Client {
 }
 
 func adminSocket(cfg *config.Config) string { return filepath.Join(cfg.State, "admin.sock") }
+
+// runPods prints the agent's pods as a table, from GET /pods of the
+// running daemon.
+func runPods(args []string) error {
+	cfg, _, err := loadConfigFlag("pods", args)
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + cfg.HTTP.Address + "/pods")
+	if err != nil {
+		return fmt.Errorf("is peapod serve running (http.address %s)? %w", cfg.HTTP.Address, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("GET /pods: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var list v1.PodList
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return fmt.Errorf("GET /pods: %w", err)
+	}
+	return agent.FormatTable(os.Stdout, &list)
+}
 
 func runImages(args []string) error {
 	if len(args) < 1 {

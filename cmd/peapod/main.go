@@ -14,6 +14,7 @@ const usage = `peapod — a Kubernetes node agent: CRI runtime and static pod ru
 Usage:
   peapod serve [--config FILE] [flags]   run the daemon (FILE defaults to /etc/peapod/peapod.toml when it exists)
   peapod config default                  print the full default config
+  peapod pods [--config FILE]            the agent's pods, as a table (from GET /pods)
   peapod images import [--config FILE] FILE
                                          load an OCI layout or docker-save archive into the running daemon
   peapod images export [--config FILE] FILE REF...
@@ -34,6 +35,8 @@ func main() {
 		err = runServe(args)
 	case "config":
 		err = runConfig(args)
+	case "pods":
+		err = runPods(args)
 	case "images":
 		err = runImages(args)
 	case "check":

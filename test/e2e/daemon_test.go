@@ -149,6 +149,8 @@ func newDaemon(t *testing.T, o daemonOpts) *daemon {
 	fmt.Fprintf(&b, "[cni]\nconf_dir = %q\nbin_dirs = [%s]\nbridge = %q\nsubnet = %q\n", confDir, strings.Join(quoted, ", "), d.bridge, d.subnet)
 	fmt.Fprintf(&b, "[runtimes.runc]\npath = \"/usr/sbin/runc\"\nroot = %q\n", filepath.Join(dir, "run", "runc"))
 	fmt.Fprintf(&b, "[runtimes.crun]\npath = \"/usr/bin/crun\"\nroot = %q\n", filepath.Join(dir, "run", "crun"))
+	fmt.Fprintf(&b, "[agent]\nmanifests_dir = %q\npod_logs_dir = %q\nvolume_plugin_dir = %q\n",
+		filepath.Join(dir, "manifests"), filepath.Join(dir, "podlogs"), filepath.Join(dir, "volume-plugins"))
 	for host, ep := range o.mirrors {
 		fmt.Fprintf(&b, "[registry.mirrors.%q]\nendpoints = [%q]\n", host, ep)
 	}
@@ -257,6 +259,20 @@ func (d *daemon) cleanup() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// The agent owns pods of manifests: take the files away and let it
+	// terminate them, so it does not recreate what is removed below.
+	manifests := filepath.Join(d.dir, "manifests")
+	if files, _ := os.ReadDir(manifests); len(files) > 0 {
+		for _, f := range files {
+			os.Remove(filepath.Join(manifests, f.Name()))
+		}
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			resp, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+			if err != nil || len(resp.Items) == 0 {
+				break
+			}
+		}
+	}
 	if resp, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
 		for _, p := range resp.Items {
 			if _, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
