@@ -206,6 +206,11 @@ func (a *Agent) rescan(ctx context.Context) {
 		a.manifestHash, a.scanned = h, true
 		a.objects, a.errors, a.desired = set.Objects, set.Errors, set.Pods
 		a.mu.Unlock()
+		// ConfigMaps and Secrets may have changed: volumes that project
+		// them are updated in place, as the kubelet does.
+		if u, ok := a.o.Volumes.(ObjectsUpdater); ok {
+			u.UpdateObjects(set.Objects)
+		}
 	}
 	a.reconcile(ctx)
 }

@@ -77,6 +77,12 @@ type Volumes interface {
 	TeardownPod(ctx context.Context, pod *v1.Pod) error
 }
 
+// ObjectsUpdater is implemented by a Volumes that re-projects ConfigMap,
+// Secret and downwardAPI volumes in place when the objects change.
+type ObjectsUpdater interface {
+	UpdateObjects(objs *Objects)
+}
+
 // clock is the time source of back-off and status; tests fake it.
 type clock interface {
 	Now() time.Time

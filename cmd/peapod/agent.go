@@ -82,6 +82,10 @@ func (v volumeAdapter) SetupPod(ctx context.Context, pod *v1.Pod, objs *agent.Ob
 	return v.m.SetupPod(ctx, pod, (*volumes.Objects)(objs))
 }
 
+func (v volumeAdapter) UpdateObjects(objs *agent.Objects) {
+	v.m.UpdateObjects((*volumes.Objects)(objs))
+}
+
 func (v volumeAdapter) TeardownPod(ctx context.Context, pod *v1.Pod) error {
 	return v.m.TeardownPod(ctx, pod)
 }
