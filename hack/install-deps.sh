@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# hack/install-deps.sh [runtime|test] — install the Debian packages peapod needs.
+# hack/install-deps.sh [runtime|test|bench] — install the Debian packages peapod needs.
 #
 #   runtime (default)  what `peapod serve` uses on a node:
 #                        runc, crun          OCI runtimes (runc is the default handler; Debian's crun
@@ -12,23 +12,27 @@
 #   test               runtime, plus what the tests use:
 #                        docker-registry     local registry (hack/registry.sh, hack/testenv)
 #                        busybox-static      /bin/busybox, the source of every test image
+#                        prometheus          a real Prometheus scrapes peapod in test/e2e/metrics_test.go
+#   bench              test, plus containerd (hack/bench runs the same workload against it)
 #
 # Idempotent: installs only what is missing; `apt-get update` runs at most
 # once, and only when a missing package has no install candidate (empty or
 # stale package lists) or an install fails on stale lists. Non-interactive
 # (CI has no stdin); run as root (or with password-less sudo). Services that
-# packages would start (docker-registry's) are held back, so nothing listens
+# packages would start (docker-registry's, prometheus', containerd's) are held back, so nothing listens
 # on :5000 afterwards. Quiet on success; apt's output is shown on failure.
 set -euo pipefail
 
 runtime_pkgs=(runc crun conmon containernetworking-plugins iptables iproute2 e2fsprogs mount util-linux)
-test_pkgs=(docker-registry busybox-static)
+test_pkgs=(docker-registry busybox-static prometheus)
+bench_pkgs=(containerd)
 
 # What must exist afterwards, checked whatever apt said.
 runtime_files=(/usr/sbin/runc /usr/bin/crun /usr/bin/conmon /usr/lib/cni/bridge /usr/lib/cni/host-local
 	/usr/lib/cni/loopback /usr/lib/cni/portmap /usr/sbin/iptables /usr/sbin/iptables-restore /usr/sbin/ip
 	/usr/sbin/mkfs.ext4 /usr/sbin/losetup /usr/bin/nsenter)
-test_files=(/usr/bin/docker-registry /bin/busybox)
+test_files=(/usr/bin/docker-registry /bin/busybox /usr/bin/prometheus)
+bench_files=(/usr/bin/containerd /usr/bin/containerd-shim-runc-v2)
 
 log() { echo "install-deps: $*"; }
 die() { echo "install-deps: error: $*" >&2; exit 1; }
@@ -36,8 +40,9 @@ die() { echo "install-deps: error: $*" >&2; exit 1; }
 case ${1:-runtime} in
 runtime) pkgs=("${runtime_pkgs[@]}") files=("${runtime_files[@]}") ;;
 test) pkgs=("${runtime_pkgs[@]}" "${test_pkgs[@]}") files=("${runtime_files[@]}" "${test_files[@]}") ;;
--h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-*) echo "usage: $0 [runtime|test]" >&2; exit 2 ;;
+bench) pkgs=("${runtime_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") files=("${runtime_files[@]}" "${test_files[@]}" "${bench_files[@]}") ;;
+-h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+*) echo "usage: $0 [runtime|test|bench]" >&2; exit 2 ;;
 esac
 
 command -v apt-get >/dev/null && command -v dpkg-query >/dev/null ||
