@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func integration(t *testing.T) {
+func integration(t testing.TB) {
 	t.Helper()
 	if binDir == "" {
 		t.Skip("needs root and PEAPOD_INTEGRATION=1")
@@ -71,7 +71,7 @@ type daemonOpts struct {
 
 // daemon is one running `peapod serve` with its private dirs.
 type daemon struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	cfgPath string
 	socket  string
@@ -91,7 +91,7 @@ func randHex(n int) string {
 }
 
 // freeSubnet picks a 10.252.X.0/24 not routed on this host.
-func freeSubnet(t *testing.T) string {
+func freeSubnet(t testing.TB) string {
 	out, _ := exec.Command("ip", "-4", "route").Output()
 	for i := 0; i < 50; i++ {
 		b := make([]byte, 1)
@@ -105,7 +105,7 @@ func freeSubnet(t *testing.T) string {
 	return ""
 }
 
-func newDaemon(t *testing.T, o daemonOpts) *daemon {
+func newDaemon(t testing.TB, o daemonOpts) *daemon {
 	t.Helper()
 	integration(t)
 	dir, err := os.MkdirTemp("", "peapod-e2e-")
@@ -310,7 +310,7 @@ func hostOnlyAddr(addr string) bool {
 
 // startRegistry runs a local docker-registry with the test images pushed
 // (see hack/testimages), on loopback, stopped by PID when the test ends.
-func startRegistry(t *testing.T) string {
+func startRegistry(t testing.TB) string {
 	t.Helper()
 	integration(t)
 	return testenv.Registry(t)

@@ -39,7 +39,7 @@ func startContainer(t *testing.T, d *daemon, podID string, pod *runtimeapi.PodSa
 	return c.ContainerId
 }
 
-func execOut(t *testing.T, d *daemon, id string, cmd ...string) string {
+func execOut(t testing.TB, d *daemon, id string, cmd ...string) string {
 	t.Helper()
 	r, err := d.rt.ExecSync(d.ctx(), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 10})
 	if err != nil {
