@@ -332,3 +332,71 @@ spec:
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestAgentHooksAndInit: init containers run in order, each to completion;
+// postStart and preStop exec hooks run in the container; env from the
+// downward API and $(VAR) expansion reach the process.
+func TestAgentHooksAndInit(t *testing.T) {
+	t.Parallel()
+	reg := startRegistry(t)
+	d := newDaemon(t, daemonOpts{mirrors: map[string]string{"docker.io": "http://" + reg}})
+	hostDir := filepath.Join(d.dir, "hooks")
+	d.writeManifest("hooks.yaml", fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hooks
+  namespace: lifecycle
+spec:
+  terminationGracePeriodSeconds: 10
+  initContainers:
+  - name: first
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo first >> /host/order"]
+    volumeMounts: [{name: host, mountPath: /host}]
+  - name: second
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "sleep 1; echo second >> /host/order"]
+    volumeMounts: [{name: host, mountPath: /host}]
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo main $(POD_NS)/$(POD_NAME) >> /host/order; trap 'exit 0' TERM; while true; do sleep 0.2; done"]
+    env:
+    - name: POD_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    - name: POD_NS
+      valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+    lifecycle:
+      postStart:
+        exec: {command: ["sh", "-c", "echo poststart > /host/poststart"]}
+      preStop:
+        exec: {command: ["sh", "-c", "echo prestop > /host/prestop"]}
+    volumeMounts: [{name: host, mountPath: /host}]
+  volumes:
+  - name: host
+    hostPath: {path: %s, type: DirectoryOrCreate}
+`, hostDir))
+	d.waitPod("hooks", 60*time.Second, "main running", running("main"))
+	waitFile := func(name, want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			data, _ := os.ReadFile(filepath.Join(hostDir, name))
+			if string(data) == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s = %q, want %q", name, data, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitFile("order", "first\nsecond\nmain lifecycle/hooks\n")
+	waitFile("poststart", "poststart\n")
+	os.Remove(filepath.Join(d.dir, "manifests", "hooks.yaml"))
+	waitFile("prestop", "prestop\n")
+}
