@@ -134,8 +134,16 @@ func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	}
 	if killed {
 		r.killExec(id, filepath.Join(tmp, "pid"))
-		_ = c.Process.Kill()
-		werr = <-waited
+		// conmon is the process's parent (subreaper): let it reap the
+		// killed process and exit. Killed first, conmon would leave a
+		// zombie behind, re-parented to the container's init, which
+		// need not reap it (critest: "timeout exec process should be gone").
+		select {
+		case werr = <-waited:
+		case <-time.After(2 * time.Second):
+			_ = c.Process.Kill()
+			werr = <-waited
+		}
 	}
 	// With --sync conmon has exited: the pipe holds everything it wrote.
 	_ = syncR.SetReadDeadline(time.Now().Add(time.Second))

@@ -444,3 +444,26 @@ func TestLongID(t *testing.T) {
 	}
 	waitLog(t, e.logPath(id), "hi", time.Second)
 }
+
+// TestExecSyncCancelReaps: an ExecSync whose context ends kills the process
+// and lets conmon reap it before conmon goes (critest: "timeout exec
+// process should be gone").
+func TestExecSyncCancelReaps(t *testing.T) {
+	e := newEnv(t)
+	e.run("reaped", []string{"sleep", "1000"})
+	ctx := context.Background()
+	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if _, _, _, err := e.rt.ExecSync(cctx, "reaped", []string{"sleep", "7654"}, 0, 0); err == nil {
+		t.Fatal("exec outlived its context")
+	}
+	// The container's init (sleep 1000) reaps nothing: a killed exec
+	// that conmon did not reap would stay as a zombie.
+	out, _, _, err := e.rt.ExecSync(ctx, "reaped", []string{"sh", "-c", "cat /proc/[0-9]*/stat"}, 10*time.Second, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(out), "(sleep)"); n != 1 {
+		t.Errorf("%d sleep processes in the container, want only its init:\n%s", n, out)
+	}
+}
