@@ -277,13 +277,14 @@ func validateSandboxConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	return nil
 }
 
+// sandboxHostname is the pod's hostname. Without one in the config the pod
+// gets the node's, as with containerd (a new UTS namespace starts as a copy
+// of the node's): the pod name may be longer than the kernel's 64 bytes
+// (critest's are), and the kubelet always sets one.
 func sandboxHostname(cfg *runtimeapi.PodSandboxConfig) (string, error) {
-	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE && cfg.GetHostname() == "" {
-		return os.Hostname()
-	}
 	h := cfg.GetHostname()
 	if h == "" {
-		h = cfg.GetMetadata().GetName()
+		return os.Hostname()
 	}
 	if len(h) > 64 || strings.ContainsAny(h, "/\n\x00 ") {
 		return "", fmt.Errorf("%w: config.hostname %q is not a valid hostname", ErrInvalid, h)
