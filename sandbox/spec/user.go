@@ -188,6 +188,11 @@ func ResolveUser(rootfs string, sc *runtimeapi.LinuxContainerSecurityContext, im
 		userStr = "0"
 	}
 	if g := sc.GetRunAsGroup(); g != nil {
+		// As containerd and CRI-O: a group alone would silently pair with
+		// the image's user, which the pod spec cannot express.
+		if sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+			return 0, 0, nil, fieldErr(f+"run_as_group", "is set without run_as_user or run_as_username")
+		}
 		v := g.GetValue()
 		if v < 0 || v > math.MaxUint32 {
 			return 0, 0, nil, fieldErr(f+"run_as_group", "gid %d out of range", v)

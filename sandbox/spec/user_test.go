@@ -77,7 +77,7 @@ func TestResolveUser(t *testing.T) {
 		{name: "run_as_username wins over run_as_user", sc: &sc{RunAsUsername: "alice", RunAsUser: i64v(5)}, uid: 1000, gid: 1000, gids: []uint32{10, 100, 1000}},
 		{name: "run_as_username unknown", sc: &sc{RunAsUsername: "nobody2"}, errField: "linux.security_context.run_as_username"},
 		{name: "run_as_group", sc: &sc{RunAsUser: i64v(1000), RunAsGroup: i64v(3000)}, uid: 1000, gid: 3000, gids: []uint32{10, 100, 3000}},
-		{name: "run_as_group with image user", sc: &sc{RunAsGroup: i64v(3000)}, imageUser: "33:44", uid: 33, gid: 3000, gids: []uint32{3000}},
+		{name: "run_as_group without a user", sc: &sc{RunAsGroup: i64v(3000)}, imageUser: "33:44", errField: "linux.security_context.run_as_group"},
 		{name: "supplemental groups merge", sc: &sc{RunAsUser: i64v(1000), SupplementalGroups: []int64{5000, 100}}, uid: 1000, gid: 1000, gids: []uint32{10, 100, 1000, 5000}},
 		{
 			name: "supplemental groups strict", uid: 1000, gid: 1000, gids: []uint32{1000, 5000},
