@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"peapod/hack/testimages/imagebuild"
@@ -33,6 +34,9 @@ commands:
   oci-archive --out FILE [--name REF]        OCI layout tar of busybox (OCI media types)
   docker-archive --out FILE [--name REF]     docker-save tarball of busybox (Docker media types)
   rootfs --out DIR                           lay out the busybox rootfs in DIR
+  conformance-push --registry HOST:PORT --ctrbin FILE [--pause FILE]
+                   [--shell-busybox FILE --shell-libs LIB,...]
+                                             push the images critest uses, under their original paths
 common flags: --busybox PATH`)
 	os.Exit(2)
 }
@@ -47,6 +51,10 @@ func main() {
 	registry := fs.String("registry", "127.0.0.1:5000", "push: registry host:port")
 	prefix := fs.String("prefix", "", "push: prepended to every repository name")
 	allowRemote := fs.Bool("allow-remote", false, "push: allow a registry that is not on loopback")
+	ctrbin := fs.String("ctrbin", "", "conformance-push: static build of hack/testimages/ctrbin")
+	pause := fs.String("pause", "", "conformance-push: static pause binary for pause:3.6 (optional)")
+	shellBusybox := fs.String("shell-busybox", "", "conformance-push: busybox without FEATURE_SH_STANDALONE for e2e-test-images/busybox (optional)")
+	shellLibs := fs.String("shell-libs", "", "conformance-push: comma-separated host libraries --shell-busybox needs")
 	out := fs.String("out", "", "oci-archive, docker-archive, rootfs: output file or directory")
 	ref := fs.String("name", "", "oci-archive, docker-archive: image name recorded in the archive (default "+
 		imagebuild.ArchiveRefName+", docker-archive "+imagebuild.DockerArchiveTag+")")
@@ -58,6 +66,13 @@ func main() {
 		}
 	}
 	opts := imagebuild.Options{Busybox: *busybox}
+	if cmd == "conformance-push" {
+		if err := conformancePush(imagebuild.ConformanceOptions{Options: opts, Ctrbin: *ctrbin, Pause: *pause, ShellBusybox: *shellBusybox, ShellLibs: splitList(*shellLibs)}, *registry, *allowRemote); err != nil {
+			fmt.Fprintf(os.Stderr, "testimages %s: %v\n", cmd, err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	if err := run(cmd, opts, *registry, *prefix, *allowRemote, *out, *ref); err != nil {
 		fmt.Fprintf(os.Stderr, "testimages %s: %v\n", cmd, err)
@@ -131,4 +146,36 @@ func isLoopback(hostport string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+func conformancePush(co imagebuild.ConformanceOptions, registry string, allowRemote bool) error {
+	if !allowRemote && !isLoopback(registry) {
+		return fmt.Errorf("registry %q is not on loopback (use --allow-remote if you mean it)", registry)
+	}
+	imgs, err := imagebuild.Conformance(co)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	pushed, err := imagebuild.PushNamed(ctx, imgs, registry, "")
+	for _, p := range pushed {
+		fmt.Printf("%s\t%s\n", p.Ref, p.Digest)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "pushed %d images in %v\n", len(pushed), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -54,12 +54,17 @@ func Ref(registry, prefix, repo, tag string) (name.Tag, error) {
 // each repository name preceded by prefix (usually ""; "mirror/" gives
 // "mirror/library/busybox"). The registry must be a local, plain-HTTP one.
 func Push(ctx context.Context, s *Set, registry, prefix string) ([]Pushed, error) {
+	return PushNamed(ctx, s.All(), registry, prefix)
+}
+
+// PushNamed writes the given images to the registry, as Push does.
+func PushNamed(ctx context.Context, images []Named, registry, prefix string) ([]Pushed, error) {
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
 	opts := RemoteOptions(ctx)
 	var out []Pushed
-	for _, n := range s.All() {
+	for _, n := range images {
 		ref, err := Ref(registry, prefix, n.Repo, n.Tag)
 		if err != nil {
 			return out, err
