@@ -47,28 +47,40 @@ func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListCon
 }
 
 func (s *Server) containerStats(c *sandbox.Container) *runtimeapi.ContainerStats {
-	rec := c.Record()
-	cg, bytes, inodes, upper := s.deps.Sandboxes.ContainerStats(c)
-	ts := cg.Timestamp.UnixNano()
+	return criContainerStats(c, s.deps.Sandboxes.ContainerStats(c))
+}
+
+// criContainerStats maps the cached figures (sandbox/stats.go, read at most
+// once a second whoever asks) to the CRI message.
+func criContainerStats(c *sandbox.Container, st sandbox.ContainerStats) *runtimeapi.ContainerStats {
+	cg, fs := st.Cgroup, st.WritableLayer
 	out := &runtimeapi.ContainerStats{
 		Attributes: &runtimeapi.ContainerAttributes{
-			Id:          rec.ID,
+			Id:          st.ID,
 			Metadata:    c.Config().GetMetadata(),
 			Labels:      c.Config().GetLabels(),
 			Annotations: c.Config().GetAnnotations(),
 		},
 		WritableLayer: &runtimeapi.FilesystemUsage{
-			Timestamp:  ts,
-			FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: upper},
-			UsedBytes:  &runtimeapi.UInt64Value{Value: bytes},
-			InodesUsed: &runtimeapi.UInt64Value{Value: inodes},
+			Timestamp:  fs.Timestamp.UnixNano(),
+			FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: fs.Path},
+			UsedBytes:  &runtimeapi.UInt64Value{Value: fs.Bytes},
+			InodesUsed: &runtimeapi.UInt64Value{Value: fs.Inodes},
 		},
 	}
+	out.Cpu, out.Memory = criCgroupUsage(cg)
+	return out
+}
+
+func criCgroupUsage(cg sandbox.CgroupStats) (*runtimeapi.CpuUsage, *runtimeapi.MemoryUsage) {
+	ts := cg.Timestamp.UnixNano()
+	var cpu *runtimeapi.CpuUsage
+	var mem *runtimeapi.MemoryUsage
 	if cg.HaveCPU {
-		out.Cpu = &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cg.CPUUsageNanos}}
+		cpu = &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cg.CPUUsageNanos}}
 	}
 	if cg.HaveM {
-		out.Memory = &runtimeapi.MemoryUsage{
+		mem = &runtimeapi.MemoryUsage{
 			Timestamp:       ts,
 			WorkingSetBytes: &runtimeapi.UInt64Value{Value: cg.WorkingSet},
 			UsageBytes:      &runtimeapi.UInt64Value{Value: cg.MemoryUsage},
@@ -77,5 +89,5 @@ func (s *Server) containerStats(c *sandbox.Container) *runtimeapi.ContainerStats
 			MajorPageFaults: &runtimeapi.UInt64Value{Value: cg.MajorFaults},
 		}
 	}
-	return out
+	return cpu, mem
 }

@@ -44,36 +44,52 @@ func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPo
 }
 
 func (s *Server) sandboxStats(sb *sandbox.Sandbox) *runtimeapi.PodSandboxStats {
-	rec := sb.Record()
-	cg := s.deps.Sandboxes.SandboxStats(sb)
-	ts := cg.Timestamp.UnixNano()
+	st := s.deps.Sandboxes.SandboxStats(sb)
 	linux := &runtimeapi.LinuxPodSandboxStats{}
-	if cg.HaveCPU {
-		linux.Cpu = &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cg.CPUUsageNanos}}
+	linux.Cpu, linux.Memory = criCgroupUsage(st.Cgroup)
+	if len(st.Network.Interfaces) > 0 {
+		linux.Network = criNetwork(st.Network)
 	}
-	if cg.HaveM {
-		linux.Memory = &runtimeapi.MemoryUsage{
-			Timestamp:       ts,
-			WorkingSetBytes: &runtimeapi.UInt64Value{Value: cg.WorkingSet},
-			UsageBytes:      &runtimeapi.UInt64Value{Value: cg.MemoryUsage},
-			RssBytes:        &runtimeapi.UInt64Value{Value: cg.RSS},
-			PageFaults:      &runtimeapi.UInt64Value{Value: cg.PageFaults},
-			MajorPageFaults: &runtimeapi.UInt64Value{Value: cg.MajorFaults},
+	for _, cs := range st.Containers {
+		if cs.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			continue
 		}
-	}
-	for _, c := range s.deps.Sandboxes.Containers() {
-		r := c.Record()
-		if r.SandboxID == rec.ID && r.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
-			linux.Containers = append(linux.Containers, s.containerStats(c))
+		if c, err := s.deps.Sandboxes.Container(cs.ID); err == nil {
+			linux.Containers = append(linux.Containers, criContainerStats(c, cs))
 		}
 	}
 	return &runtimeapi.PodSandboxStats{
 		Attributes: &runtimeapi.PodSandboxAttributes{
-			Id:          rec.ID,
+			Id:          st.ID,
 			Metadata:    sb.Config().GetMetadata(),
 			Labels:      sb.Config().GetLabels(),
 			Annotations: sb.Config().GetAnnotations(),
 		},
 		Linux: linux,
 	}
+}
+
+// criNetwork maps the pod's interfaces; eth0 (the CNI default) is the
+// default interface when present, else the first.
+func criNetwork(n sandbox.NetworkStats) *runtimeapi.NetworkUsage {
+	ts := n.Timestamp.UnixNano()
+	out := &runtimeapi.NetworkUsage{Timestamp: ts}
+	for _, i := range n.Interfaces {
+		u := &runtimeapi.NetworkInterfaceUsage{
+			Name:     i.Name,
+			RxBytes:  &runtimeapi.UInt64Value{Value: i.RxBytes},
+			RxErrors: &runtimeapi.UInt64Value{Value: i.RxErrors},
+			TxBytes:  &runtimeapi.UInt64Value{Value: i.TxBytes},
+			TxErrors: &runtimeapi.UInt64Value{Value: i.TxErrors},
+		}
+		if i.Name == "eth0" || out.DefaultInterface == nil {
+			if out.DefaultInterface != nil {
+				out.Interfaces = append(out.Interfaces, out.DefaultInterface)
+			}
+			out.DefaultInterface = u
+			continue
+		}
+		out.Interfaces = append(out.Interfaces, u)
+	}
+	return out
 }

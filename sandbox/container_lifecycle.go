@@ -62,6 +62,7 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 	}
 	// The process may have exited between start and here.
 	m.refreshExit(ctx, c)
+	m.observePodStart(sb)
 	return nil
 }
 

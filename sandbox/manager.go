@@ -93,6 +93,11 @@ type Manager struct {
 
 	minOOMScoreAdj int
 	oomWarn        sync.Once
+
+	// stats caches usage figures for the CRI stats calls and metrics (stats.go).
+	stats *statsCache
+	// podStarts records pod start durations (pod_start.go).
+	podStarts podStarts
 }
 
 // New loads the records and reconciles them with the kernel (restore.go)
@@ -114,6 +119,7 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 		sandboxes:  map[string]*Sandbox{},
 		containers: map[string]*Container{},
 		names:      map[string]string{},
+		stats:      newStatsCache(),
 	}
 	m.minOOMScoreAdj = ownOOMScoreAdj()
 	if err := m.restore(ctx); err != nil {

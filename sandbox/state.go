@@ -26,6 +26,7 @@ package sandbox
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -89,6 +90,9 @@ type Sandbox struct {
 	mu     sync.RWMutex
 	rec    SandboxRecord
 	config *runtimeapi.PodSandboxConfig
+
+	// startObserved: the pod's start duration was recorded (pod_start.go).
+	startObserved atomic.Bool
 }
 
 // Container is a container in memory.

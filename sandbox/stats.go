@@ -5,10 +5,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // CgroupStats are the figures CRI stats report for one cgroup.
@@ -135,16 +139,296 @@ func dirUsage(dir string) (bytes, inodes uint64) {
 	return bytes, inodes
 }
 
-// ContainerStats reads the cgroup and writable-layer figures of c.
-func (m *Manager) ContainerStats(c *Container) (CgroupStats, uint64, uint64, string) {
-	rec := c.Record()
-	st := readCgroupStats(rec.CgroupsPath)
-	upper := filepath.Join(m.containerRootDir(rec.ID), "upper")
-	b, i := dirUsage(upper)
-	return st, b, i, upper
+// Stats cache
+//
+// Every consumer of usage figures — the CRI's ContainerStats,
+// ListContainerStats, PodSandboxStats, ListPodSandboxStats and the
+// Prometheus collector (metrics/) — goes through statsCache, so a cgroup is
+// read at most once per StatsMaxAge however many callers ask: a kubelet
+// polling the CRI and a Prometheus scraping /metrics on a node with 110 pods
+// cost one read of each cgroup per second between them. A writable layer is
+// walked at most once per FsStatsMaxAge: its tree has no size bound.
+
+// StatsMaxAge is how old cached cgroup and network figures may be.
+const StatsMaxAge = time.Second
+
+// FsStatsMaxAge is how old a cached writable-layer usage may be.
+const FsStatsMaxAge = 10 * time.Second
+
+// statsEvictAfter drops entries of objects nobody asked about for this long
+// (removed containers and pods).
+const statsEvictAfter = time.Minute
+
+// FsUsage is the usage of a container's writable layer.
+type FsUsage struct {
+	Timestamp time.Time
+	Path      string // the overlay upper dir
+	Bytes     uint64
+	Inodes    uint64
 }
 
-// SandboxStats reads the pod-level cgroup figures of sb.
-func (m *Manager) SandboxStats(sb *Sandbox) CgroupStats {
-	return readCgroupStats(sb.Record().CgroupParent)
+// InterfaceStats are the counters of one network interface of a pod, as
+// /proc/<pid>/net/dev shows them inside the pod's netns.
+type InterfaceStats struct {
+	Name                                    string
+	RxBytes, RxPackets, RxErrors, RxDropped uint64
+	TxBytes, TxPackets, TxErrors, TxDropped uint64
+}
+
+// NetworkStats are a pod's interfaces other than lo; empty for pods on the
+// host network (their traffic is the node's).
+type NetworkStats struct {
+	Timestamp  time.Time
+	Interfaces []InterfaceStats
+}
+
+// ContainerStats describes one container with, when it runs, its usage.
+type ContainerStats struct {
+	ID, SandboxID string
+	Name          string // metadata.name
+	Image         string // the image as the caller named it
+	Attempt       uint32
+	State         runtimeapi.ContainerState
+	StartedAt     time.Time // zero before it started
+	CgroupsPath   string
+	// Usage figures; zero unless State is RUNNING.
+	Cgroup        CgroupStats
+	WritableLayer FsUsage
+}
+
+// PodStats describes one pod sandbox with, when it is ready, its usage.
+type PodStats struct {
+	ID                   string
+	Name, Namespace, UID string
+	Ready                bool
+	CreatedAt            time.Time
+	CgroupParent         string
+	// Usage figures; zero unless Ready.
+	Cgroup  CgroupStats
+	Network NetworkStats
+	// Containers of this pod, in every state.
+	Containers []ContainerStats
+}
+
+type statsEntry[T any] struct {
+	mu       sync.Mutex // held while reading, so concurrent askers share one read
+	at       time.Time  // when val was read
+	val      T
+	lastUsed time.Time
+}
+
+type statsCache struct {
+	mu         sync.Mutex
+	cgroups    map[string]*statsEntry[CgroupStats]  // by cgroupfs path
+	fs         map[string]*statsEntry[FsUsage]      // by upper dir
+	nets       map[string]*statsEntry[NetworkStats] // by sandbox id
+	lastSweep  time.Time
+	now        func() time.Time
+	readCgroup func(path string) CgroupStats
+	readFs     func(dir string) FsUsage
+	readNet    func(pid int) NetworkStats
+}
+
+func newStatsCache() *statsCache {
+	return &statsCache{
+		cgroups:    map[string]*statsEntry[CgroupStats]{},
+		fs:         map[string]*statsEntry[FsUsage]{},
+		nets:       map[string]*statsEntry[NetworkStats]{},
+		now:        time.Now,
+		readCgroup: readCgroupStats,
+		readFs: func(dir string) FsUsage {
+			b, i := dirUsage(dir)
+			return FsUsage{Timestamp: time.Now(), Path: dir, Bytes: b, Inodes: i}
+		},
+		readNet: readNetDev,
+	}
+}
+
+// cached returns m[key]'s value, reading it with read when it is older
+// than maxAge. The map lock is held only to find the entry.
+func cached[T any](c *statsCache, m map[string]*statsEntry[T], key string, maxAge time.Duration, read func() T) T {
+	now := c.now()
+	c.mu.Lock()
+	e, ok := m[key]
+	if !ok {
+		e = &statsEntry[T]{}
+		m[key] = e
+	}
+	e.lastUsed = now
+	c.sweepLocked(now)
+	c.mu.Unlock()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.at.IsZero() || c.now().Sub(e.at) >= maxAge {
+		e.val = read()
+		e.at = c.now()
+	}
+	return e.val
+}
+
+// sweepLocked evicts entries unused for statsEvictAfter, at most once per
+// statsEvictAfter. c.mu is held.
+func (c *statsCache) sweepLocked(now time.Time) {
+	if now.Sub(c.lastSweep) < statsEvictAfter {
+		return
+	}
+	c.lastSweep = now
+	sweep(c.cgroups, now)
+	sweep(c.fs, now)
+	sweep(c.nets, now)
+}
+
+func sweep[T any](m map[string]*statsEntry[T], now time.Time) {
+	for k, e := range m {
+		if now.Sub(e.lastUsed) > statsEvictAfter {
+			delete(m, k)
+		}
+	}
+}
+
+func (c *statsCache) cgroup(path string) CgroupStats {
+	return cached(c, c.cgroups, path, StatsMaxAge, func() CgroupStats { return c.readCgroup(path) })
+}
+
+func (c *statsCache) writable(dir string) FsUsage {
+	return cached(c, c.fs, dir, FsStatsMaxAge, func() FsUsage { return c.readFs(dir) })
+}
+
+// network keys by sandbox id and pause pid: a restarted pause is another netns.
+func (c *statsCache) network(sandboxID string, pid int) NetworkStats {
+	key := sandboxID + "/" + strconv.Itoa(pid)
+	return cached(c, c.nets, key, StatsMaxAge, func() NetworkStats { return c.readNet(pid) })
+}
+
+// readNetDev reads /proc/<pid>/net/dev, which shows the interfaces of the
+// network namespace pid lives in: no setns, no exec, no netlink socket.
+func readNetDev(pid int) NetworkStats {
+	st := NetworkStats{Timestamp: time.Now()}
+	data, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "net", "dev"))
+	if err != nil {
+		return st
+	}
+	st.Interfaces = parseNetDev(string(data))
+	return st
+}
+
+var procRoot = "/proc"
+
+// parseNetDev parses the net/dev table, leaving out lo.
+//
+//	Inter-|   Receive                                                |  Transmit
+//	 face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+//	  eth0:    1296      16    0    0    0     0          0         0      726       9    0    0    0     0       0          0
+func parseNetDev(data string) []InterfaceStats {
+	var out []InterfaceStats
+	for _, line := range strings.Split(data, "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		name = strings.TrimSpace(name)
+		f := strings.Fields(rest)
+		if name == "lo" || name == "" || len(f) < 16 {
+			continue
+		}
+		var v [16]uint64
+		bad := false
+		for i := range v {
+			n, err := strconv.ParseUint(f[i], 10, 64)
+			if err != nil {
+				bad = true
+				break
+			}
+			v[i] = n
+		}
+		if bad {
+			continue
+		}
+		out = append(out, InterfaceStats{
+			Name:    name,
+			RxBytes: v[0], RxPackets: v[1], RxErrors: v[2], RxDropped: v[3],
+			TxBytes: v[8], TxPackets: v[9], TxErrors: v[10], TxDropped: v[11],
+		})
+	}
+	return out
+}
+
+// ContainerStats describes c; its usage figures come from the cache.
+func (m *Manager) ContainerStats(c *Container) ContainerStats {
+	rec := c.Record()
+	md := c.Config().GetMetadata()
+	out := ContainerStats{
+		ID:          rec.ID,
+		SandboxID:   rec.SandboxID,
+		Name:        md.GetName(),
+		Attempt:     md.GetAttempt(),
+		Image:       rec.ImageName,
+		State:       rec.State,
+		CgroupsPath: rec.CgroupsPath,
+	}
+	if out.Image == "" {
+		out.Image = rec.ImageRef
+	}
+	if rec.StartedAt != 0 {
+		out.StartedAt = time.Unix(0, rec.StartedAt)
+	}
+	if rec.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+		out.Cgroup = m.stats.cgroup(rec.CgroupsPath)
+		out.WritableLayer = m.stats.writable(filepath.Join(m.containerRootDir(rec.ID), "upper"))
+	}
+	return out
+}
+
+// SandboxStats describes sb and its containers; usage figures come from
+// the cache.
+func (m *Manager) SandboxStats(sb *Sandbox) PodStats {
+	return m.podStats(sb, m.containersOf(sb.ID()))
+}
+
+func (m *Manager) podStats(sb *Sandbox, containers []*Container) PodStats {
+	rec := sb.Record()
+	md := sb.Config().GetMetadata()
+	out := PodStats{
+		ID:           rec.ID,
+		Name:         md.GetName(),
+		Namespace:    md.GetNamespace(),
+		UID:          md.GetUid(),
+		Ready:        rec.State == runtimeapi.PodSandboxState_SANDBOX_READY,
+		CreatedAt:    time.Unix(0, rec.CreatedAt),
+		CgroupParent: rec.CgroupParent,
+	}
+	if out.Ready {
+		out.Cgroup = m.stats.cgroup(rec.CgroupParent)
+		if rec.NetNS != "" && rec.PausePid > 0 {
+			out.Network = m.stats.network(rec.ID, rec.PausePid)
+		}
+	}
+	for _, c := range containers {
+		out.Containers = append(out.Containers, m.ContainerStats(c))
+	}
+	sort.Slice(out.Containers, func(i, j int) bool { return out.Containers[i].ID < out.Containers[j].ID })
+	return out
+}
+
+// AllStats describes every pod and container of the node, for the
+// Prometheus collector. Containers whose sandbox is gone are left out.
+func (m *Manager) AllStats() []PodStats {
+	sandboxes := m.Sandboxes()
+	byPod := map[string][]*Container{}
+	for _, c := range m.Containers() {
+		id := c.Record().SandboxID
+		byPod[id] = append(byPod[id], c)
+	}
+	out := make([]PodStats, 0, len(sandboxes))
+	for _, sb := range sandboxes {
+		out = append(out, m.podStats(sb, byPod[sb.ID()]))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// NodeStats are the figures of the node's root cgroup, cached like the rest.
+func (m *Manager) NodeStats() CgroupStats {
+	return m.stats.cgroup("/")
 }
