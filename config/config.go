@@ -48,6 +48,9 @@ type CRI struct {
 // HTTP configures the metrics / health endpoint.
 type HTTP struct {
 	Address string `toml:"address"`
+	// Pprof mounts net/http/pprof under /debug/pprof/ on this endpoint.
+	// Off by default: profiles expose internals to anyone who can connect.
+	Pprof bool `toml:"pprof"`
 }
 
 // CNI configures pod networking.
@@ -264,7 +267,7 @@ const header = `# peapod configuration. Every key below is the embedded default;
 # root      persistent state (store, images, pod volumes)
 # state     runtime state (conmon, exit files, attach sockets)
 # [cri]     the CRI gRPC socket, default OCI runtime handler, streaming address
-# [http]    /metrics, /healthz and /pods
+# [http]    /metrics, /healthz and /pods; pprof = true adds /debug/pprof/
 # [cni]     conf dir, plugin dirs; bridge and subnet of the default conf list
 #           peapod writes when conf_dir holds none
 # [image]   stall_timeout cancels a pull with no real progress for that long
