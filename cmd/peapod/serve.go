@@ -202,6 +202,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	}()
 
 	httpSrv := metrics.NewServer(reg, func() error { return nil })
+	registerNodeMetrics(cfg, reg, mgr, httpSrv.Mux)
 	if err := httpSrv.Start(cfg.HTTP.Address); err != nil {
 		g.Stop()
 		return err
