@@ -60,6 +60,9 @@ cleanup() {
 	fi
 	bash "$repo/hack/registry.sh" stop "$work/registry" >/dev/null 2>&1
 	ip link del "$bridge" 2>/dev/null
+	if [ -n "${made_run_containerd:-}" ]; then
+		rmdir /run/containerd/s /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd 2>/dev/null
+	fi
 	# Mounts under the work dir (none should remain), deepest first.
 	awk -v d="$work" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r | while read -r m; do
 		log "unmounting leftover $m"
@@ -196,7 +199,12 @@ state = "$d/state"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "$d/runc"
 EOF
+	# containerd 1.6 puts shim sockets in /run/containerd/s whatever its
+	# state dir; remove that (when empty) afterwards if it was not there.
+	[ -e /run/containerd ] || made_run_containerd=1
 	containerd --config "$d/config.toml" >"$work/daemon.log" 2>&1 &
 	daemon_pid=$!
 	wait_socket "$sock" "$work/daemon.log"
