@@ -1,0 +1,131 @@
+// Command bench runs the same CRI workload against peapod and against
+// Debian's containerd, one after the other in one run, and prints a table
+// of both with the ratio peapod / containerd. See README.md.
+//
+// Every process it starts (registry, daemons) is stopped by its PID; every
+// pod is removed through crictl before its daemon stops; containerd's shims
+// are checked gone by the PIDs seen. Traffic stays on 127.0.0.1 and the
+// runtimes' own bridges.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	repo        string // the peapod checkout (bin/peapod, bin/crictl, hack/registry.sh)
+	dir         string // scratch dir for both runtimes; removed at the end
+	out         string // results: table, profiles, daemon logs
+	n           int    // sequential lifecycles
+	parallel    int    // pods started at once
+	density     int    // pods for the density phase
+	batch       int    // density: pods started at a time
+	execs       int    // ExecSync calls
+	pulls       int    // image pulls
+	only        string // "", "peapod" or "containerd"
+	cgroup      string // the pods' cgroup parent's parent, removed at the end
+	keepOnError bool
+}
+
+func main() {
+	var o options
+	wd, _ := os.Getwd()
+	flag.StringVar(&o.repo, "repo", wd, "peapod checkout with bin/peapod, bin/peapod-pause, bin/crictl")
+	flag.StringVar(&o.out, "out", filepath.Join(wd, "_output", "bench"), "where the table, profiles and logs go")
+	flag.IntVar(&o.n, "n", 20, "sequential pod lifecycles")
+	flag.IntVar(&o.parallel, "parallel", 10, "pods started in parallel")
+	flag.IntVar(&o.density, "density", 110, "pods in the density phase")
+	flag.IntVar(&o.batch, "batch", 10, "density: pods started at a time")
+	flag.IntVar(&o.execs, "execs", 50, "ExecSync calls")
+	flag.IntVar(&o.pulls, "pulls", 5, "image pulls (each after removing the image)")
+	flag.StringVar(&o.only, "only", "", "run one runtime only: peapod or containerd")
+	flag.BoolVar(&o.keepOnError, "keep", false, "keep the scratch dir when a phase fails")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench: must run as root")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) (retErr error) {
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "peapod-bench-")
+	if err != nil {
+		return err
+	}
+	o.dir = dir
+	o.cgroup = filepath.Base(dir)
+	defer removeCgroups(o.cgroup)
+	defer func() {
+		if retErr != nil && o.keepOnError {
+			logf("keeping %s", dir)
+			return
+		}
+		sweepMounts(dir)
+		os.RemoveAll(dir)
+	}()
+	for _, f := range []string{"bin/peapod", "bin/peapod-pause", "bin/crictl"} {
+		if _, err := os.Stat(filepath.Join(o.repo, f)); err != nil {
+			return fmt.Errorf("%s missing: run make build tools (make bench does)", f)
+		}
+	}
+
+	reg, err := startRegistry(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer reg.stop()
+
+	var results []*result
+	load1 := loadavg()
+	runtimes := []func(context.Context, options, string, int) (*runtime, error){startPeapod, startContainerd}
+	names := []string{"peapod", "containerd"}
+	for i, start := range runtimes {
+		if o.only != "" && o.only != names[i] {
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		logf("=== %s", names[i])
+		rt, err := start(ctx, o, reg.addr, i+1)
+		if err != nil {
+			return fmt.Errorf("%s: %w", names[i], err)
+		}
+		r, err := measure(ctx, o, rt)
+		if stopErr := rt.stop(); stopErr != nil && err == nil {
+			err = stopErr
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", names[i], err)
+		}
+		results = append(results, r)
+	}
+	table := render(o, results, load1, loadavg())
+	fmt.Print(table)
+	name := filepath.Join(o.out, "results-"+time.Now().UTC().Format("20060102T150405Z")+".txt")
+	if err := os.WriteFile(name, []byte(table), 0o644); err != nil {
+		return err
+	}
+	logf("table written to %s", name)
+	return nil
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}

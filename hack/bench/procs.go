@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// pidsMatching lists processes named comm whose command line contains
+// substr (our state dir or socket: another daemon's helpers do not count).
+func pidsMatching(comm, substr string) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		c, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(c)), comm) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if bytes.Contains(cmdline, []byte(substr)) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// children maps each pid to its children.
+func children() map[int][]int {
+	out := map[int][]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pp := ppid(pid); pp > 0 {
+			out[pp] = append(out[pp], pid)
+		}
+	}
+	return out
+}
+
+func ppid(pid int) int {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+// procStartTime identifies a process beyond its PID (field 22 of stat);
+// "" when it is gone.
+func procStartTime(pid int) string {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 || f[0] == "Z" {
+		return ""
+	}
+	return f[19]
+}
+
+func comm(pid int) string {
+	c, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	return strings.TrimSpace(string(c))
+}
+
+// mem is a process's resident memory: RSS counts shared pages in full in
+// every process, PSS divides them among their sharers.
+type mem struct{ rss, pss uint64 }
+
+func (m mem) add(o mem) mem { return mem{m.rss + o.rss, m.pss + o.pss} }
+
+func memOf(pid int) mem {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return mem{}
+	}
+	var m mem
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseUint(f[1], 10, 64)
+		switch f[0] {
+		case "Rss:":
+			m.rss = v << 10
+		case "Pss:":
+			m.pss = v << 10
+		}
+	}
+	return m
+}
+
+// podProcs sums the helpers' memory and, separately, that of the pause
+// processes below them (anything below a helper that is not the workload,
+// named sleep).
+func podProcs(helpers []int) (helperMem, pauseMem mem, nPause int) {
+	kids := children()
+	var walk func(pid int)
+	walk = func(pid int) {
+		for _, c := range kids[pid] {
+			switch comm(c) {
+			case "sleep", "conmon", "containerd-shim", "containerd-shim-runc-v2", "runc", "runc:[2:INIT]":
+			default:
+				pauseMem = pauseMem.add(memOf(c))
+				nPause++
+			}
+			walk(c)
+		}
+	}
+	for _, h := range helpers {
+		helperMem = helperMem.add(memOf(h))
+		walk(h)
+	}
+	return helperMem, pauseMem, nPause
+}
+
+func loadavg() string {
+	data, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// removeCgroups removes /sys/fs/cgroup/*/name and what is below it, deepest
+// first (rmdir only: a cgroup with processes stays, and is reported).
+func removeCgroups(name string) {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
+	for _, root := range roots {
+		var dirs []string
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if err := os.Remove(dirs[i]); err != nil {
+				logf("cgroup %s left: %v", dirs[i], err)
+			}
+		}
+	}
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+func ms(s float64) string  { return fmt.Sprintf("%.1f ms", s*1000) }
+func sec(s float64) string { return fmt.Sprintf("%.2f s", s) }
+func mib(b uint64) string  { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+type row struct {
+	label string
+	vals  []string
+	nums  []float64
+}
+
+// perPod is the memory a pod costs beyond its workload: helpers and pause
+// (PSS) plus the daemon's growth from idle.
+func perPod(r *result) float64 {
+	if r.density.pods == 0 {
+		return 0
+	}
+	growth := float64(r.density.daemonLoaded.rss) - float64(r.density.daemonIdle.rss)
+	if growth < 0 {
+		growth = 0
+	}
+	return (float64(r.density.helpers.pss+r.density.pauses.pss) + growth) / float64(r.density.pods)
+}
+
+func startP50(r *result) float64 {
+	var totals []float64
+	for i := range r.phases["runp"] {
+		totals = append(totals, r.phases["runp"][i]+r.phases["create"][i]+r.phases["start"][i])
+	}
+	return quantile(totals, 0.5)
+}
+
+func render(o options, rs []*result, loadBefore, loadAfter string) string {
+	var rows []row
+	add := func(label string, f func(r *result) float64, format func(float64) string) {
+		rw := row{label: label}
+		for _, r := range rs {
+			v := f(r)
+			rw.nums = append(rw.nums, v)
+			if v == 0 && label == "/metrics scrape (cold cache), density pods, p50" && r.name != "peapod" {
+				rw.vals = append(rw.vals, "n/a")
+				continue
+			}
+			rw.vals = append(rw.vals, format(v))
+		}
+		rows = append(rows, rw)
+	}
+	add("crictl version (crictl's own cost) p50", func(r *result) float64 { return quantile(r.crictl, 0.5) }, ms)
+	for _, p := range phaseOrder {
+		p := p
+		name := p
+		if p == "total" {
+			name = "end to end (sum)"
+		}
+		add(fmt.Sprintf("lifecycle: %s p50", name), func(r *result) float64 { return quantile(r.phases[p], 0.5) }, ms)
+		add(fmt.Sprintf("lifecycle: %s p90", name), func(r *result) float64 { return quantile(r.phases[p], 0.9) }, ms)
+	}
+	add("pod+container start (runp+create+start) p50", startP50, ms)
+	add(fmt.Sprintf("%d pods in parallel: all running", o.parallel), func(r *result) float64 { return r.par }, sec)
+	add(fmt.Sprintf("density %d pods (%d at a time): all running", o.density, o.batch), func(r *result) float64 { return r.density.wall }, sec)
+	add("density: pod start p50", func(r *result) float64 { return quantile(r.density.starts, 0.5) }, ms)
+	add("density: pod start p99", func(r *result) float64 { return quantile(r.density.starts, 0.99) }, ms)
+	add("density: remove all (crictl rmp -af)", func(r *result) float64 { return r.density.remove }, sec)
+	add("daemon RSS idle", func(r *result) float64 { return float64(r.density.daemonIdle.rss) }, func(v float64) string { return mib(uint64(v)) })
+	add("daemon RSS with the density pods", func(r *result) float64 { return float64(r.density.daemonLoaded.rss) }, func(v float64) string { return mib(uint64(v)) })
+	add("helpers (conmon | shim): count", func(r *result) float64 { return float64(r.density.nHelpers) }, func(v float64) string { return fmt.Sprintf("%.0f", v) })
+	add("helpers: RSS sum", func(r *result) float64 { return float64(r.density.helpers.rss) }, func(v float64) string { return mib(uint64(v)) })
+	add("helpers: PSS sum", func(r *result) float64 { return float64(r.density.helpers.pss) }, func(v float64) string { return mib(uint64(v)) })
+	add("helper RSS each (avg)", func(r *result) float64 {
+		if r.density.nHelpers == 0 {
+			return 0
+		}
+		return float64(r.density.helpers.rss) / float64(r.density.nHelpers)
+	}, func(v float64) string { return mib(uint64(v)) })
+	add("pause processes: PSS sum", func(r *result) float64 { return float64(r.density.pauses.pss) }, func(v float64) string { return mib(uint64(v)) })
+	add("per-pod overhead (helpers+pause PSS + daemon growth)/pods", perPod, func(v float64) string { return mib(uint64(v)) })
+	add("ListContainerStats (gRPC, cold cache), density pods", func(r *result) float64 { return r.density.statsCrictl }, ms)
+	add("ListPodSandboxStats (gRPC, cold cache), density pods", func(r *result) float64 { return r.density.statspCrictl }, ms)
+	add("/metrics scrape (cold cache), density pods, p50", func(r *result) float64 { return quantile(r.density.scrape, 0.5) }, ms)
+	add("ExecSync `true` (gRPC) p50", func(r *result) float64 { return quantile(r.execs, 0.5) }, ms)
+	add("ExecSync `true` (gRPC) p90", func(r *result) float64 { return quantile(r.execs, 0.9) }, ms)
+	add("image pull busybox (crictl) p50", func(r *result) float64 { return quantile(r.pull, 0.5) }, ms)
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "\npeapod vs containerd — %s, load avg before %s, after %s\n", time.Now().UTC().Format(time.RFC3339), loadBefore, loadAfter)
+	fmt.Fprintf(&b, "%d sequential lifecycles, %d parallel, %d density pods; durations are whole crictl invocations unless marked gRPC\n\n", o.n, o.parallel, o.density)
+	header := []string{"metric"}
+	for _, r := range rs {
+		header = append(header, r.name)
+	}
+	if len(rs) == 2 {
+		header = append(header, "peapod/containerd")
+	}
+	w := []int{0, 0, 0, 0}
+	lines := [][]string{header}
+	for _, rw := range rows {
+		l := append([]string{rw.label}, rw.vals...)
+		if len(rs) == 2 {
+			if rw.nums[1] > 0 && rw.nums[0] > 0 {
+				l = append(l, fmt.Sprintf("%.2f", rw.nums[0]/rw.nums[1]))
+			} else {
+				l = append(l, "-")
+			}
+		}
+		lines = append(lines, l)
+	}
+	for _, l := range lines {
+		for i, c := range l {
+			if len(c) > w[i] {
+				w[i] = len(c)
+			}
+		}
+	}
+	for i, l := range lines {
+		for j, c := range l {
+			if j == 0 {
+				fmt.Fprintf(&b, "%-*s", w[j]+2, c)
+			} else {
+				fmt.Fprintf(&b, "%*s  ", w[j], c)
+			}
+		}
+		b.WriteString("\n")
+		if i == 0 {
+			b.WriteString(strings.Repeat("-", w[0]+w[1]+w[2]+w[3]+8) + "\n")
+		}
+	}
+	if len(rs) == 2 {
+		p, c := rs[0], rs[1]
+		b.WriteString("\ntargets\n")
+		target := func(name string, ok bool, detail string) {
+			mark := "MET    "
+			if !ok {
+				mark = "NOT MET"
+			}
+			fmt.Fprintf(&b, "  %s  %s: %s\n", mark, name, detail)
+		}
+		ratio := func(a, b float64) float64 {
+			if b == 0 {
+				return 0
+			}
+			return a / b
+		}
+		sr := ratio(startP50(p), startP50(c))
+		target("pod+container start p50 <= 1/2 containerd's", sr <= 0.5, fmt.Sprintf("ratio %.2f", sr))
+		ir := ratio(float64(p.density.daemonIdle.rss), float64(c.density.daemonIdle.rss))
+		target("daemon idle RSS <= 1/2 containerd's", ir <= 0.5, fmt.Sprintf("ratio %.2f", ir))
+		pr := ratio(perPod(p), perPod(c))
+		target("per-pod memory overhead <= 1/2 containerd's", pr <= 0.5, fmt.Sprintf("ratio %.2f", pr))
+		p99 := quantile(p.density.starts, 0.99)
+		target(fmt.Sprintf("%d pods all running, p99 start < 5 s", p.density.pods), p99 < 5, fmt.Sprintf("p99 %s, all running in %s", ms(p99), sec(p.density.wall)))
+	}
+	for _, r := range rs {
+		for _, prof := range r.profiles {
+			fmt.Fprintf(&b, "profile: %s (go tool pprof -top bin/peapod %s)\n", prof, prof)
+		}
+	}
+	return b.String()
+}
