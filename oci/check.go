@@ -46,6 +46,7 @@ func (r *Runtime) Check(ctx context.Context) error {
 }
 
 func (r *Runtime) probe(ctx context.Context) error {
+	sweepStaleChecks()
 	tmp, err := os.MkdirTemp(r.stateDir, ".check-")
 	if err != nil {
 		return fmt.Errorf("oci runtime %s: check: %w", r.name, err)
@@ -146,4 +147,27 @@ func cgroupDirs(cgroupsPath string) []string {
 		}
 	}
 	return out
+}
+
+// sweepStaleChecks removes the cgroups of check containers whose peapod is
+// gone (killed mid-check): their name carries the pid that made them.
+func sweepStaleChecks() {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/peapod-check-*")
+	unified, _ := filepath.Glob("/sys/fs/cgroup/peapod-check-*")
+	for _, d := range append(dirs, unified...) {
+		var pid int
+		var stamp int64
+		if _, err := fmt.Sscanf(filepath.Base(d), "peapod-check-%d-%d", &pid, &stamp); err != nil || pid <= 0 {
+			continue
+		}
+		if pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // its peapod still runs; it cleans up itself
+		}
+		if err := os.Remove(d); err == nil {
+			klog.V(2).InfoS("Removed a stale check cgroup", "path", d)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -112,6 +113,8 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
+	var checks sync.WaitGroup
+	defer checks.Wait()
 	runtimes := map[string]sandbox.OCIRuntime{}
 	ociRuntimes := map[string]*oci.Runtime{}
 	for name, r := range cfg.Runtimes {
@@ -128,8 +131,14 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		runtimes[name] = rt
 		ociRuntimes[name] = rt
 		// Check runs a throwaway container once and caches the answer; do
-		// it now so the first pod does not pay for it.
-		go rt.Check(ctx)
+		// it now so the first pod does not pay for it. It runs on its own
+		// context and shutdown waits for it, so a stop during start-up
+		// never leaves its container or cgroup behind.
+		checks.Add(1)
+		go func() {
+			defer checks.Done()
+			rt.Check(context.Background())
+		}()
 	}
 	pausePath, pauseArgs, err := findPause()
 	if err != nil {
