@@ -31,6 +31,8 @@ type runtime struct {
 	crictl  *crictl
 	// shims seen during the run: each must be gone after stop.
 	seen map[int]string
+	// cleanup runs after the daemon stopped.
+	cleanup []func()
 }
 
 // registry is the local docker-registry both runtimes pull from.
@@ -215,11 +217,21 @@ state = %[2]q
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "/usr/sbin/runc"
+        Root = "%[4]s/runc"
         SystemdCgroup = false
 `, filepath.Join(d, "root"), filepath.Join(d, "state"), sock, d)
 	cfgPath := filepath.Join(d, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
+	}
+	// containerd 1.6 puts shim sockets in /run/containerd/s whatever its
+	// state dir: remove that afterwards (when empty) if it was not there.
+	if _, err := os.Stat("/run/containerd"); os.IsNotExist(err) {
+		rt.cleanup = append(rt.cleanup, func() {
+			for _, p := range []string{"/run/containerd/s", "/run/containerd"} {
+				os.Remove(p)
+			}
+		})
 	}
 	rt.cmd = exec.Command("/usr/bin/containerd", "--config", cfgPath)
 	rt.endpoint = "unix://" + sock
@@ -306,6 +318,9 @@ func (rt *runtime) stop() error {
 	}
 	exec.Command("ip", "link", "del", rt.bridge).Run()
 	sweepMounts(rt.dir)
+	for _, f := range rt.cleanup {
+		f()
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%s stop: %s", rt.name, strings.Join(errs, "; "))
 	}
