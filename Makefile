@@ -8,7 +8,7 @@ export GOFLAGS := -buildvcs=false
 GOTESTFLAGS ?=
 OUT := _output
 
-.PHONY: all build deps test-deps run test unit integration tools conformance conformance-containerd clean
+.PHONY: all build deps test-deps bench-deps run test unit integration tools conformance conformance-containerd bench clean
 
 all: build
 
@@ -45,6 +45,16 @@ conformance-containerd:
 
 unit:
 	$(GO) test -count=1 ./...
+
+# peapod vs Debian's containerd, same crictl workload, one run; the table
+# goes to stdout and _output/bench/ (BENCHFLAGS: e.g. -n 50 -density 110).
+# Not part of `make test`.
+BENCHFLAGS ?=
+bench-deps:
+	@bash hack/install-deps.sh bench
+
+bench: bench-deps build tools
+	$(GO) run ./hack/bench -out $(OUT)/bench $(BENCHFLAGS)
 
 tools:
 	@bash hack/build-tools.sh
