@@ -34,7 +34,7 @@ var cgroupRoot = "/sys/fs/cgroup"
 // controllers or, when the host is pure v2, from the unified hierarchy.
 func readCgroupStats(path string) CgroupStats {
 	st := CgroupStats{Timestamp: time.Now()}
-	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
+	if unifiedOnly() {
 		return readCgroup2(filepath.Join(cgroupRoot, path), st)
 	}
 	if v, err := readUint(filepath.Join(cgroupRoot, "cpuacct", path, "cpuacct.usage")); err == nil {
@@ -59,6 +59,12 @@ func readCgroupStats(path string) CgroupStats {
 	}
 	return st
 }
+
+// unifiedOnly says whether the host is pure cgroup v2, checked once.
+var unifiedOnly = sync.OnceValue(func() bool {
+	_, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers"))
+	return err == nil
+})
 
 func readCgroup2(dir string, st CgroupStats) CgroupStats {
 	cpu := readKV(filepath.Join(dir, "cpu.stat"))
@@ -154,6 +160,9 @@ const StatsMaxAge = time.Second
 
 // FsStatsMaxAge is how old a cached writable-layer usage may be.
 const FsStatsMaxAge = 10 * time.Second
+
+// statsReaders is how many pods AllStats reads at once.
+const statsReaders = 4
 
 // statsEvictAfter drops entries of objects nobody asked about for this long
 // (removed containers and pods).
@@ -420,10 +429,25 @@ func (m *Manager) AllStats() []PodStats {
 		id := c.Record().SandboxID
 		byPod[id] = append(byPod[id], c)
 	}
-	out := make([]PodStats, 0, len(sandboxes))
-	for _, sb := range sandboxes {
-		out = append(out, m.podStats(sb, byPod[sb.ID()]))
+	// Reading a v1 memory.stat costs the kernel a walk of the cgroup's
+	// hierarchy: read a few pods at once.
+	out := make([]PodStats, len(sandboxes))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < statsReaders; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				out[i] = m.podStats(sandboxes[i], byPod[sandboxes[i].ID()])
+			}
+		}()
 	}
+	for i := range sandboxes {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
