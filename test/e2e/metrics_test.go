@@ -255,6 +255,46 @@ func TestNodeMetrics(t *testing.T) {
 			}
 		}
 	}
+	checkDashboard(t, prom)
+}
+
+// checkDashboard runs every query of hack/grafana/peapod-node.json, with
+// its variables set to match all, against prom: each must parse and
+// evaluate; the per-pod panels must find the pod.
+func checkDashboard(t *testing.T, prom prometheus) {
+	t.Helper()
+	data, err := os.ReadFile("../../hack/grafana/peapod-node.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	vars := strings.NewReplacer("$job", ".*", "$namespace", ".*", "$pod", ".*", "$__rate_interval", "10s")
+	n := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			q := vars.Replace(tg.Expr)
+			r, err := prom.query(q)
+			if err != nil {
+				t.Errorf("dashboard panel %q: %s: %v", p.Title, q, err)
+				continue
+			}
+			n++
+			if strings.Contains(p.Title, "per pod") && len(r.Data.Result) == 0 {
+				t.Errorf("dashboard panel %q: %s: no series", p.Title, q)
+			}
+		}
+	}
+	t.Logf("dashboard: %d queries evaluated", n)
 }
 
 // sandboxStatsMaxAge mirrors sandbox.StatsMaxAge (e2e drives the binary,
