@@ -212,16 +212,18 @@ func serve(ctx context.Context, cfg *config.Config) error {
 
 	httpSrv := metrics.NewServer(reg, func() error { return nil })
 	registerNodeMetrics(cfg, reg, mgr, httpSrv.Mux)
+	// Every handler is on the mux before the endpoint listens, so no
+	// client ever sees a 404 for /pods during start-up.
+	if err := startAgent(ctx, cfg, reg, httpSrv.Mux); err != nil {
+		g.Stop()
+		return err
+	}
 	if err := httpSrv.Start(cfg.HTTP.Address); err != nil {
 		g.Stop()
 		return err
 	}
 	admin, err := startAdmin(cfg, images)
 	if err != nil {
-		g.Stop()
-		return err
-	}
-	if err := startAgent(ctx, cfg, reg, httpSrv.Mux); err != nil {
 		g.Stop()
 		return err
 	}
