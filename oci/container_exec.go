@@ -38,9 +38,8 @@ const DefaultMaxExecOutput = 16 << 20
 // background child holding stdio (`sh -c 'sleep 100 &'`) does not hold the
 // call. (`runtime exec` without --detach does: runc copies stdio until EOF.)
 //
-// timeout (0 = none) is enforced by conmon (-T, whole seconds, rounded up),
-// which kills the process; peapod kills conmon itself if it is still there
-// a few seconds later. A timeout returns ErrExecTimeout and exit code -1.
+// timeout (0 = none) is enforced by peapod: it kills the process and lets
+// conmon reap it (conmon itself is killed if it is still there 2 s later). A timeout returns ErrExecTimeout and exit code -1.
 // Each stream keeps at most maxOutput bytes (DefaultMaxExecOutput if <= 0).
 func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration, maxOutput int) (stdout, stderr []byte, exitCode int32, err error) {
 	if err := validID(id); err != nil {
@@ -90,10 +89,6 @@ func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		"-e", "--exec-process-spec", procFile,
 		"--runtime-arg", "--root=" + r.root,
 	}
-	if timeout > 0 {
-		secs := int64((timeout + time.Second - 1) / time.Second)
-		args = append(args, "-T", strconv.FormatInt(secs, 10))
-	}
 	syncR, syncW, err := os.Pipe()
 	if err != nil {
 		return nil, nil, -1, fmt.Errorf("container %s: exec: %w", id, err)
@@ -116,10 +111,13 @@ func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	waited := make(chan error, 1)
 	go func() { waited <- c.Wait() }()
 
-	// Backstop for conmon's own -T, and ctx.
+	// The timeout is peapod's, not conmon's -T: conmon's timeout kills the
+	// process and exits without reaping it, so a zombie is left re-parented
+	// to the container's init (critest: "timeout exec process should be
+	// gone"). Killed by us, the process is reaped by conmon, its parent.
 	var backstop <-chan time.Time
 	if timeout > 0 {
-		t := time.NewTimer(timeout + 5*time.Second)
+		t := time.NewTimer(timeout)
 		defer t.Stop()
 		backstop = t.C
 	}
@@ -164,7 +162,7 @@ func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	case killed && ctx.Err() != nil:
 		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: %w", id, cmd, ctx.Err())
 	case killed:
-		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: timeout %v (conmon did not end it): %w", id, cmd, timeout, ErrExecTimeout)
+		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: timed out after %v: %w", id, cmd, timeout, ErrExecTimeout)
 	}
 	// Messages: {"data": pid} once the process runs, then {"data": exit code}.
 	// A runtime failure is {"data": -1 (or -status), "message": ...}.
