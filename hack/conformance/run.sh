@@ -229,9 +229,11 @@ if [ ! -s "$work/junit.xml" ]; then
 	tail -40 "$work/critest.log" >&2
 	die "critest wrote no report"
 fi
+log "$target: total $((SECONDS - start_time))s"
+# The summary comes last: its "critest: N passed, N failed, N skipped" line
+# is the run's closing line.
 set +e
 go run ./hack/conformance/summary ${CONFORMANCE_VERBOSE:+-v} "$work/junit.xml"
 rc=$?
 set -e
-log "$target: total $((SECONDS - start_time))s"
 exit $rc
