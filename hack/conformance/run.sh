@@ -44,6 +44,8 @@ daemon_pid=
 sock=
 bridge=pcf$(head -c3 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
+had_peapod_cgroup=$(ls -d /sys/fs/cgroup/*/peapod 2>/dev/null | head -1)
+
 cleanup() {
 	local rc=$?
 	set +e
@@ -60,6 +62,10 @@ cleanup() {
 	fi
 	bash "$repo/hack/registry.sh" stop "$work/registry" >/dev/null 2>&1
 	ip link del "$bridge" 2>/dev/null
+	# peapod's default cgroup parent, when this run made it (empty by now).
+	if [ -z "$had_peapod_cgroup" ]; then
+		rmdir /sys/fs/cgroup/*/peapod 2>/dev/null
+	fi
 	if [ -n "${made_run_containerd:-}" ]; then
 		rmdir /run/containerd/s /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd 2>/dev/null
 	fi
