@@ -171,7 +171,10 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 	}
 	undo.push("delete record", func(context.Context) error { return m.o.Store.Delete(store.BucketContainers, id) })
 
-	pid, err := rt.Create(ctx, oci.CreateOptions{
+	undo.push("remove cgroup", func(context.Context) error { removeCgroup(cgroupsPath); return nil })
+	rctx, cancel := runtimeCtx(ctx)
+	defer cancel()
+	pid, err := rt.Create(rctx, oci.CreateOptions{
 		ID:        id,
 		Bundle:    stateDir,
 		LogPath:   conmonLog,
@@ -183,6 +186,11 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 		return "", fmt.Errorf("container %s: %w", id, err)
 	}
 	undo.push("runtime delete", func(ctx context.Context) error { return rt.Delete(ctx, id) })
+	if err := ctx.Err(); err != nil {
+		// The caller gave up: unwind rather than leave a container it
+		// does not know of holding its name.
+		return "", fmt.Errorf("container %s: %w", id, err)
+	}
 	c := &Container{rec: rec, config: cfg}
 	if err := c.update(m.o.Store, func(r *ContainerRecord) error { r.Pid = pid; return nil }); err != nil {
 		return "", err

@@ -36,7 +36,9 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := rt.Start(ctx, rec.ID); err != nil {
+	rctx, cancel := runtimeCtx(ctx)
+	defer cancel()
+	if err := rt.Start(rctx, rec.ID); err != nil {
 		// A start that failed leaves the container EXITED with the reason, as
 		// containerd does, so the kubelet sees why.
 		_ = c.update(m.o.Store, func(r *ContainerRecord) error {

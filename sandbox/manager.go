@@ -283,6 +283,14 @@ func cleanupCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 2*time.Minute)
 }
 
+// runtimeCtx is the context of a runtime call that must not be cut short:
+// a `runtime create` killed mid-way leaves a `runc init` with no state that
+// no delete can find. It keeps the caller's values but not its
+// cancellation; the caller checks its own ctx afterwards and unwinds.
+func runtimeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+}
+
 // undoStack runs recorded undo steps in reverse on failure.
 type undoStack struct {
 	start time.Time

@@ -141,6 +141,13 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		return "", err
 	}
 
+	// Pushed before the pause exists, so it runs after the pause is gone:
+	// the pause's cgroup (if a cut-short create left it) and the pod's own.
+	undo.push("remove cgroups", func(context.Context) error {
+		removeCgroup(filepath.Join(sb.rec.CgroupParent, id))
+		m.removePodCgroup(sb)
+		return nil
+	})
 	pid, err := m.startPause(ctx, rt, sb, &undo)
 	if err != nil {
 		return "", err
@@ -201,12 +208,14 @@ func (m *Manager) startPause(ctx context.Context, rt OCIRuntime, sb *Sandbox, un
 	if err := writeSpec(bundle, sp); err != nil {
 		return 0, fmt.Errorf("sandbox %s: %w", id, err)
 	}
-	pid, err := rt.Create(ctx, oci.CreateOptions{ID: id, Bundle: bundle, LogPath: filepath.Join(dir, "pause.log")})
+	rctx, cancel := runtimeCtx(ctx)
+	defer cancel()
+	pid, err := rt.Create(rctx, oci.CreateOptions{ID: id, Bundle: bundle, LogPath: filepath.Join(dir, "pause.log")})
 	if err != nil {
 		return 0, fmt.Errorf("sandbox %s: create pause: %w", id, err)
 	}
 	undo.push("delete pause", func(ctx context.Context) error { return rt.Delete(ctx, id) })
-	if err := rt.Start(ctx, id); err != nil {
+	if err := rt.Start(rctx, id); err != nil {
 		return 0, fmt.Errorf("sandbox %s: start pause: %w", id, err)
 	}
 	undo.push("stop pause", func(ctx context.Context) error { return rt.Stop(ctx, id, 0, unix.SIGKILL) })

@@ -136,14 +136,5 @@ func (m *Manager) removePodCgroup(sb *Sandbox) {
 	if sb.config.GetLinux().GetCgroupParent() != "" {
 		return
 	}
-	parent := sb.Record().CgroupParent
-	dirs, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", parent))
-	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
-		dirs = append(dirs, filepath.Join(cgroupRoot, parent))
-	}
-	for _, d := range dirs {
-		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			klog.V(2).InfoS("Pod cgroup not removed", "path", d, "err", err)
-		}
-	}
+	removeCgroup(sb.Record().CgroupParent)
 }
