@@ -139,3 +139,37 @@ func TestStatusConditions(t *testing.T) {
 		t.Errorf("handlers = %v, want runc", names)
 	}
 }
+
+// TestKill9MidPull: peapod killed with kill -9 while pulling leaves no half
+// image visible after a restart, and the next pull completes and runs.
+func TestKill9MidPull(t *testing.T) {
+	reg := startRegistry(t)
+	d := newDaemon(t, daemonOpts{mirrors: map[string]string{"docker.io": "http://" + reg}})
+	for _, delay := range []time.Duration{5 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond} {
+		go d.img.PullImage(d.ctx(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busybox}})
+		time.Sleep(delay)
+		d.kill9()
+		d.start()
+		st, err := d.img.ImageStatus(d.ctx(), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: busybox}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Image != nil {
+			// The pull finished before the kill: it must then be whole.
+			t.Logf("kill after %v: the pull had completed", delay)
+			if _, err := d.img.RemoveImage(d.ctx(), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: busybox}}); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		list, err := d.img.ListImages(d.ctx(), &runtimeapi.ListImagesRequest{})
+		if err != nil || len(list.Images) != 0 {
+			t.Fatalf("kill after %v: images listed after the restart: %v, %v", delay, list, err)
+		}
+	}
+	pullBusybox(t, d)
+	pod := podConfig(d, "afterkill")
+	podID := runPod(t, d, pod)
+	id := startContainer(t, d, podID, pod, containerConfig("a", "sleep", "300"))
+	waitState(t, d, id, runtimeapi.ContainerState_CONTAINER_RUNNING)
+}
