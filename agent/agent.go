@@ -21,7 +21,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -30,20 +29,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
 	"peapod/agent/objects"
+	"peapod/downward"
 )
 
 // Defaults of Options.
@@ -122,10 +119,7 @@ func New(o Options) (*Agent, error) {
 	} else {
 		a.nodeIPs = detectNodeIPs()
 	}
-	a.nodeAllocatable = v1.ResourceList{
-		v1.ResourceCPU:    *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI),
-		v1.ResourceMemory: *resource.NewQuantity(memTotal(), resource.BinarySI),
-	}
+	a.nodeAllocatable = downward.NodeAllocatable()
 	return a, nil
 }
 
@@ -497,22 +491,4 @@ func detectNodeIPs() []string {
 		return []string{v6}
 	}
 	return nil
-}
-
-// memTotal is MemTotal of /proc/meminfo in bytes (0 if unknown).
-func memTotal() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			kb, _ := strconv.ParseInt(fields[1], 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
 }

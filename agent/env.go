@@ -2,13 +2,10 @@ package agent
 
 import (
 	"fmt"
-	"math"
+	"peapod/downward"
 	"sort"
-	"strconv"
-	"strings"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
@@ -92,13 +89,13 @@ func makeEnvironment(pod *v1.Pod, c *v1.Container, ec envContext) ([]*runtimeapi
 			val = expand(val, mappingFuncFor(vals))
 		case e.ValueFrom == nil:
 		case e.ValueFrom.FieldRef != nil:
-			v, err := podFieldValue(pod, e.ValueFrom.FieldRef.FieldPath, ec)
+			v, err := downward.FieldValue(pod, e.ValueFrom.FieldRef.FieldPath, downward.Context{PodIPs: ec.PodIPs, HostIPs: ec.HostIPs})
 			if err != nil {
 				return nil, fmt.Errorf("env %s: %w", e.Name, err)
 			}
 			val = v
 		case e.ValueFrom.ResourceFieldRef != nil:
-			v, err := containerResourceValue(pod, c, e.ValueFrom.ResourceFieldRef, ec.Node)
+			v, err := downward.ResourceValue(pod, c, e.ValueFrom.ResourceFieldRef, ec.Node)
 			if err != nil {
 				return nil, fmt.Errorf("env %s: %w", e.Name, err)
 			}
@@ -148,100 +145,6 @@ func makeEnvironment(pod *v1.Pod, c *v1.Container, ec envContext) ([]*runtimeapi
 }
 
 func optional(p *bool) bool { return p != nil && *p }
-
-// podFieldValue is the value of a downward API field path.
-func podFieldValue(pod *v1.Pod, path string, ec envContext) (string, error) {
-	if k, ok := subscript(path, "metadata.labels"); ok {
-		return pod.Labels[k], nil
-	}
-	if k, ok := subscript(path, "metadata.annotations"); ok {
-		return pod.Annotations[k], nil
-	}
-	switch path {
-	case "metadata.name":
-		return pod.Name, nil
-	case "metadata.namespace":
-		return pod.Namespace, nil
-	case "metadata.uid":
-		return string(pod.UID), nil
-	case "spec.nodeName":
-		return pod.Spec.NodeName, nil
-	case "spec.serviceAccountName":
-		return pod.Spec.ServiceAccountName, nil
-	case "status.hostIP":
-		if len(ec.HostIPs) > 0 {
-			return ec.HostIPs[0], nil
-		}
-		return "", nil
-	case "status.hostIPs":
-		return strings.Join(ec.HostIPs, ","), nil
-	case "status.podIP":
-		if len(ec.PodIPs) > 0 {
-			return ec.PodIPs[0], nil
-		}
-		return "", nil
-	case "status.podIPs":
-		return strings.Join(ec.PodIPs, ","), nil
-	}
-	return "", fmt.Errorf("unsupported fieldRef fieldPath %q", path)
-}
-
-// subscript parses prefix['key'] (or prefix["key"]).
-func subscript(path, prefix string) (string, bool) {
-	rest, ok := strings.CutPrefix(path, prefix+"[")
-	if !ok || !strings.HasSuffix(rest, "]") || len(rest) < 3 {
-		return "", false
-	}
-	rest = rest[:len(rest)-1]
-	if q := rest[0]; (q == '\'' || q == '"') && rest[len(rest)-1] == q && len(rest) >= 2 {
-		return rest[1 : len(rest)-1], true
-	}
-	return "", false
-}
-
-// containerResourceValue is the value of a resourceFieldRef, as the
-// kubelet: an unset limit is the node's allocatable; the value is divided by
-// the divisor (default 1) and rounded up.
-func containerResourceValue(pod *v1.Pod, c *v1.Container, ref *v1.ResourceFieldSelector, node v1.ResourceList) (string, error) {
-	if ref.ContainerName != "" && ref.ContainerName != c.Name {
-		c = findContainer(pod, ref.ContainerName)
-		if c == nil {
-			return "", fmt.Errorf("resourceFieldRef: no container %q", ref.ContainerName)
-		}
-	}
-	divisor := ref.Divisor
-	if divisor.IsZero() {
-		divisor = resource.MustParse("1")
-	}
-	limit := func(name v1.ResourceName) resource.Quantity {
-		if q, ok := c.Resources.Limits[name]; ok {
-			return q
-		}
-		return node[name]
-	}
-	request := func(name v1.ResourceName) resource.Quantity { return c.Resources.Requests[name] }
-	cpu := func(q resource.Quantity) string {
-		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10)
-	}
-	bytes := func(q resource.Quantity) string {
-		return strconv.FormatInt(int64(math.Ceil(float64(q.Value())/float64(divisor.Value()))), 10)
-	}
-	switch ref.Resource {
-	case "limits.cpu":
-		return cpu(limit(v1.ResourceCPU)), nil
-	case "requests.cpu":
-		return cpu(request(v1.ResourceCPU)), nil
-	case "limits.memory":
-		return bytes(limit(v1.ResourceMemory)), nil
-	case "requests.memory":
-		return bytes(request(v1.ResourceMemory)), nil
-	case "limits.ephemeral-storage":
-		return bytes(limit(v1.ResourceEphemeralStorage)), nil
-	case "requests.ephemeral-storage":
-		return bytes(request(v1.ResourceEphemeralStorage)), nil
-	}
-	return "", fmt.Errorf("unsupported resourceFieldRef resource %q", ref.Resource)
-}
 
 func findContainer(pod *v1.Pod, name string) *v1.Container {
 	for i := range pod.Spec.InitContainers {

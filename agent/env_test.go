@@ -61,7 +61,8 @@ func TestMakeEnvironment(t *testing.T) {
 		{"bad fieldRef", mk([]v1.EnvVar{field("X", "spec.bogus")}), "", "unsupported fieldRef"},
 		{"resourceFieldRefs", mk([]v1.EnvVar{res("LC", "limits.cpu", ""), res("LCM", "limits.cpu", "1m"), res("RC", "requests.cpu", ""),
 			res("LM", "limits.memory", "1Mi"), res("LMB", "limits.memory", ""), res("RM", "requests.memory", "")}),
-			"LC=2;LCM=1500;RC=1;LM=64;LMB=67108864;RM=0", ""},
+			// RM: an unset request is the limit, as API defaulting makes it.
+			"LC=2;LCM=1500;RC=1;LM=64;LMB=67108864;RM=67108864", ""},
 		{"unset limit is node allocatable", &v1.Container{Name: "app", Env: []v1.EnvVar{res("LC", "limits.cpu", ""), res("LM", "limits.memory", "1Gi")}},
 			"LC=4;LM=8", ""},
 		{"configMap and secret keys", mk([]v1.EnvVar{cmKey("COLOR", "cfg", "color", nil), secKey("PW", "creds", "password", nil)}),

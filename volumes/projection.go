@@ -1,16 +1,12 @@
 package volumes
 
 import (
+	"peapod/downward"
+
 	"fmt"
-	"math"
 	"os"
-	"runtime"
-	"sort"
-	"strconv"
-	"strings"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // Payloads of the projected kinds: configMap, secret, downwardAPI and
@@ -116,9 +112,9 @@ func downwardAPIPayload(pod *v1.Pod, items []v1.DownwardAPIVolumeFile, defMode i
 		var err error
 		switch {
 		case it.FieldRef != nil:
-			val, err = podFieldValue(pod, it.FieldRef.FieldPath)
+			val, err = downward.FieldValue(pod, it.FieldRef.FieldPath, downward.FromStatus(pod))
 		case it.ResourceFieldRef != nil:
-			val, err = resourceFieldValue(pod, it.ResourceFieldRef)
+			val, err = downward.ResourceValue(pod, nil, it.ResourceFieldRef, nodeAllocatable())
 		default:
 			err = fmt.Errorf("item %q has neither fieldRef nor resourceFieldRef", it.Path)
 		}
@@ -184,121 +180,6 @@ func projectedPayload(pod *v1.Pod, src *v1.ProjectedVolumeSource, objs *Objects)
 	return out, nil
 }
 
-// podFieldValue renders a downward API fieldRef the way the kubelet does:
-// maps as sorted key="value" lines (values quoted Go-style).
-func podFieldValue(pod *v1.Pod, fieldPath string) (string, error) {
-	if path, sub, ok := splitSubscript(fieldPath); ok {
-		switch path {
-		case "metadata.labels":
-			return pod.Labels[sub], nil
-		case "metadata.annotations":
-			return pod.Annotations[sub], nil
-		}
-		return "", fmt.Errorf("unsupported subscripted fieldPath %q", fieldPath)
-	}
-	switch fieldPath {
-	case "metadata.name":
-		return pod.Name, nil
-	case "metadata.namespace":
-		return pod.Namespace, nil
-	case "metadata.uid":
-		return string(pod.UID), nil
-	case "metadata.labels":
-		return formatMap(pod.Labels), nil
-	case "metadata.annotations":
-		return formatMap(pod.Annotations), nil
-	case "spec.nodeName":
-		return pod.Spec.NodeName, nil
-	case "spec.serviceAccountName":
-		return pod.Spec.ServiceAccountName, nil
-	case "status.hostIP":
-		return pod.Status.HostIP, nil
-	case "status.podIP":
-		return pod.Status.PodIP, nil
-	}
-	return "", fmt.Errorf("unsupported fieldPath %q", fieldPath)
-}
-
-// splitSubscript splits metadata.labels['key'].
-func splitSubscript(fp string) (string, string, bool) {
-	i := strings.Index(fp, "['")
-	if i < 0 || !strings.HasSuffix(fp, "']") {
-		return "", "", false
-	}
-	return fp[:i], fp[i+2 : len(fp)-2], true
-}
-
-func formatMap(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s=%s\n", k, strconv.Quote(m[k]))
-	}
-	return b.String()
-}
-
 // nodeAllocatable stands in for the node's allocatable resources when a
-// container sets no limit (the kubelet does the same with its node status).
-var nodeAllocatable = func() v1.ResourceList {
-	rl := v1.ResourceList{v1.ResourceCPU: *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI)}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
-				if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
-					rl[v1.ResourceMemory] = *resource.NewQuantity(kb*1024, resource.BinarySI)
-				}
-			}
-		}
-	}
-	return rl
-}
-
-// resourceFieldValue renders limits.cpu, requests.memory etc. of a
-// container, divided by the divisor and rounded up, as the kubelet's
-// ExtractResourceValueByContainer does.
-func resourceFieldValue(pod *v1.Pod, ref *v1.ResourceFieldSelector) (string, error) {
-	var c *v1.Container
-	for _, list := range [][]v1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
-		for i := range list {
-			if list[i].Name == ref.ContainerName {
-				c = &list[i]
-			}
-		}
-	}
-	if c == nil {
-		return "", fmt.Errorf("container %q not found", ref.ContainerName)
-	}
-	kind, resName, ok := strings.Cut(ref.Resource, ".")
-	if !ok || (kind != "limits" && kind != "requests") {
-		return "", fmt.Errorf("unsupported resource %q", ref.Resource)
-	}
-	name := v1.ResourceName(resName)
-	var q resource.Quantity
-	var found bool
-	if kind == "limits" {
-		q, found = c.Resources.Limits[name]
-		if !found {
-			q, found = nodeAllocatable()[name]
-		}
-	} else {
-		q, found = c.Resources.Requests[name]
-		if !found {
-			q, found = c.Resources.Limits[name] // API defaulting: requests = limits
-		}
-	}
-	divisor := ref.Divisor
-	if divisor.IsZero() {
-		divisor = resource.MustParse("1")
-	}
-	if !found {
-		return "0", nil
-	}
-	if name == v1.ResourceCPU {
-		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10), nil
-	}
-	return strconv.FormatInt(int64(math.Ceil(float64(q.Value())/float64(divisor.Value()))), 10), nil
-}
+// container sets no limit; a variable so tests can fix it.
+var nodeAllocatable = downward.NodeAllocatable

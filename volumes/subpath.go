@@ -1,6 +1,8 @@
 package volumes
 
 import (
+	"peapod/downward"
+
 	"errors"
 	"fmt"
 	"os"
@@ -171,17 +173,13 @@ func containerEnv(pod *v1.Pod, c *v1.Container, objs *Objects) (map[string]strin
 		case e.ValueFrom == nil:
 			env[e.Name] = expandVars(e.Value, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 		case e.ValueFrom.FieldRef != nil:
-			v, err := podFieldValue(pod, e.ValueFrom.FieldRef.FieldPath)
+			v, err := downward.FieldValue(pod, e.ValueFrom.FieldRef.FieldPath, downward.FromStatus(pod))
 			if err != nil {
 				return nil, fmt.Errorf("env %s: %w", e.Name, err)
 			}
 			env[e.Name] = v
 		case e.ValueFrom.ResourceFieldRef != nil:
-			ref := *e.ValueFrom.ResourceFieldRef
-			if ref.ContainerName == "" {
-				ref.ContainerName = c.Name
-			}
-			v, err := resourceFieldValue(pod, &ref)
+			v, err := downward.ResourceValue(pod, c, e.ValueFrom.ResourceFieldRef, nodeAllocatable())
 			if err != nil {
 				return nil, fmt.Errorf("env %s: %w", e.Name, err)
 			}
