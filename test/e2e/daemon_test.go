@@ -88,9 +88,11 @@ type daemon struct {
 	subnet  string
 	cmd     *exec.Cmd
 	logPath string
-	conn    *grpc.ClientConn
-	rt      runtimeapi.RuntimeServiceClient
-	img     runtimeapi.ImageServiceClient
+	// logStart is where the running daemon's part of the log begins.
+	logStart int64
+	conn     *grpc.ClientConn
+	rt       runtimeapi.RuntimeServiceClient
+	img      runtimeapi.ImageServiceClient
 }
 
 func randHex(n int) string {
@@ -178,6 +180,9 @@ func (d *daemon) start() {
 	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if fi, err := logf.Stat(); err == nil {
+		d.logStart = fi.Size()
 	}
 	d.cmd = exec.Command(filepath.Join(binDir, "peapod"), "serve", "--config", d.cfgPath, "-v", "2")
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf

@@ -205,7 +205,8 @@ func waitLog(t *testing.T, path, want string) {
 }
 
 // httpAddr is the address the daemon's HTTP endpoint listens on (port 0 in
-// tests), read from its log.
+// tests), read from the running daemon's part of the log: the CRI socket
+// answers a moment before the HTTP endpoint listens.
 func (d *daemon) httpAddr() string {
 	d.t.Helper()
 	re := regexp.MustCompile(`"HTTP endpoint listening" address="([^"]+)"`)
@@ -213,6 +214,7 @@ func (d *daemon) httpAddr() string {
 	for {
 		f, err := os.Open(d.logPath)
 		if err == nil {
+			f.Seek(d.logStart, io.SeekStart) // this daemon's lines only
 			var last string
 			sc := bufio.NewScanner(f)
 			for sc.Scan() {
