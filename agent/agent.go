@@ -387,7 +387,8 @@ func (a *Agent) Pods() *v1.PodList {
 	errs := append([]ManifestError(nil), a.errors...)
 	a.mu.Unlock()
 
-	list := &v1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}}
+	// Items is never nil: an empty list is "items": [], as kubectl expects.
+	list := &v1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}, Items: []v1.Pod{}}
 	for _, w := range workers {
 		p := w.pod.DeepCopy()
 		p.TypeMeta = metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}
