@@ -44,7 +44,7 @@ daemon_pid=
 sock=
 bridge=pcf$(head -c3 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
-had_peapod_cgroup=$(ls -d /sys/fs/cgroup/*/peapod 2>/dev/null | head -1)
+had_peapod_cgroup=$(ls -d /sys/fs/cgroup/*/peapod 2>/dev/null | head -1 || true)
 
 cleanup() {
 	local rc=$?
