@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -46,7 +48,7 @@ func (r *Runtime) Check(ctx context.Context) error {
 }
 
 func (r *Runtime) probe(ctx context.Context) error {
-	sweepStaleChecks()
+	r.sweepStaleChecks(ctx)
 	tmp, err := os.MkdirTemp(r.stateDir, ".check-")
 	if err != nil {
 		return fmt.Errorf("oci runtime %s: check: %w", r.name, err)
@@ -149,25 +151,44 @@ func cgroupDirs(cgroupsPath string) []string {
 	return out
 }
 
-// sweepStaleChecks removes the cgroups of check containers whose peapod is
-// gone (killed mid-check): their name carries the pid that made them.
-func sweepStaleChecks() {
+// sweepStaleChecks removes check containers whose peapod is gone: killed
+// while its check ran, it left a created container (a `runc init` waiting
+// forever) and its cgroup. Their name carries the pid that made them.
+func (r *Runtime) sweepStaleChecks(ctx context.Context) {
 	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/peapod-check-*")
 	unified, _ := filepath.Glob("/sys/fs/cgroup/peapod-check-*")
+	seen := map[string]bool{}
 	for _, d := range append(dirs, unified...) {
+		id := filepath.Base(d)
 		var pid int
 		var stamp int64
-		if _, err := fmt.Sscanf(filepath.Base(d), "peapod-check-%d-%d", &pid, &stamp); err != nil || pid <= 0 {
-			continue
-		}
-		if pid == os.Getpid() {
+		if _, err := fmt.Sscanf(id, "peapod-check-%d-%d", &pid, &stamp); err != nil || pid <= 0 || pid == os.Getpid() {
 			continue
 		}
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
 			continue // its peapod still runs; it cleans up itself
 		}
-		if err := os.Remove(d); err == nil {
-			klog.V(2).InfoS("Removed a stale check cgroup", "path", d)
+		if !seen[id] {
+			seen[id] = true
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_, _ = r.run(dctx, id, "delete", nil, "delete", "--force", id)
+			cancel()
+			// Made by another runtime root (or no state at all): the
+			// processes in a check cgroup are only ever its init.
+			if data, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil {
+				for _, f := range strings.Fields(string(data)) {
+					if p, err := strconv.Atoi(f); err == nil && p > 0 {
+						_ = syscall.Kill(p, syscall.SIGKILL)
+					}
+				}
+			}
+		}
+		for i := 0; i < 20; i++ {
+			if err := os.Remove(d); err == nil || os.IsNotExist(err) {
+				klog.V(2).InfoS("Removed a stale check container", "cgroup", d)
+				break
+			}
+			time.Sleep(25 * time.Millisecond)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -468,5 +469,69 @@ func TestExecSyncCancelReaps(t *testing.T) {
 	}
 	if n := strings.Count(string(out), "(sleep)"); n != 1 {
 		t.Errorf("%d sleep processes in the container, want only its init:\n%s", n, out)
+	}
+}
+
+// TestCheckSweepsStaleChecks: a peapod killed while its start-up check ran
+// left a created check container (a `runc init` waiting forever) and its
+// cgroup; the next check removes both.
+func TestCheckSweepsStaleChecks(t *testing.T) {
+	e := newEnv(t)
+	dead := 0
+	for p := 4194000; p > 1000; p-- {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); os.IsNotExist(err) {
+			dead = p
+			break
+		}
+	}
+	id := fmt.Sprintf("peapod-check-%d-1", dead)
+	bundle := filepath.Join(e.dir, "stale")
+	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(checkSpec(id))
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	devnull, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	defer devnull.Close()
+	create := exec.Command(e.opts.Path, "--root", e.opts.Root, "create", "--bundle", bundle, id)
+	create.Stdin, create.Stdout, create.Stderr = devnull, devnull, devnull
+	if err := create.Run(); err != nil {
+		t.Fatalf("runc create of the stale check: %v", err)
+	}
+	initPid := 0
+	if data, err := os.ReadFile(fmt.Sprintf("/sys/fs/cgroup/pids/%s/cgroup.procs", id)); err == nil {
+		fmt.Sscanf(string(data), "%d", &initPid)
+	}
+	t.Cleanup(func() { // only if the sweep failed
+		exec.Command(e.opts.Path, "--root", e.opts.Root, "delete", "--force", id).Run()
+		for _, d := range cgroupDirs("/" + id) {
+			os.Remove(d)
+		}
+	})
+	if initPid == 0 {
+		t.Fatal("the stale check container has no process")
+	}
+	fresh, err := New(e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/*/" + id); len(left) > 0 {
+		t.Errorf("stale check cgroups left: %v", left)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", initPid))
+		if err != nil || !strings.Contains(string(data), "init") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stale runc init %d still running", initPid)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
