@@ -34,36 +34,19 @@ func (m *Manager) NewNetNS(name string) (string, error) {
 	}
 	f.Close()
 
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		restored := false
-		defer func() {
-			// A thread still in the new namespace stays locked: the
-			// runtime ends it when this goroutine returns.
-			if restored {
-				runtime.UnlockOSThread()
-			}
-		}()
-		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
+	err = onNetNSThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
-			return
+			return fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
 		}
+		return nil
+	}, func() error {
 		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		mountErr := unix.Mount(src, path, "none", unix.MS_BIND, "")
-		if mountErr != nil {
-			mountErr = fmt.Errorf("bind-mounting the netns on %s: %w", path, mountErr)
+		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind-mounting the netns on %s: %w", path, err)
 		}
-		restored = unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil
-		errc <- mountErr
-	}()
-	if err := <-errc; err != nil {
+		return nil
+	})
+	if err != nil {
 		_ = unix.Unlink(path)
 		return "", err
 	}
@@ -119,6 +102,20 @@ func InNetNS(path string, fn func() error) error {
 		return fmt.Errorf("entering netns: %w", err)
 	}
 	defer target.Close()
+	return onNetNSThread(func() error {
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("setns %s: %w", path, err)
+		}
+		return nil
+	}, fn)
+}
+
+// onNetNSThread runs fn on a locked OS thread that enter has moved into
+// another network namespace, then moves the thread back. A thread that
+// cannot move back stays locked, so the Go runtime ends it when the
+// goroutine returns and no other goroutine ever runs in the wrong
+// namespace. enter failing leaves the thread where it was.
+func onNetNSThread(enter, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -134,9 +131,9 @@ func InNetNS(path string, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		if err := enter(); err != nil {
 			restored = true // never left
-			errc <- fmt.Errorf("setns %s: %w", path, err)
+			errc <- err
 			return
 		}
 		ferr := fn()
