@@ -1,7 +1,7 @@
 package agent
 
 import (
-	"errors"
+	"peapod/metrics/shared"
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
@@ -25,25 +25,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"namespace", "pod", "container"}),
 	}
 	if reg != nil {
-		m.podStart = register(reg, m.podStart)
-		m.restarts = register(reg, m.restarts)
+		m.podStart = shared.MustRegister(reg, m.podStart)
+		m.restarts = shared.MustRegister(reg, m.restarts)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// the same name (a second Agent on the same registry, in tests).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 // forgetPod drops the restart series of a removed pod.

@@ -1,8 +1,8 @@
 package image
 
 import (
-	"errors"
 	"fmt"
+	"peapod/metrics/shared"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -34,30 +34,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var err error
-	m.bytes, err = register(reg, m.bytes)
+	m.bytes, err = shared.Register(reg, m.bytes)
 	if err == nil {
-		m.duration, err = register(reg, m.duration)
-	}
-	if err == nil {
-		m.failures, err = register(reg, m.failures)
+		m.duration, err = shared.Register(reg, m.duration)
 	}
 	if err == nil {
-		m.inFlight, err = register(reg, m.inFlight)
+		m.failures, err = shared.Register(reg, m.failures)
 	}
-	return m, err
-}
-
-// register registers c, or reuses the collector already registered under
-// the same name (a second Service on one registry, as in tests).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(C); ok {
-				return old, nil
-			}
-		}
-		return c, fmt.Errorf("image metrics: %w", err)
+	if err == nil {
+		m.inFlight, err = shared.Register(reg, m.inFlight)
 	}
-	return c, nil
+	if err != nil {
+		return m, fmt.Errorf("image metrics: %w", err)
+	}
+	return m, nil
 }

@@ -1,7 +1,7 @@
 package probes
 
 import (
-	"errors"
+	"peapod/metrics/shared"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -38,25 +38,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"probe_type"}),
 	}
 	if reg != nil {
-		m.total = register(reg, m.total)
-		m.duration = register(reg, m.duration)
+		m.total = shared.MustRegister(reg, m.total)
+		m.duration = shared.MustRegister(reg, m.duration)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// the same description (several Managers on one registry share them).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err) // a programming error: conflicting metric definitions
-	}
-	return c
 }
 
 // workerMetrics holds a worker's series, looked up once so a probe costs no
