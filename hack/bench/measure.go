@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -24,6 +22,7 @@ type result struct {
 	name    string
 	crictl  []float64 // `crictl version`: the fixed cost of one crictl call
 	phases  map[string][]float64
+	grpc    map[string][]float64 // gRPC lifecycles, by grpcOrder
 	pull    []float64
 	execs   []float64
 	par     float64 // 10 pods in parallel: wall time to all running
@@ -32,6 +31,7 @@ type result struct {
 		wall, remove     float64
 		starts           []float64
 		daemonIdle       mem
+		daemonIdleSplit  rssSplit
 		daemonLoaded     mem
 		helpers, pauses  mem
 		nHelpers, nPause int
@@ -49,6 +49,9 @@ func measure(ctx context.Context, o options, rt *runtime) (*result, error) {
 	c := rt.crictl
 	time.Sleep(2 * time.Second)
 	r.density.daemonIdle = memOf(rt.cmd.Process.Pid)
+	r.density.daemonIdleSplit = rssSplitOf(rt.cmd.Process.Pid)
+	logf("%s: idle Rss %s (RssAnon %s, RssFile %s)", rt.name, mib(r.density.daemonIdle.rss),
+		mib(r.density.daemonIdleSplit.anon), mib(r.density.daemonIdleSplit.file))
 
 	for i := 0; i < 10; i++ {
 		_, d, err := c.timed(ctx, "version")
@@ -97,6 +100,13 @@ func measure(ctx context.Context, o options, rt *runtime) (*result, error) {
 		r.phases["total"] = append(r.phases["total"], total)
 	}
 	logf("%s: %d sequential lifecycles done", rt.name, o.n)
+
+	// The same starts over the CRI socket: no crictl process in the
+	// figures.
+	if err := grpcLifecycles(ctx, o, rt, r); err != nil {
+		return nil, err
+	}
+	logf("%s: %d gRPC lifecycles done, Run+Create+Start p50 %s", rt.name, o.n, ms(quantile(r.grpc["total"], 0.5)))
 
 	// Parallel.
 	start := time.Now()
@@ -280,12 +290,11 @@ func startPods(ctx context.Context, o options, c *crictl, prefix string, n, conc
 }
 
 func execSync(ctx context.Context, rt *runtime, n int, r *result) error {
-	conn, err := grpc.NewClient(rt.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, cl, err := dialCRI(rt)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	cl := runtimeapi.NewRuntimeServiceClient(conn)
 	list, err := cl.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}}})
 	if err != nil || len(list.Containers) == 0 {
 		return fmt.Errorf("no running container for ExecSync: %v", err)
@@ -308,12 +317,11 @@ func execSync(ctx context.Context, rt *runtime, n int, r *result) error {
 }
 
 func listStats(ctx context.Context, rt *runtime, r *result) error {
-	conn, err := grpc.NewClient(rt.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, cl, err := dialCRI(rt)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	cl := runtimeapi.NewRuntimeServiceClient(conn)
 	time.Sleep(1100 * time.Millisecond)
 	start := time.Now()
 	cs, err := cl.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})

@@ -110,6 +110,34 @@ func memOf(pid int) mem {
 	return m
 }
 
+// rssSplit is a process's resident memory by kind, from /proc/<pid>/status:
+// anon is its private memory (heap, stacks), file the mapped pages of its
+// binary and libraries — inflated by the kernel's fault-around, which maps
+// pages near a faulted one that were never touched.
+type rssSplit struct{ anon, file uint64 }
+
+func rssSplitOf(pid int) rssSplit {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return rssSplit{}
+	}
+	var s rssSplit
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseUint(f[1], 10, 64)
+		switch f[0] {
+		case "RssAnon:":
+			s.anon = v << 10
+		case "RssFile:":
+			s.file = v << 10
+		}
+	}
+	return s
+}
+
 // podProcs sums the helpers' memory and, separately, that of the pause
 // processes below them (anything below a helper that is not the workload,
 // named sleep).
