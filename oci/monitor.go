@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"peapod/internal/pidfd"
 )
 
 // monitor watches one container's conmon through a pidfd. conmon writes the
@@ -114,30 +116,7 @@ func (r *Runtime) wait(id string, m *monitor) {
 	r.exits.push(id)
 }
 
-func waitPidfd(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	ready := func(fd uintptr) bool {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, 0)
-		return n > 0 || (err != nil && err != unix.EINTR)
-	}
-	if errors.Is(f.SetReadDeadline(time.Time{}), os.ErrNoDeadline) {
-		// Not in the netpoller (should not happen for a non-blocking
-		// pidfd): block one thread in poll instead.
-		return rc.Control(func(fd uintptr) {
-			for {
-				fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-				if _, err := unix.Poll(fds, -1); err != unix.EINTR {
-					return
-				}
-			}
-		})
-	}
-	return rc.Read(ready)
-}
+func waitPidfd(f *os.File) error { return pidfd.Wait(f) }
 
 // waitDone waits for the monitor to finish, up to d.
 func (m *monitor) waitDone(d time.Duration) bool {

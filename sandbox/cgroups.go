@@ -2,8 +2,11 @@ package sandbox
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"k8s.io/klog/v2"
 )
@@ -31,4 +34,96 @@ func removeCgroup(path string) {
 			klog.V(2).InfoS("Cgroup not removed", "path", d, "err", err)
 		}
 	}
+}
+
+// joinCgroup puts pid into path in every hierarchy, creating it as runc
+// would for a container, and sets its cpu weight (v1 shares; 0 = leave).
+// It is how the pause, which no runtime starts, gets its cgroup.
+func joinCgroup(path string, pid int, shares uint64) error {
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
+		dir := filepath.Join(cgroupRoot, path)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if shares > 0 {
+			// runc's conversion of shares to cgroup v2 cpu.weight.
+			w := 1 + ((shares-2)*9999)/262142
+			if err := writeCgroupFile(filepath.Join(dir, "cpu.weight"), strconv.FormatUint(w, 10)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		return writeCgroupFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid))
+	}
+	hierarchies, err := os.ReadDir(cgroupRoot)
+	if err != nil {
+		return err
+	}
+	for _, h := range hierarchies {
+		if !h.IsDir() {
+			continue // cpu -> cpu,cpuacct style links name a hierarchy twice
+		}
+		root := filepath.Join(cgroupRoot, h.Name())
+		if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+			continue
+		}
+		dir := root
+		for _, part := range strings.Split(strings.Trim(path, "/"), "/") {
+			parent := dir
+			dir = filepath.Join(dir, part)
+			if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+				return err
+			}
+			if err := inheritCpuset(parent, dir); err != nil {
+				return err
+			}
+		}
+		if shares > 0 {
+			if err := writeCgroupFile(filepath.Join(dir, "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		if err := writeCgroupFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// inheritCpuset copies cpuset.cpus and cpuset.mems into a new v1 cpuset
+// cgroup: they start empty, and no task may join an empty cpuset.
+func inheritCpuset(parent, dir string) error {
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		cur, err := os.ReadFile(filepath.Join(dir, f))
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // not the cpuset hierarchy
+		}
+		if err != nil {
+			return err
+		}
+		if len(strings.TrimSpace(string(cur))) > 0 {
+			continue
+		}
+		val, err := os.ReadFile(filepath.Join(parent, f))
+		if err != nil {
+			return err
+		}
+		if err := writeCgroupFile(filepath.Join(dir, f), string(val)); err != nil {
+			return fmt.Errorf("%s: %w", filepath.Join(dir, f), err)
+		}
+	}
+	return nil
+}
+
+// writeCgroupFile writes an existing control file; cgroupfs refuses to
+// create files (EACCES), so a missing one must stay ErrNotExist.
+func writeCgroupFile(path, val string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(val)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -73,8 +73,8 @@ type Options struct {
 	DefaultRuntime string
 	Network        Network
 	Images         Images
-	// PausePath is the pause binary, bind-mounted read-only into each
-	// sandbox's minimal rootfs; PauseArgs is its argv after the path.
+	// PausePath is the pause binary peapod starts in each sandbox's
+	// namespaces (sandbox/infra); PauseArgs is its argv after the path.
 	PausePath string
 	PauseArgs []string
 	// DefaultCgroupParent is used when a pod names none.
@@ -122,6 +122,9 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 		stats:      newStatsCache(),
 	}
 	m.minOOMScoreAdj = ownOOMScoreAdj()
+	if err := m.makePauseRoot(); err != nil {
+		return nil, fmt.Errorf("pause root: %w", err)
+	}
 	if err := m.restore(ctx); err != nil {
 		return nil, err
 	}

@@ -17,8 +17,10 @@ import (
 //     the runtime's state plus conmon's exit file say which.
 //   - a container that exited while peapod was down has its exit code in
 //     conmon's exit file; it is recorded now.
-//   - a sandbox whose pause still runs stays READY, so a kubelet does not
-//     recreate the pod; one whose pause is gone is NOTREADY.
+//   - the pause is not our child any more (it re-parented to init); a
+//     sandbox whose pause still runs (same pid, same start time) stays
+//     READY, so a kubelet does not recreate the pod; one whose pause is gone
+//     is NOTREADY.
 //   - a record whose runtime state is unreadable is kept (UNKNOWN for
 //     containers) so that stop and remove can still clean it up.
 func (m *Manager) restore(ctx context.Context) error {
@@ -60,18 +62,7 @@ func (m *Manager) restore(ctx context.Context) error {
 
 func (m *Manager) restoreSandbox(ctx context.Context, sb *Sandbox) {
 	rec := sb.Record()
-	rt, err := m.runtime(rec.RuntimeHandler)
-	if err != nil {
-		klog.ErrorS(err, "Sandbox runtime handler gone", "id", rec.ID)
-		return
-	}
-	ready := false
-	if st, err := rt.State(ctx, rec.ID); err == nil && st.Status == "running" {
-		ready = rec.State == runtimeapi.PodSandboxState_SANDBOX_READY
-		if err := rt.Watch(rec.ID); err != nil {
-			klog.ErrorS(err, "Cannot watch pause", "id", rec.ID)
-		}
-	}
+	ready := m.adoptPause(ctx, sb) && rec.State == runtimeapi.PodSandboxState_SANDBOX_READY
 	if rec.NetNS != "" && !rec.NetworkDown {
 		if _, err := os.Stat(rec.NetNS); err != nil {
 			ready = false

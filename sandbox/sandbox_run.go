@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
-	"peapod/oci"
+	"peapod/sandbox/infra"
 	"peapod/sandbox/network"
 	"peapod/sandbox/spec"
 	"peapod/store"
@@ -148,7 +149,7 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		m.removePodCgroup(sb)
 		return nil
 	})
-	pid, err := m.startPause(ctx, rt, sb, &undo)
+	pause, err := m.startPause(sb, &undo)
 	if err != nil {
 		return "", err
 	}
@@ -157,69 +158,75 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		return "", fmt.Errorf("sandbox %s: %w", id, err)
 	}
 	if err := sb.update(m.o.Store, func(r *SandboxRecord) error {
-		r.PausePid = pid
+		r.PausePid = pause.Pid
+		r.PauseStartTime = pause.StartTime
 		r.State = runtimeapi.PodSandboxState_SANDBOX_READY
 		return nil
 	}); err != nil {
 		return "", err
 	}
+	m.watchPause(sb, pause)
 	klog.InfoS("Pod sandbox ready", "id", id, "pod", klog.KRef(md.GetNamespace(), md.GetName()), "ips", ips, "handler", handler, "steps", undo.timings())
 	return id, nil
 }
 
-// startPause lays out the pause container's bundle and starts it.
-func (m *Manager) startPause(ctx context.Context, rt OCIRuntime, sb *Sandbox, undo *undoStack) (int, error) {
+// startPause starts the pod's infra process in the pod's namespaces and
+// cgroup (sandbox/infra). The OCI spec a runtime would have run it with is
+// still built: it validates the pod's user, sysctls and security options
+// with the same rules as a container's, and says how the pause runs.
+func (m *Manager) startPause(sb *Sandbox, undo *undoStack) (*infra.Process, error) {
 	id := sb.rec.ID
-	dir := m.sandboxStateDir(id)
-	bundle := filepath.Join(dir, "pause")
-	rootfs := filepath.Join(bundle, "rootfs")
-	for _, d := range []string{"proc", "dev", "sys", "etc"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
-			return 0, err
-		}
-	}
-	if err := os.WriteFile(filepath.Join(rootfs, "pause"), nil, 0o755); err != nil {
-		return 0, err
-	}
 	cfg := sb.config
 	nss, err := spec.SandboxNamespaces(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(), sb.rec.NetNS)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	in := spec.SandboxInput{
 		ID:             id,
 		Config:         cfg,
-		RootfsPath:     rootfs,
-		PauseArgs:      append([]string{"/pause"}, m.o.PauseArgs...),
+		RootfsPath:     m.pauseRoot(),
+		PauseArgs:      append([]string{m.o.PausePath}, m.o.PauseArgs...),
 		Namespaces:     nss,
 		CgroupsPath:    filepath.Join(sb.rec.CgroupParent, id),
-		HostnamePath:   filepath.Join(dir, "hostname"),
 		MinOOMScoreAdj: m.minOOMScoreAdj,
 	}
 	sp, err := spec.Sandbox(in)
 	if err != nil {
-		return 0, fmt.Errorf("sandbox %s: pause spec: %w", id, err)
+		return nil, fmt.Errorf("sandbox %s: pause spec: %w", id, err)
 	}
-	sp.Process.Args = in.PauseArgs
-	sp.Mounts = append(sp.Mounts, specs.Mount{
-		Destination: "/pause", Type: "bind", Source: m.o.PausePath,
-		Options: []string{"rbind", "ro", "nosuid", "nodev"},
+	u := sp.Process.User
+	p, err := infra.Start(infra.Options{
+		Path:     m.o.PausePath,
+		Args:     m.o.PauseArgs,
+		Root:     m.pauseRoot(),
+		NetNS:    sb.rec.NetNS,
+		NewUTS:   !nss.HostUTS,
+		Hostname: sp.Hostname,
+		NewIPC:   !nss.HostIPC,
+		NewPID:   !nss.HostPID,
+		Sysctls:  sp.Linux.Sysctl,
+		UID:      u.UID,
+		GID:      u.GID,
+		Groups:   u.AdditionalGids,
 	})
-	if err := writeSpec(bundle, sp); err != nil {
-		return 0, fmt.Errorf("sandbox %s: %w", id, err)
-	}
-	rctx, cancel := runtimeCtx(ctx)
-	defer cancel()
-	pid, err := rt.Create(rctx, oci.CreateOptions{ID: id, Bundle: bundle, LogPath: filepath.Join(dir, "pause.log")})
 	if err != nil {
-		return 0, fmt.Errorf("sandbox %s: create pause: %w", id, err)
+		return nil, fmt.Errorf("sandbox %s: start pause: %w", id, err)
 	}
-	undo.push("delete pause", func(ctx context.Context) error { return rt.Delete(ctx, id) })
-	if err := rt.Start(rctx, id); err != nil {
-		return 0, fmt.Errorf("sandbox %s: start pause: %w", id, err)
+	undo.push("start pause", func(context.Context) error { return p.Stop(0) })
+	var shares uint64
+	if c := sp.Linux.Resources.CPU; c != nil && c.Shares != nil {
+		shares = *c.Shares
 	}
-	undo.push("stop pause", func(ctx context.Context) error { return rt.Stop(ctx, id, 0, unix.SIGKILL) })
-	return pid, nil
+	if err := joinCgroup(sp.Linux.CgroupsPath, p.Pid, shares); err != nil {
+		return nil, fmt.Errorf("sandbox %s: pause cgroup: %w", id, err)
+	}
+	if adj := sp.Process.OOMScoreAdj; adj != nil && *adj != m.minOOMScoreAdj {
+		// The pause inherited peapod's own score; raising it needs no privilege.
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.Pid), []byte(strconv.Itoa(*adj)), 0); err != nil {
+			return nil, fmt.Errorf("sandbox %s: pause oom_score_adj: %w", id, err)
+		}
+	}
+	return p, nil
 }
 
 func (m *Manager) networkPod(sb *Sandbox) network.Pod {

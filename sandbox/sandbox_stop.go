@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -30,6 +29,9 @@ func (m *Manager) StopSandbox(ctx context.Context, id string) error {
 	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
+	if sb.isRemoved() { // by a call that held op before us
+		return nil
+	}
 	return m.stopSandboxLocked(ctx, sb)
 }
 
@@ -40,11 +42,7 @@ func (m *Manager) stopSandboxLocked(ctx context.Context, sb *Sandbox) error {
 			return fmt.Errorf("stop sandbox %s: %w", id, err)
 		}
 	}
-	rt, err := m.runtime(sb.rec.RuntimeHandler)
-	if err != nil {
-		return err
-	}
-	if err := rt.Stop(ctx, id, 10*time.Second, unix.SIGTERM); err != nil && !isGone(err) {
+	if err := m.stopPause(ctx, sb); err != nil {
 		return fmt.Errorf("stop sandbox %s: pause: %w", id, err)
 	}
 	if err := sb.update(m.o.Store, func(r *SandboxRecord) error {
@@ -89,6 +87,9 @@ func (m *Manager) RemoveSandbox(ctx context.Context, id string) error {
 	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
+	if sb.isRemoved() { // by a call that held op before us
+		return nil
+	}
 	id = sb.rec.ID
 	if err := m.stopSandboxLocked(ctx, sb); err != nil {
 		return err
@@ -98,19 +99,17 @@ func (m *Manager) RemoveSandbox(ctx context.Context, id string) error {
 			return fmt.Errorf("remove sandbox %s: %w", id, err)
 		}
 	}
-	rt, err := m.runtime(sb.rec.RuntimeHandler)
-	if err != nil {
-		return err
-	}
-	if err := rt.Delete(ctx, id); err != nil && !isGone(err) {
-		return fmt.Errorf("remove sandbox %s: delete pause: %w", id, err)
-	}
 	m.removePodCgroup(sb)
 	dir := m.sandboxStateDir(id)
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", id, err)
 	}
-	if err := m.o.Store.Delete(store.BucketSandboxes, id); err != nil {
+	// Under sb.mu, so a late exit notification cannot write it back.
+	sb.mu.Lock()
+	err = m.o.Store.Delete(store.BucketSandboxes, id)
+	sb.removed = err == nil
+	sb.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", id, err)
 	}
 	m.mu.Lock()

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"peapod/sandbox/infra"
 	"peapod/store"
 )
 
@@ -46,6 +47,11 @@ type SandboxRecord struct {
 	IPs            []string                   `json:"ips,omitempty"`
 	CgroupParent   string                     `json:"cgroupParent"`
 	PausePid       int                        `json:"pausePid,omitempty"`
+	// PauseStartTime (/proc/<pid>/stat field 22) marks a pause peapod
+	// started itself (sandbox/infra) and tells it from a recycled pid.
+	// Zero with a PausePid: a pause an older peapod ran under the OCI
+	// runtime, with the sandbox id as its container id.
+	PauseStartTime uint64 `json:"pauseStartTime,omitempty"`
 	// NetworkDown marks a finished CNI DEL, as CRI-O's network-stopped file
 	// does, so a repeated stop does not call DEL for an IP given out again.
 	NetworkDown bool `json:"networkDown,omitempty"`
@@ -90,6 +96,11 @@ type Sandbox struct {
 	mu     sync.RWMutex
 	rec    SandboxRecord
 	config *runtimeapi.PodSandboxConfig
+	// pause is the running infra process (nil: not started, or a legacy
+	// runtime-run pause); removed: the record is deleted, later updates
+	// (a late exit notification) must not write it back.
+	pause   *infra.Process
+	removed bool
 
 	// startObserved: the pod's start duration was recorded (pod_start.go).
 	startObserved atomic.Bool
@@ -138,6 +149,9 @@ func (c *Container) ID() string { return c.rec.ID }
 func (s *Sandbox) update(st *store.Store, fn func(*SandboxRecord) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.removed {
+		return fmt.Errorf("%w: pod sandbox %s was removed", ErrNotFound, s.rec.ID)
+	}
 	next := s.rec
 	if err := fn(&next); err != nil {
 		return err

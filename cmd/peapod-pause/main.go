@@ -10,4 +10,4 @@ import (
 	"peapod/sandbox/pause"
 )
 
-func main() { os.Exit(pause.Run()) }
+func main() { os.Exit(pause.Run(os.Args[1:])) }

@@ -44,7 +44,7 @@ func main() {
 	case "version", "--version":
 		err = runVersion(args)
 	case "pause":
-		os.Exit(pause.Run())
+		os.Exit(pause.Run(args))
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:

@@ -10,8 +10,22 @@ import (
 	"syscall"
 )
 
-// Run blocks until SIGTERM or SIGINT and returns the exit code.
-func Run() int {
+// Run blocks until SIGTERM or SIGINT and returns the exit code. Without
+// arguments it runs as it was started (inside an OCI runtime's container,
+// e.g. as containerd's sandbox image); with -root DIR -user UID:GID
+// [-groups G,...] it first confines itself (confine.go), as peapod starts it.
+func Run(args []string) int {
+	c, err := parseArgs(args)
+	if err != nil {
+		os.Stderr.WriteString("pause: " + err.Error() + "\n")
+		return 2
+	}
+	if c != nil {
+		if err := c.apply(); err != nil {
+			os.Stderr.WriteString("pause: " + err.Error() + "\n")
+			return 1
+		}
+	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
 	for sig := range sigs {
