@@ -18,6 +18,9 @@ import (
 // infra container (before clamping to MinOOMScoreAdj).
 const SandboxOOMScoreAdj = -998
 
+// PauseUser is the uid and gid of a pause whose pod names no user.
+const PauseUser = 65535
+
 // SandboxCPUShares is the pause container's cpu.shares (containerd's).
 const SandboxCPUShares = 2
 
@@ -159,12 +162,15 @@ func SandboxWithWarnings(in SandboxInput) (*specs.Spec, Warnings, error) {
 	sc := cfg.GetLinux().GetSecurityContext()
 	const scf = "linux.security_context."
 
-	var uid, gid uint32
+	// The pause runs as the pod asks, else as the pause image's USER
+	// (65535:65535 since pause 3.x), which is what containerd runs it as.
+	uid, gid := uint32(PauseUser), uint32(PauseUser)
 	if u := sc.GetRunAsUser(); u != nil {
 		if u.GetValue() < 0 || u.GetValue() > math.MaxUint32 {
 			return nil, nil, fieldErr(scf+"run_as_user", "uid %d out of range", u.GetValue())
 		}
-		uid = uint32(u.GetValue())
+		// A uid alone runs with gid 0, as the pause image has no /etc/passwd.
+		uid, gid = uint32(u.GetValue()), 0
 	}
 	if g := sc.GetRunAsGroup(); g != nil {
 		if g.GetValue() < 0 || g.GetValue() > math.MaxUint32 {

@@ -183,6 +183,27 @@ func TestSandboxVariants(t *testing.T) {
 			t.Errorf("user %+v", u)
 		}
 	})
+	t.Run("default and uid-only users", func(t *testing.T) {
+		for _, tc := range []struct {
+			sc       *runtimeapi.LinuxSandboxSecurityContext
+			uid, gid uint32
+		}{
+			{nil, PauseUser, PauseUser},
+			{&runtimeapi.LinuxSandboxSecurityContext{RunAsUser: i64v(1000)}, 1000, 0},
+			{&runtimeapi.LinuxSandboxSecurityContext{RunAsUser: i64v(0)}, 0, 0},
+			{&runtimeapi.LinuxSandboxSecurityContext{RunAsGroup: i64v(7)}, PauseUser, 7},
+		} {
+			s, _, err := SandboxWithWarnings(testSandboxInput(t, func(in *SandboxInput) {
+				in.Config.Linux.SecurityContext = tc.sc
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u := s.Process.User; u.UID != tc.uid || u.GID != tc.gid {
+				t.Errorf("%v: user %+v, want %d:%d", tc.sc, u, tc.uid, tc.gid)
+			}
+		}
+	})
 	t.Run("seccomp runtime default", func(t *testing.T) {
 		s, _, err := SandboxWithWarnings(testSandboxInput(t, func(in *SandboxInput) {
 			in.Config.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{

@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +90,7 @@ func TestPodLifecycle(t *testing.T) {
 		t.Fatalf("sandbox status = %v", st.Status)
 	}
 	podIP := st.Status.Network.Ip
+	checkPause(t, d, podID)
 	if !strings.HasPrefix(podIP, strings.TrimSuffix(d.subnet, "0/24")) {
 		t.Fatalf("pod IP %s not in %s", podIP, d.subnet)
 	}
@@ -256,5 +260,40 @@ func TestInvalidInput(t *testing.T) {
 				t.Fatalf("err = %v, want %s naming %q", err, tt.code, tt.want)
 			}
 		})
+	}
+}
+
+// checkPause looks at the pod's infra process, which peapod starts itself:
+// the pause image's user, no capabilities, no_new_privs, in its own cgroup
+// under the pod's.
+func checkPause(t *testing.T, d *daemon, podID string) {
+	t.Helper()
+	vs, err := d.rt.PodSandboxStatus(d.ctx(), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		Pid int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(vs.Info["info"]), &info); err != nil || info.Pid <= 0 {
+		t.Fatalf("verbose info %q: pid %d, %v", vs.Info["info"], info.Pid, err)
+	}
+	var status []byte
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if status, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", info.Pid)); err != nil || bytes.Contains(status, []byte("NoNewPrivs:\t1")) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("pause %d: %v", info.Pid, err)
+	}
+	for _, want := range []string{"Uid:\t65535\t65535\t65535\t65535", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1"} {
+		if !bytes.Contains(status, []byte(want)) {
+			t.Errorf("pause status lacks %q:\n%s", want, status)
+		}
+	}
+	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", info.Pid))
+	if !regexp.MustCompile(`:memory:/\S+/` + podID + `\n`).Match(cg) {
+		t.Errorf("pause not in its pod's cgroup:\n%s", cg)
 	}
 }
