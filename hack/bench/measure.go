@@ -144,7 +144,7 @@ func measure(ctx context.Context, o options, rt *runtime) (*result, error) {
 	rt.noteHelpers()
 	helpers := rt.helpers()
 	r.density.nHelpers = len(helpers)
-	r.density.helpers, r.density.pauses, r.density.nPause = podProcs(helpers)
+	r.density.helpers, r.density.pauses, r.density.nPause = podProcs(rt.cmd.Process.Pid, helpers)
 	r.density.daemonLoaded = memOf(rt.cmd.Process.Pid)
 	// The CRI stats calls over gRPC (crictl stats itself waits a second
 	// between two samples), each after the cache of peapod expired.

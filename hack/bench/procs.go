@@ -139,10 +139,17 @@ func rssSplitOf(pid int) rssSplit {
 }
 
 // podProcs sums the helpers' memory and, separately, that of the pause
-// processes below them (anything below a helper that is not the workload,
-// named sleep).
-func podProcs(helpers []int) (helperMem, pauseMem mem, nPause int) {
+// processes: those below a helper (anything there that is not the
+// workload, named sleep: containerd's pause under its shim) and those the
+// daemon started itself (peapod's pause, a direct child of peapod).
+func podProcs(daemon int, helpers []int) (helperMem, pauseMem mem, nPause int) {
 	kids := children()
+	for _, c := range kids[daemon] {
+		if comm(c) == "peapod-pause" {
+			pauseMem = pauseMem.add(memOf(c))
+			nPause++
+		}
+	}
 	var walk func(pid int)
 	walk = func(pid int) {
 		for _, c := range kids[pid] {

@@ -91,6 +91,7 @@ func render(o options, rs []*result, loadBefore, loadAfter string) string {
 		}
 		return float64(r.density.helpers.rss) / float64(r.density.nHelpers)
 	}, func(v float64) string { return mib(uint64(v)) })
+	add("pause processes: count", func(r *result) float64 { return float64(r.density.nPause) }, func(v float64) string { return fmt.Sprintf("%.0f", v) })
 	add("pause processes: PSS sum", func(r *result) float64 { return float64(r.density.pauses.pss) }, func(v float64) string { return mib(uint64(v)) })
 	add("per-pod overhead (helpers+pause PSS + daemon growth)/pods", perPod, func(v float64) string { return mib(uint64(v)) })
 	add("ListContainerStats (gRPC, cold cache), density pods", func(r *result) float64 { return r.density.statsCrictl }, ms)
