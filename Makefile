@@ -18,10 +18,16 @@ deps:
 test-deps:
 	@bash hack/install-deps.sh test
 
+# grpcnotrace: gRPC's golang.org/x/net/trace (off unless grpc.EnableTracing,
+# which peapod never sets) pulls in html/template, whose reflective method
+# calls keep every exported method of every type in the binary: -5 MB of
+# binary, -3 MB of idle RSS.
+BUILDTAGS := grpcnotrace
+
 # Static binaries: the pause helper is bind-mounted into every sandbox's
 # minimal rootfs, and peapod itself can stand in for it.
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/peapod ./cmd/peapod
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(BUILDTAGS) -ldflags "-s -w" -o bin/peapod ./cmd/peapod
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/peapod-pause ./cmd/peapod-pause
 
 # README command 1: install, build, import a locally built busybox image,

@@ -93,6 +93,9 @@ type Runtime struct {
 
 // Agent configures the kubelet-like half.
 type Agent struct {
+	// Enabled runs the agent; false leaves a CRI runtime only, for nodes
+	// where a kubelet drives peapod (no static pods, no agent memory).
+	Enabled      bool   `toml:"enabled"`
 	ManifestsDir string `toml:"manifests_dir"`
 	// PodLogsDir holds the agent's pod logs:
 	// <dir>/<ns>_<name>_<uid>/<container>/<restart>.log, as the kubelet's.
@@ -147,6 +150,7 @@ func Default() *Config {
 			"crun": {Path: "/usr/bin/crun"},
 		},
 		Agent: Agent{
+			Enabled:         true,
 			ManifestsDir:    "/etc/peapod/manifests",
 			PodLogsDir:      "/var/log/pods",
 			VolumePluginDir: "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
@@ -274,7 +278,8 @@ const header = `# peapod configuration. Every key below is the embedded default;
 # [registry.mirrors."HOST"]  endpoints tried instead of HOST, never falling
 #           back to it; loopback registries are plain http without config
 # [runtimes.NAME]  OCI runtime handlers (RuntimeHandler in RunPodSandbox)
-# [agent]   the static pod manifests dir, pod logs dir, FlexVolume driver dir
-#           and node name (default: the hostname)
+# [agent]   enabled = false runs a CRI runtime only (a kubelet drives it);
+#           the static pod manifests dir, pod logs dir, FlexVolume driver
+#           dir and node name (default: the hostname)
 
 `

@@ -28,6 +28,12 @@ func TestParse(t *testing.T) {
 				t.Fatalf("got %+v", c)
 			}
 		}},
+		{name: "agent on by default, off on request", toml: "[agent]\nenabled = false\n", check: func(t *testing.T, c *Config) {
+			if c.Agent.Enabled || Default().Agent.Enabled != true || c.Agent.ManifestsDir != "/etc/peapod/manifests" {
+				t.Fatalf("agent = %+v", c.Agent)
+			}
+		}},
+		{name: "agent enabled not a bool", toml: "[agent]\nenabled = \"no\"\n", wantErr: "enabled"},
 		{name: "unknown top key", toml: "rooot = \"/x\"\n", wantErr: "unknown key rooot"},
 		{name: "unknown nested key", toml: "[cri]\nsockett = \"/x\"\n", wantErr: "unknown key cri.sockett"},
 		{name: "bad type", toml: "[cri]\nsocket = 5\n", wantErr: "socket"},

@@ -214,9 +214,16 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	registerNodeMetrics(cfg, reg, mgr, httpSrv.Mux)
 	// Every handler is on the mux before the endpoint listens, so no
 	// client ever sees a 404 for /pods during start-up.
-	if err := startAgent(ctx, cfg, reg, httpSrv.Mux); err != nil {
-		g.Stop()
-		return err
+	if cfg.Agent.Enabled {
+		if err := startAgent(ctx, cfg, reg, httpSrv.Mux); err != nil {
+			g.Stop()
+			return err
+		}
+	} else {
+		httpSrv.Mux.HandleFunc("GET /pods", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "the agent is disabled (agent.enabled = false): peapod runs as a CRI runtime only", http.StatusNotFound)
+		})
+		klog.InfoS("Agent disabled: CRI runtime only")
 	}
 	if err := httpSrv.Start(cfg.HTTP.Address); err != nil {
 		g.Stop()

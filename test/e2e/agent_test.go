@@ -13,6 +13,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // writeManifest drops a static pod file into the daemon's manifests dir.
@@ -399,4 +400,46 @@ spec:
 	waitFile("poststart", "poststart\n")
 	os.Remove(filepath.Join(d.dir, "manifests", "hooks.yaml"))
 	waitFile("prestop", "prestop\n")
+}
+
+// TestAgentDisabled: with agent.enabled = false peapod is a CRI runtime
+// only: a manifest in the dir is not run, /pods and `peapod pods` say why.
+func TestAgentDisabled(t *testing.T) {
+	t.Parallel()
+	d := newDaemon(t, daemonOpts{agentDisabled: true})
+	d.writeManifest("ignored.yaml", `
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ignored
+spec:
+  containers:
+  - name: main
+    image: 127.0.0.1:1/never-pulled:none
+`)
+	resp, err := http.Get("http://" + d.httpAddr() + "/pods")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "agent.enabled = false") {
+		t.Errorf("GET /pods: %s %q", resp.Status, body)
+	}
+	out, err := exec.Command(filepath.Join(binDir, "peapod"), "pods", "--config", d.cfgPathWithHTTP()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "agent is disabled") {
+		t.Errorf("peapod pods: %v\n%s", err, out)
+	}
+	// The agent polls its dir every 2 s at most: give it twice that.
+	time.Sleep(4 * time.Second)
+	pods, err := d.rt.ListPodSandbox(d.ctx(), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 0 {
+		t.Errorf("a disabled agent ran the manifest: %v", pods.Items)
+	}
+	if st, err := d.rt.Status(d.ctx(), &runtimeapi.StatusRequest{}); err != nil || st.GetStatus() == nil {
+		t.Errorf("CRI Status with the agent disabled: %v", err)
+	}
 }

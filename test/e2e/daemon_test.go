@@ -76,6 +76,8 @@ type daemonOpts struct {
 	// (its binary must be first in cniBinDirs).
 	failpointControl string
 	extraConfig      string
+	// agentDisabled sets agent.enabled = false: a CRI runtime only.
+	agentDisabled bool
 }
 
 // daemon is one running `peapod serve` with its private dirs.
@@ -162,6 +164,9 @@ func newDaemon(t testing.TB, o daemonOpts) *daemon {
 	fmt.Fprintf(&b, "[runtimes.crun]\npath = \"/usr/bin/crun\"\nroot = %q\n", filepath.Join(dir, "run", "crun"))
 	fmt.Fprintf(&b, "[agent]\nmanifests_dir = %q\npod_logs_dir = %q\nvolume_plugin_dir = %q\n",
 		filepath.Join(dir, "manifests"), filepath.Join(dir, "podlogs"), filepath.Join(dir, "volume-plugins"))
+	if o.agentDisabled {
+		b.WriteString("enabled = false\n")
+	}
 	for host, ep := range o.mirrors {
 		fmt.Fprintf(&b, "[registry.mirrors.%q]\nendpoints = [%q]\n", host, ep)
 	}
