@@ -198,7 +198,7 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 	m.mu.Lock()
 	m.containers[id] = c
 	m.mu.Unlock()
-	klog.V(2).InfoS("Container created", "id", id, "sandbox", sbRec.ID, "name", cfg.GetMetadata().GetName())
+	klog.InfoS("Container created", "id", id, "sandbox", sbRec.ID, "name", cfg.GetMetadata().GetName(), "steps", undo.timings())
 	return id, nil
 }
 
