@@ -10,7 +10,8 @@
 //	actions.go   decide: computePodActions(pod, observed) → podActions (pure)
 //	worker.go    act: one goroutine per pod, observe → decide → execute
 //	config.go    pod spec → PodSandboxConfig / ContainerConfig
-//	env.go, expand.go  environment variables and $(VAR) expansion
+//	env.go       environment variables and command/args $(VAR) expansion
+//	             (resolved by package downward, shared with volumes/ subPathExpr)
 //	status.go    observed state → v1.PodStatus; table.go, http.go the views
 //
 // Pod state is not persisted by the agent: restart counts come back from the

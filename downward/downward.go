@@ -1,8 +1,10 @@
 // Package downward computes downward API values — pod fields and container
-// resources — once, for both places that expose them: environment
-// variables (agent/) and downwardAPI volume files and subPathExpr
-// (volumes/). The rules are the kubelet's (its fieldpath and resource
-// helpers): labels and annotations render as sorted key="value" lines, a
+// resources — and a container's environment once, for every place that uses
+// them: the container's environment (agent/), downwardAPI volume files and
+// subPathExpr (volumes/). Environment and Expand are peapod's one
+// environment resolution and $(VAR) expansion. The rules are the kubelet's
+// (its fieldpath and resource helpers, makeEnvironmentVariables and
+// expansion): labels and annotations render as sorted key="value" lines, a
 // resource is divided by its divisor and rounded up, an unset limit is the
 // node's allocatable, an unset request is the limit (API defaulting).
 package downward
@@ -21,13 +23,20 @@ import (
 )
 
 // Context holds what the pod object alone may not: the pod's and node's
-// IPs as the caller knows them (status may not be written yet).
+// IPs as the caller knows them (status may not be written yet), and, for
+// Environment, the objects and node resources env refers to.
 type Context struct {
 	PodIPs  []string
 	HostIPs []string
+	// Objects are the ConfigMaps and Secrets of configMapKeyRef,
+	// secretKeyRef and envFrom; nil: none exist.
+	Objects Objects
+	// Node is the node's allocatable resources: the value of a
+	// resourceFieldRef limit the container does not set.
+	Node v1.ResourceList
 }
 
-// FromStatus is the Context a pod's own status gives.
+// FromStatus is the Context a pod's own status gives (IPs only).
 func FromStatus(pod *v1.Pod) Context {
 	var c Context
 	for _, ip := range pod.Status.PodIPs {

@@ -498,6 +498,66 @@ func TestIntegrationConfigMapUpdateAndSubPathEscape(t *testing.T) {
 	}
 }
 
+// subPathExpr expands against the container's environment, envFrom
+// included, and is bind-mounted; a missing non-optional configMapKeyRef is
+// an error naming the ConfigMap, an optional one leaves its variable unset.
+func TestIntegrationSubPathExpr(t *testing.T) {
+	requireIntegration(t)
+	e := newEnv(t)
+	m := e.manager(t)
+	ctx := context.Background()
+	objs := &Objects{ConfigMaps: map[string]*v1.ConfigMap{"ns/cfg": {ObjectMeta: metav1.ObjectMeta{Name: "cfg", Namespace: "ns"},
+		Data: map[string]string{"dir": "logs"}}}}
+	yes := true
+	missing := func(opt *bool) v1.EnvVar {
+		return v1.EnvVar{Name: "GONE", ValueFrom: &v1.EnvVarSource{ConfigMapKeyRef: &v1.ConfigMapKeySelector{
+			LocalObjectReference: v1.LocalObjectReference{Name: "nocm"}, Key: "k", Optional: opt}}}
+	}
+	mk := func(uid string, env []v1.EnvVar, expr string) *v1.Pod {
+		return podWith(uid, "sp-"+uid, []v1.Volume{{Name: "scratch", VolumeSource: v1.VolumeSource{EmptyDir: &v1.EmptyDirVolumeSource{}}}},
+			v1.Container{Name: "app",
+				EnvFrom: []v1.EnvFromSource{{Prefix: "CFG_", ConfigMapRef: &v1.ConfigMapEnvSource{LocalObjectReference: v1.LocalObjectReference{Name: "cfg"}}}},
+				Env:     env, VolumeMounts: []v1.VolumeMount{{Name: "scratch", MountPath: "/out", SubPathExpr: expr}}})
+	}
+	pod := mk("u-spe", []v1.EnvVar{{Name: "POD", ValueFrom: &v1.EnvVarSource{FieldRef: &v1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
+		"$(CFG_dir)/$(POD)")
+	mounts, err := m.SetupPod(ctx, pod, objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := mountFor(t, mounts, "app", "/out").HostPath
+	if n := mountCount(t, out); n != 1 {
+		t.Fatalf("subPathExpr not bind-mounted at %s (%d)", out, n)
+	}
+	vol := filepath.Join(e.opts.PodsDir, "u-spe/volumes/kubernetes.io~empty-dir/scratch")
+	os.WriteFile(filepath.Join(vol, "logs", "sp-u-spe", "f"), []byte("in"), 0o644)
+	if got := mustRead(t, filepath.Join(out, "f")); got != "in" {
+		t.Fatalf("subPathExpr mount shows %q, want the volume's logs/sp-u-spe", got)
+	}
+	for _, tc := range []struct {
+		uid  string
+		env  []v1.EnvVar
+		want string
+	}{
+		{"u-spe-req", []v1.EnvVar{missing(nil)}, `container "app": environment for subPathExpr: configmap "nocm" not found`},
+		{"u-spe-opt", []v1.EnvVar{missing(&yes)}, `container "app": subPathExpr "$(CFG_dir)/$(GONE)": missing value for GONE`},
+	} {
+		bad := mk(tc.uid, tc.env, "$(CFG_dir)/$(GONE)")
+		if _, err := m.SetupPod(ctx, bad, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.uid, err, tc.want)
+		}
+		if err := m.TeardownPod(ctx, bad); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.TeardownPod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if ms, _ := mountsBeneath(e.root); len(ms) != 0 {
+		t.Fatalf("mounts left: %v", ms)
+	}
+}
+
 // An external FlexVolume driver (an sh script in PluginDir) that attaches a
 // loop device with losetup and answers "Not supported" for waitforattach,
 // mountdevice, mount, unmount and unmountdevice: peapod falls back as the

@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"peapod/agent/objects"
 	"peapod/downward"
 
 	"errors"
@@ -163,94 +164,47 @@ func cleanupSubPaths(podDir string) error {
 	return removeDirSafely(dir)
 }
 
-// containerEnv computes a container's environment for subPathExpr the way
-// the kubelet does: values in order, each expanded against the earlier ones;
-// fieldRef, configMapKeyRef and secretKeyRef resolved.
+// containerEnv is the environment subPathExpr expands against: the one the
+// container gets (downward.Environment, which the agent uses too), as the
+// kubelet's makeMounts expands against makeEnvironmentVariables. So envFrom
+// counts, and a missing ConfigMap, Secret or key that is not optional is an
+// error; an optional one leaves its variable unset.
+//
+// The pod's and node's IPs (status.podIP(s), status.hostIP(s)) come from
+// the pod's status: volumes are set up before the pod's sandbox exists, and
+// the agent passes its pod without status, so they are usually empty here
+// and a subPathExpr using them fails as "missing value" (the kubelet, which
+// builds mounts after the sandbox, has them).
 func containerEnv(pod *v1.Pod, c *v1.Container, objs *Objects) (map[string]string, error) {
-	env := map[string]string{}
-	for _, e := range c.Env {
-		switch {
-		case e.ValueFrom == nil:
-			env[e.Name] = expandVars(e.Value, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-		case e.ValueFrom.FieldRef != nil:
-			v, err := downward.FieldValue(pod, e.ValueFrom.FieldRef.FieldPath, downward.FromStatus(pod))
-			if err != nil {
-				return nil, fmt.Errorf("env %s: %w", e.Name, err)
-			}
-			env[e.Name] = v
-		case e.ValueFrom.ResourceFieldRef != nil:
-			v, err := downward.ResourceValue(pod, c, e.ValueFrom.ResourceFieldRef, nodeAllocatable())
-			if err != nil {
-				return nil, fmt.Errorf("env %s: %w", e.Name, err)
-			}
-			env[e.Name] = v
-		case e.ValueFrom.ConfigMapKeyRef != nil:
-			r := e.ValueFrom.ConfigMapKeyRef
-			if cm := objs.configMap(pod.Namespace, r.Name); cm != nil {
-				if v, ok := configMapData(cm)[r.Key]; ok {
-					env[e.Name] = string(v)
-				}
-			}
-		case e.ValueFrom.SecretKeyRef != nil:
-			r := e.ValueFrom.SecretKeyRef
-			if s := objs.secret(pod.Namespace, r.Name); s != nil {
-				if v, ok := secretData(s)[r.Key]; ok {
-					env[e.Name] = string(v)
-				}
-			}
-		}
+	ctx := downward.FromStatus(pod)
+	ctx.Objects = (*objects.Objects)(objs) // same shape; its lookups are nil-safe
+	ctx.Node = nodeAllocatable()
+	env, err := downward.Environment(pod, c, ctx)
+	if err != nil {
+		return nil, fmt.Errorf("environment for subPathExpr: %w", err)
 	}
-	return env, nil
+	return downward.EnvMap(env), nil
 }
 
-// expandVars expands $(VAR) references; $$ is a literal $; an unknown
-// reference is left as written.
-func expandVars(s string, lookup func(string) (string, bool)) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '$' || i+1 >= len(s) {
-			b.WriteByte(s[i])
-			continue
-		}
-		switch s[i+1] {
-		case '$':
-			b.WriteByte('$')
-			i++
-		case '(':
-			end := strings.IndexByte(s[i+2:], ')')
-			if end < 0 {
-				b.WriteString(s[i:])
-				return b.String()
-			}
-			name := s[i+2 : i+2+end]
-			if v, ok := lookup(name); ok {
-				b.WriteString(v)
-			} else {
-				b.WriteString(s[i : i+3+end])
-			}
-			i += 2 + end
-		default:
-			b.WriteByte(s[i])
-		}
-	}
-	return b.String()
-}
-
-// expandSubPathExpr expands a subPathExpr; a reference to a variable that
-// is unset or empty is an error, as in the kubelet.
+// expandSubPathExpr expands a subPathExpr with downward.Expand, as the
+// kubelet's ExpandContainerVolumeMounts: a reference to a variable that is
+// unset or empty is an error naming it; the result must be a valid subPath.
 func expandSubPathExpr(expr string, env map[string]string) (string, error) {
-	var missing []string
-	out := expandVars(expr, func(k string) (string, bool) {
-		v, ok := env[k]
-		if !ok || v == "" {
-			missing = append(missing, k)
-			return "", true
+	missing := map[string]bool{}
+	out := downward.Expand(expr, func(k string) string {
+		v := env[k]
+		if v == "" {
+			missing[k] = true
 		}
-		return v, true
+		return v
 	})
 	if len(missing) > 0 {
-		sort.Strings(missing)
-		return "", fmt.Errorf("subPathExpr %q: missing value for %s", expr, strings.Join(missing, ", "))
+		names := make([]string, 0, len(missing))
+		for k := range missing {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		return "", fmt.Errorf("subPathExpr %q: missing value for %s", expr, strings.Join(names, ", "))
 	}
 	if err := validateSubPath(out); err != nil {
 		return "", err

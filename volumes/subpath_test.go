@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestOpenBeneathRefusesEscapes(t *testing.T) {
@@ -78,6 +80,8 @@ func TestExpandSubPathExpr(t *testing.T) {
 		{"$(EMPTY)/x", "", "missing value for EMPTY"},
 		{"$(UP)/etc", "", "'..'"},
 		{"/$(POD)", "", "relative"},
+		{"$(B)/$(A)/$(B)", "", "missing value for A, B"}, // each name once, sorted
+		{"$(POD", "$(POD", ""},                           // unclosed: literal
 	}
 	for _, tc := range cases {
 		got, err := expandSubPathExpr(tc.expr, env)
@@ -93,12 +97,73 @@ func TestExpandSubPathExpr(t *testing.T) {
 	}
 }
 
-func TestExpandVarsInEnv(t *testing.T) {
-	got := expandVars("$(A)-$(B)-$(C", func(k string) (string, bool) {
-		v, ok := map[string]string{"A": "1"}[k]
-		return v, ok
-	})
-	if got != "1-$(B)-$(C" {
-		t.Fatalf("got %q", got)
+// subPathExpr expands against the container's own environment
+// (downward.Environment): envFrom counts, missing objects are errors unless
+// optional.
+func TestSubPathExprEnvironment(t *testing.T) {
+	yes := true
+	objs := &Objects{
+		ConfigMaps: map[string]*v1.ConfigMap{"prod/cfg": {Data: map[string]string{"dir": "logs", "tier": "web"}}},
+		Secrets:    map[string]*v1.Secret{"prod/sec": {Data: map[string][]byte{"shard": []byte("s1")}}},
+	}
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-0", Namespace: "prod"}, Status: v1.PodStatus{PodIP: "10.0.0.5"}}
+	cfgFrom := v1.EnvFromSource{Prefix: "CFG_", ConfigMapRef: &v1.ConfigMapEnvSource{LocalObjectReference: v1.LocalObjectReference{Name: "cfg"}}}
+	cmKey := func(name, cm, key string, opt *bool) v1.EnvVar {
+		return v1.EnvVar{Name: name, ValueFrom: &v1.EnvVarSource{ConfigMapKeyRef: &v1.ConfigMapKeySelector{
+			LocalObjectReference: v1.LocalObjectReference{Name: cm}, Key: key, Optional: opt}}}
+	}
+	field := func(name, path string) v1.EnvVar {
+		return v1.EnvVar{Name: name, ValueFrom: &v1.EnvVarSource{FieldRef: &v1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	cases := []struct {
+		name    string
+		from    []v1.EnvFromSource
+		env     []v1.EnvVar
+		expr    string
+		want    string
+		wantErr string
+	}{
+		{name: "envFrom ConfigMap with prefix", from: []v1.EnvFromSource{cfgFrom}, env: []v1.EnvVar{field("POD", "metadata.name")},
+			expr: "$(CFG_dir)/$(CFG_tier)/$(POD)", want: "logs/web/web-0"},
+		{name: "envFrom Secret", from: []v1.EnvFromSource{{SecretRef: &v1.SecretEnvSource{LocalObjectReference: v1.LocalObjectReference{Name: "sec"}}}},
+			expr: "$(shard)", want: "s1"},
+		{name: "env expanded against envFrom", from: []v1.EnvFromSource{cfgFrom}, env: []v1.EnvVar{{Name: "D", Value: "$(CFG_dir)-x"}},
+			expr: "$(D)", want: "logs-x"},
+		{name: "configMapKeyRef", env: []v1.EnvVar{cmKey("T", "cfg", "tier", nil)}, expr: "t/$(T)", want: "t/web"},
+		{name: "pod IP from the pod's status", env: []v1.EnvVar{field("IP", "status.podIP")}, expr: "$(IP)", want: "10.0.0.5"},
+		{name: "missing non-optional configMapKeyRef", env: []v1.EnvVar{cmKey("T", "nocm", "tier", nil)}, expr: "$(T)",
+			wantErr: `environment for subPathExpr: configmap "nocm" not found`},
+		{name: "missing non-optional key", env: []v1.EnvVar{cmKey("T", "cfg", "nokey", nil)}, expr: "$(T)",
+			wantErr: "couldn't find key nokey in ConfigMap prod/cfg"},
+		{name: "missing non-optional envFrom", from: []v1.EnvFromSource{{ConfigMapRef: &v1.ConfigMapEnvSource{LocalObjectReference: v1.LocalObjectReference{Name: "nocm"}}}},
+			expr: "x", wantErr: `configmap "nocm" not found`},
+		{name: "optional missing configMapKeyRef leaves the variable unset", env: []v1.EnvVar{cmKey("T", "nocm", "tier", &yes)}, expr: "a/$(T)",
+			wantErr: `subPathExpr "a/$(T)": missing value for T`},
+		{name: "optional missing key leaves the variable unset", env: []v1.EnvVar{cmKey("T", "cfg", "nokey", &yes)}, expr: "$(T)",
+			wantErr: "missing value for T"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &v1.Container{Name: "app", EnvFrom: tc.from, Env: tc.env,
+				VolumeMounts: []v1.VolumeMount{{Name: "v", MountPath: "/v", SubPathExpr: tc.expr}}}
+			p := pod.DeepCopy()
+			p.Spec.Containers = []v1.Container{*c}
+			got, err := func() (string, error) {
+				env, err := containerEnv(p, c, objs)
+				if err != nil {
+					return "", err
+				}
+				return expandSubPathExpr(tc.expr, env)
+			}()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %q, %v; want error %q", got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
 	}
 }

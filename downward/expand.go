@@ -1,18 +1,22 @@
-package agent
+package downward
 
 import "strings"
 
-// The $(VAR) syntax of command, args and env values, with the semantics of
-// the kubelet's third_party/forked/golang/expansion (re-written here: it is
-// not in a library module):
+// The $(VAR) syntax of command, args, env values and subPathExpr, with the
+// semantics of the kubelet's third_party/forked/golang/expansion (re-written
+// here: it is not in a library module):
 //
-//   - $(VAR) is replaced by VAR's value when VAR is defined, else left as is;
+//   - $(VAR) is replaced by mapping(VAR);
 //   - $$ is an escaped $: $$(VAR) gives the literal $(VAR);
 //   - a $ followed by anything else, or an unclosed $(, is kept literally.
+//
+// MappingFor gives the mapping of command, args and env values, which leaves
+// an undefined $(VAR) as written; subPathExpr uses its own, which records the
+// undefined names (volumes/).
 
-// mappingFuncFor returns a mapping that looks a name up in each context in
+// MappingFor returns a mapping that looks a name up in each context in
 // turn; an unknown name maps to its own $(name) reference.
-func mappingFuncFor(contexts ...map[string]string) func(string) string {
+func MappingFor(contexts ...map[string]string) func(string) string {
 	return func(name string) string {
 		for _, vars := range contexts {
 			if v, ok := vars[name]; ok {
@@ -23,8 +27,8 @@ func mappingFuncFor(contexts ...map[string]string) func(string) string {
 	}
 }
 
-// expand replaces the variable references of input using mapping.
-func expand(input string, mapping func(string) string) string {
+// Expand replaces the variable references of input using mapping.
+func Expand(input string, mapping func(string) string) string {
 	var buf strings.Builder
 	checkpoint := 0
 	for cursor := 0; cursor < len(input); cursor++ {

@@ -1,10 +1,10 @@
-package agent
+package downward
 
 import "testing"
 
 func TestExpand(t *testing.T) {
 	vars := map[string]string{"VAR_A": "A", "VAR_B": "B", "VAR_C": "C", "VAR_REF": "$(VAR_A)", "VAR_EMPTY": "", "VAR_SPACE": " "}
-	m := mappingFuncFor(vars)
+	m := MappingFor(vars)
 	for _, tc := range []struct{ in, want string }{
 		{"", ""},
 		{"no vars", "no vars"},
@@ -31,7 +31,7 @@ func TestExpand(t *testing.T) {
 		{"$(VAR_A)))", "A))"},
 		{"$((VAR_A))", "$((VAR_A))"},
 	} {
-		if got := expand(tc.in, m); got != tc.want {
+		if got := Expand(tc.in, m); got != tc.want {
 			t.Errorf("expand(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
