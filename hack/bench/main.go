@@ -20,18 +20,20 @@ import (
 )
 
 type options struct {
-	repo        string // the peapod checkout (bin/peapod, bin/crictl, hack/registry.sh)
-	dir         string // scratch dir for both runtimes; removed at the end
-	out         string // results: table, profiles, daemon logs
-	n           int    // sequential lifecycles
-	parallel    int    // pods started at once
-	density     int    // pods for the density phase
-	batch       int    // density: pods started at a time
-	execs       int    // ExecSync calls
-	pulls       int    // image pulls
-	only        string // "", "peapod" or "containerd"
-	cgroup      string // the pods' cgroup parent's parent, removed at the end
-	keepOnError bool
+	repo           string        // the peapod checkout (bin/peapod, bin/crictl, hack/registry.sh)
+	dir            string        // scratch dir for both runtimes; removed at the end
+	out            string        // results: table, profiles, daemon logs
+	n              int           // sequential lifecycles
+	parallel       int           // pods started at once
+	density        int           // pods for the density phase
+	batch          int           // density: pods started at a time
+	execs          int           // ExecSync calls
+	pulls          int           // image pulls
+	critestN       int           // critest -benchmark samples per benchmark; 0 skips it
+	critestTimeout time.Duration // one critest run; stopped at it
+	only           string        // "", "peapod" or "containerd"
+	cgroup         string        // the pods' cgroup parent's parent, removed at the end
+	keepOnError    bool
 }
 
 func main() {
@@ -45,9 +47,15 @@ func main() {
 	flag.IntVar(&o.batch, "batch", 10, "density: pods started at a time")
 	flag.IntVar(&o.execs, "execs", 50, "ExecSync calls")
 	flag.IntVar(&o.pulls, "pulls", 5, "image pulls (each after removing the image)")
+	flag.IntVar(&o.critestN, "critest-n", 50, "critest -benchmark samples per benchmark (0: no critest phase)")
+	flag.DurationVar(&o.critestTimeout, "critest-timeout", 5*time.Minute, "stop critest -benchmark after this long")
 	flag.StringVar(&o.only, "only", "", "run one runtime only: peapod or containerd")
 	flag.BoolVar(&o.keepOnError, "keep", false, "keep the scratch dir when a phase fails")
 	flag.Parse()
+	if o.critestTimeout < time.Minute {
+		fmt.Fprintln(os.Stderr, "bench: -critest-timeout must be at least 1m")
+		os.Exit(2)
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: must run as root")
 		os.Exit(2)
@@ -71,6 +79,13 @@ func run(ctx context.Context, o options) (retErr error) {
 	o.dir = dir
 	o.cgroup = filepath.Base(dir)
 	defer removeCgroups(o.cgroup)
+	if o.critestN > 0 {
+		for _, name := range critestCgroups {
+			if roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + name); len(roots) == 0 {
+				defer removeCgroupRoots(name)
+			}
+		}
+	}
 	defer func() {
 		if retErr != nil && o.keepOnError {
 			logf("keeping %s", dir)
@@ -79,7 +94,11 @@ func run(ctx context.Context, o options) (retErr error) {
 		sweepMounts(dir)
 		os.RemoveAll(dir)
 	}()
-	for _, f := range []string{"bin/peapod", "bin/peapod-pause", "bin/crictl"} {
+	need := []string{"bin/peapod", "bin/peapod-pause", "bin/crictl"}
+	if o.critestN > 0 {
+		need = append(need, "bin/critest")
+	}
+	for _, f := range need {
 		if _, err := os.Stat(filepath.Join(o.repo, f)); err != nil {
 			return fmt.Errorf("%s missing: run make build tools (make bench does)", f)
 		}

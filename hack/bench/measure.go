@@ -40,6 +40,7 @@ type result struct {
 		scrape           []float64 // peapod /metrics
 	}
 	profiles []string
+	critest  *critestResult // nil when the phase is off
 }
 
 var phaseOrder = []string{"runp", "create", "start", "stopp", "rmp", "total"}
@@ -179,6 +180,13 @@ func measure(ctx context.Context, o options, rt *runtime) (*result, error) {
 	}
 	r.density.remove = time.Since(start).Seconds()
 	logf("%s: removed %d pods in %.1fs", rt.name, o.density, r.density.remove)
+
+	// Last, on a daemon with no pods of the bench's: critest's own
+	// lifecycles and image calls. A failure there is reported in the
+	// table, not fatal.
+	if o.critestN > 0 {
+		r.critest = runCritest(ctx, o, rt)
+	}
 	return r, nil
 }
 

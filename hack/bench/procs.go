@@ -197,3 +197,20 @@ func removeCgroups(name string) {
 		}
 	}
 }
+
+// removeCgroupRoots removes /sys/fs/cgroup/*/name itself, not what is below
+// it: a parent that did not exist before the run (critest's pods made it)
+// but that other daemons on this host may use meanwhile (peapod's default);
+// rmdir fails, and it stays, while anything is below.
+func removeCgroupRoots(name string) {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
+	var busy []string
+	for _, root := range roots {
+		if err := os.Remove(root); err != nil {
+			busy = append(busy, filepath.Base(filepath.Dir(root)))
+		}
+	}
+	if len(busy) > 0 {
+		logf("cgroup %s left in %s: not empty (another daemon's pods?)", name, strings.Join(busy, ","))
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -37,6 +38,33 @@ func startP50(r *result) float64 {
 	return quantile(totals, 0.5)
 }
 
+// critestP50 is NaN (n/a in the table) when critest wrote no sample of op.
+func critestP50(r *result, op string) float64 {
+	if r.critest == nil || len(r.critest.ops[op]) == 0 {
+		return math.NaN()
+	}
+	return quantile(r.critest.ops[op], 0.5)
+}
+
+// critestNotes says, under the table, what the critest rows are and, for a
+// runtime where critest failed, why their n/a.
+func critestNotes(o options, rs []*result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\ncritest -benchmark rows: critest v1.34.0's own gRPC client, %d sequential samples per benchmark\n", o.critestN)
+	for _, r := range rs {
+		cr := r.critest
+		switch {
+		case cr == nil:
+			fmt.Fprintf(&b, "  %s: not run\n", r.name)
+		case cr.err != nil:
+			fmt.Fprintf(&b, "  %s: FAILED after %s: %v\n    log %s\n", r.name, sec(cr.wall), cr.err, cr.log)
+		default:
+			fmt.Fprintf(&b, "  %s: %s (log %s)\n", r.name, sec(cr.wall), cr.log)
+		}
+	}
+	return b.String()
+}
+
 // grpcStart is a quantile of RunPodSandbox+CreateContainer+StartContainer
 // over gRPC.
 func grpcStart(r *result, q float64) float64 { return quantile(r.grpc["total"], q) }
@@ -48,7 +76,7 @@ func render(o options, rs []*result, loadBefore, loadAfter string) string {
 		for _, r := range rs {
 			v := f(r)
 			rw.nums = append(rw.nums, v)
-			if v == 0 && label == "/metrics scrape (cold cache), density pods, p50" && r.name != "peapod" {
+			if math.IsNaN(v) || v == 0 && label == "/metrics scrape (cold cache), density pods, p50" && r.name != "peapod" {
 				rw.vals = append(rw.vals, "n/a")
 				continue
 			}
@@ -100,10 +128,16 @@ func render(o options, rs []*result, loadBefore, loadAfter string) string {
 	add("ExecSync `true` (gRPC) p50", func(r *result) float64 { return quantile(r.execs, 0.5) }, ms)
 	add("ExecSync `true` (gRPC) p90", func(r *result) float64 { return quantile(r.execs, 0.9) }, ms)
 	add("image pull busybox (crictl) p50", func(r *result) float64 { return quantile(r.pull, 0.5) }, ms)
+	if o.critestN > 0 {
+		for _, c := range critestOps {
+			op := c.op
+			add(fmt.Sprintf("critest -benchmark: %s p50", op), func(r *result) float64 { return critestP50(r, op) }, ms)
+		}
+	}
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "\npeapod vs containerd — %s, load avg before %s, after %s\n", time.Now().UTC().Format(time.RFC3339), loadBefore, loadAfter)
-	fmt.Fprintf(&b, "%d sequential lifecycles, %d parallel, %d density pods; durations are whole crictl invocations unless marked gRPC\n\n", o.n, o.parallel, o.density)
+	fmt.Fprintf(&b, "%d sequential lifecycles, %d parallel, %d density pods; durations are whole crictl invocations unless marked gRPC or critest\n\n", o.n, o.parallel, o.density)
 	header := []string{"metric"}
 	for _, r := range rs {
 		header = append(header, r.name)
@@ -143,6 +177,9 @@ func render(o options, rs []*result, loadBefore, loadAfter string) string {
 		if i == 0 {
 			b.WriteString(strings.Repeat("-", w[0]+w[1]+w[2]+w[3]+8) + "\n")
 		}
+	}
+	if o.critestN > 0 {
+		b.WriteString(critestNotes(o, rs))
 	}
 	if len(rs) == 2 {
 		p, c := rs[0], rs[1]
