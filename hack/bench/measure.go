@@ -27,11 +27,15 @@ type result struct {
 	execs   []float64
 	par     float64 // 10 pods in parallel: wall time to all running
 	density struct {
-		pods             int
-		wall, remove     float64
-		starts           []float64
-		daemonIdle       mem
-		daemonIdleSplit  rssSplit
+		pods            int
+		wall, remove    float64
+		starts          []float64
+		daemonIdle      mem
+		daemonIdleSplit rssSplit
+		// peapod's idle memory with its default config (agent on); for
+		// containerd, which has no agent, its idle memory again.
+		idleDefault      rssSplit
+		idleDefaultRSS   mem
 		daemonLoaded     mem
 		helpers, pauses  mem
 		nHelpers, nPause int
@@ -51,6 +55,10 @@ func measure(ctx context.Context, o options, rt *runtime) (*result, error) {
 	time.Sleep(2 * time.Second)
 	r.density.daemonIdle = memOf(rt.cmd.Process.Pid)
 	r.density.daemonIdleSplit = rssSplitOf(rt.cmd.Process.Pid)
+	r.density.idleDefaultRSS, r.density.idleDefault = r.density.daemonIdle, r.density.daemonIdleSplit
+	if rt.idleWithAgent.rss > 0 {
+		r.density.idleDefaultRSS, r.density.idleDefault = rt.idleWithAgent, rt.idleWithAgentSplit
+	}
 	logf("%s: idle Rss %s (RssAnon %s, RssFile %s)", rt.name, mib(r.density.daemonIdle.rss),
 		mib(r.density.daemonIdleSplit.anon), mib(r.density.daemonIdleSplit.file))
 

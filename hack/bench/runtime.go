@@ -33,6 +33,10 @@ type runtime struct {
 	seen map[int]string
 	// cleanup runs after the daemon stopped.
 	cleanup []func()
+	// peapod only: the idle memory of peapod with its default config (the
+	// agent on); the workload runs with the agent off.
+	idleWithAgent      mem
+	idleWithAgentSplit rssSplit
 }
 
 // registry is the local docker-registry both runtimes pull from.
@@ -137,26 +141,21 @@ func startPeapod(ctx context.Context, o options, reg string, n int) (*runtime, e
 	if err := writeCNI(d, "bench-peapod", rt.bridge, subnet); err != nil {
 		return nil, err
 	}
+	// First, peapod with its default config (the agent on), only for its
+	// idle memory; the workload then runs against peapod as a CRI runtime
+	// only (agent.enabled = false), as containerd is one.
+	rt.idleWithAgent, rt.idleWithAgentSplit, err = peapodIdleWithAgent(ctx, o, d, rt.bridge, subnet, reg)
+	if err != nil {
+		return nil, err
+	}
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	rt.httpAddr = "127.0.0.1:" + strconv.Itoa(port)
 	sock := filepath.Join(d, "run", "peapod.sock")
-	var b strings.Builder
-	fmt.Fprintf(&b, "root = %q\nstate = %q\n", filepath.Join(d, "root"), filepath.Join(d, "run"))
-	fmt.Fprintf(&b, "[cri]\nsocket = %q\n", sock)
-	fmt.Fprintf(&b, "[http]\naddress = %q\npprof = true\n", rt.httpAddr)
-	fmt.Fprintf(&b, "[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\"]\nbridge = %q\nsubnet = %q\n", filepath.Join(d, "cni"), rt.bridge, subnet)
-	fmt.Fprintf(&b, "[runtimes.runc]\npath = \"/usr/sbin/runc\"\nroot = %q\n", filepath.Join(d, "run", "runc"))
-	fmt.Fprintf(&b, "[runtimes.crun]\npath = \"/usr/bin/crun\"\nroot = %q\n", filepath.Join(d, "run", "crun"))
-	fmt.Fprintf(&b, "[agent]\nmanifests_dir = %q\npod_logs_dir = %q\nvolume_plugin_dir = %q\n",
-		filepath.Join(d, "manifests"), filepath.Join(d, "podlogs"), filepath.Join(d, "volume-plugins"))
-	for _, h := range []string{"docker.io", "registry.k8s.io"} {
-		fmt.Fprintf(&b, "[registry.mirrors.%q]\nendpoints = [\"http://%s\"]\n", h, reg)
-	}
-	cfg := filepath.Join(d, "peapod.toml")
-	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+	cfg, err := writePeapodConfig(d, filepath.Join(d, "peapod.toml"), sock, rt.httpAddr, rt.bridge, subnet, reg, false)
+	if err != nil {
 		return nil, err
 	}
 	rt.cmd = exec.Command(filepath.Join(o.repo, "bin/peapod"), "serve", "--config", cfg)
@@ -164,6 +163,55 @@ func startPeapod(ctx context.Context, o options, reg string, n int) (*runtime, e
 	stateDir := filepath.Join(d, "run")
 	rt.helpers = func() []int { return pidsMatching("conmon", stateDir) }
 	return rt, rt.start(ctx, o)
+}
+
+// writePeapodConfig writes a config with its own root, state and socket
+// under dir (cniDir's conf list is shared: peapod writes none when one is
+// there) and returns its path.
+func writePeapodConfig(cniDir, path, sock, httpAddr, bridge, subnet, reg string, agent bool) (string, error) {
+	d := filepath.Dir(path)
+	var b strings.Builder
+	fmt.Fprintf(&b, "root = %q\nstate = %q\n", filepath.Join(d, "root"), filepath.Dir(sock))
+	fmt.Fprintf(&b, "[cri]\nsocket = %q\n", sock)
+	fmt.Fprintf(&b, "[http]\naddress = %q\npprof = true\n", httpAddr)
+	fmt.Fprintf(&b, "[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\"]\nbridge = %q\nsubnet = %q\n", filepath.Join(cniDir, "cni"), bridge, subnet)
+	fmt.Fprintf(&b, "[runtimes.runc]\npath = \"/usr/sbin/runc\"\nroot = %q\n", filepath.Join(filepath.Dir(sock), "runc"))
+	fmt.Fprintf(&b, "[runtimes.crun]\npath = \"/usr/bin/crun\"\nroot = %q\n", filepath.Join(filepath.Dir(sock), "crun"))
+	fmt.Fprintf(&b, "[agent]\nenabled = %t\nmanifests_dir = %q\npod_logs_dir = %q\nvolume_plugin_dir = %q\n",
+		agent, filepath.Join(d, "manifests"), filepath.Join(d, "podlogs"), filepath.Join(d, "volume-plugins"))
+	for _, h := range []string{"docker.io", "registry.k8s.io"} {
+		fmt.Fprintf(&b, "[registry.mirrors.%q]\nendpoints = [\"http://%s\"]\n", h, reg)
+	}
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// peapodIdleWithAgent starts a peapod with the agent on (its own dirs),
+// reads its memory as measure reads the idle daemon's (2 s after it first
+// answered), and stops it by its PID.
+func peapodIdleWithAgent(ctx context.Context, o options, cniDir, bridge, subnet, reg string) (mem, rssSplit, error) {
+	d := filepath.Join(o.dir, "peapod-agent")
+	sock := filepath.Join(d, "run", "peapod.sock")
+	cfg, err := writePeapodConfig(cniDir, filepath.Join(d, "peapod.toml"), sock, "127.0.0.1:0", bridge, subnet, reg, true)
+	if err != nil {
+		return mem{}, rssSplit{}, err
+	}
+	probe := &runtime{name: "peapod-agent", dir: d, seen: map[int]string{}}
+	probe.cmd = exec.Command(filepath.Join(o.repo, "bin/peapod"), "serve", "--config", cfg)
+	probe.endpoint = "unix://" + sock
+	probe.helpers = func() []int { return nil }
+	if err := probe.start(ctx, o); err != nil {
+		return mem{}, rssSplit{}, err
+	}
+	time.Sleep(2 * time.Second)
+	m, split := memOf(probe.cmd.Process.Pid), rssSplitOf(probe.cmd.Process.Pid)
+	logf("peapod with the agent on: idle Rss %s (RssAnon %s, RssFile %s)", mib(m.rss), mib(split.anon), mib(split.file))
+	if err := probe.stop(); err != nil {
+		return mem{}, rssSplit{}, err
+	}
+	return m, split, nil
 }
 
 func startContainerd(ctx context.Context, o options, reg string, n int) (*runtime, error) {
@@ -316,7 +364,9 @@ func (rt *runtime) stop() error {
 	if len(rt.seen) > 0 {
 		logf("%s: all %d helper processes seen are gone", rt.name, len(rt.seen))
 	}
-	exec.Command("ip", "link", "del", rt.bridge).Run()
+	if rt.bridge != "" {
+		exec.Command("ip", "link", "del", rt.bridge).Run()
+	}
 	sweepMounts(rt.dir)
 	for _, f := range rt.cleanup {
 		f()
