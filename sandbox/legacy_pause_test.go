@@ -43,7 +43,10 @@ func (r *recordingRuntime) Create(_ context.Context, o oci.CreateOptions) (int, 
 	r.record("create " + o.ID)
 	return 0, nil
 }
-func (r *recordingRuntime) Start(_ context.Context, id string) error { r.record("start " + id); return nil }
+func (r *recordingRuntime) Start(_ context.Context, id string) error {
+	r.record("start " + id)
+	return nil
+}
 func (r *recordingRuntime) Kill(_ context.Context, id string, _ syscall.Signal) error {
 	r.record("kill " + id)
 	return nil
@@ -52,7 +55,10 @@ func (r *recordingRuntime) Stop(_ context.Context, id string, _ time.Duration, _
 	r.record("stop " + id)
 	return nil
 }
-func (r *recordingRuntime) Delete(_ context.Context, id string) error { r.record("delete " + id); return nil }
+func (r *recordingRuntime) Delete(_ context.Context, id string) error {
+	r.record("delete " + id)
+	return nil
+}
 func (r *recordingRuntime) State(_ context.Context, id string) (*oci.State, error) {
 	r.record("state " + id)
 	return &oci.State{Status: r.status}, nil
