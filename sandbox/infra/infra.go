@@ -66,6 +66,7 @@ type Process struct {
 	pidfd *os.File
 	child bool // our child: reap it
 	done  chan struct{}
+	ready *os.File // read end of the pause's ready pipe, until Start returns
 }
 
 // Start clones the pause into its namespaces and returns once it runs.
@@ -96,7 +97,37 @@ func Start(o Options) (*Process, error) {
 		ch <- result{p, err}
 	}()
 	r := <-ch
-	return r.p, r.err
+	if r.err != nil {
+		return nil, r.err
+	}
+	if err := r.p.awaitReady(); err != nil {
+		_ = r.p.Stop(0)
+		return nil, err
+	}
+	return r.p, nil
+}
+
+// readyTimeout bounds the wait for the pause to confine itself; it takes
+// well under a millisecond.
+const readyTimeout = 10 * time.Second
+
+// awaitReady reads the pause's one-line report ("ok", or what failed) from
+// its ready pipe: a pause that could not confine itself is an error of
+// RunPodSandbox, not a sandbox that dies a moment later.
+func (p *Process) awaitReady() error {
+	defer p.ready.Close()
+	_ = p.ready.SetReadDeadline(time.Now().Add(readyTimeout))
+	line, err := bufio.NewReader(p.ready).ReadString('\n')
+	switch {
+	case strings.TrimSpace(line) == "ok":
+		return nil
+	case line != "":
+		return fmt.Errorf("pause %d: %s", p.Pid, strings.TrimSpace(line))
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("pause %d: not ready after %v", p.Pid, readyTimeout)
+	default:
+		return fmt.Errorf("pause %d exited before it was ready (%v)", p.Pid, err)
+	}
 }
 
 // threadNamespaces holds the calling thread's own UTS, IPC and net
@@ -189,11 +220,18 @@ func startOnThread(o Options) (*Process, error) {
 		}
 		args = append(args, "-groups", strings.Join(gs, ","))
 	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer readyW.Close()
+	args = append(args, "-ready-fd", "3")
 	cmd := &exec.Cmd{
-		Path: o.Path,
-		Args: args,
-		Env:  []string{},
-		Dir:  "/",
+		Path:       o.Path,
+		Args:       args,
+		Env:        []string{},
+		Dir:        "/",
+		ExtraFiles: []*os.File{readyW},
 		// Own session: a signal to peapod's process group never reaches a
 		// pod, and the pause outlives peapod (no Pdeathsig).
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
@@ -202,18 +240,22 @@ func startOnThread(o Options) (*Process, error) {
 		cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWPID
 	}
 	if err := cmd.Start(); err != nil {
+		readyR.Close()
 		return nil, fmt.Errorf("start pause %s: %w", o.Path, err)
 	}
+	readyW.Close() // the pause holds the only write end now
 	pid := cmd.Process.Pid
 	// Our own pidfd and wait4 from here on; os.Process keeps one of its own.
 	_ = cmd.Process.Release()
 	p, err := open(pid, 0, true)
 	if err != nil {
+		readyR.Close()
 		_ = unix.Kill(pid, unix.SIGKILL)
 		var ws unix.WaitStatus
 		_, _ = unix.Wait4(pid, &ws, 0, nil)
 		return nil, err
 	}
+	p.ready = readyR
 	return p, nil
 }
 

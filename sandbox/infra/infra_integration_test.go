@@ -246,12 +246,18 @@ func TestStartFailsCleanly(t *testing.T) {
 		"unknown sysctl": {Path: pause, Root: root, NewIPC: true, Sysctls: map[string]string{"kernel.no_such_sysctl": "1"}},
 		"missing netns":  {Path: pause, Root: root, NetNS: "/run/netns/peapod-no-such-netns"},
 		"no root":        {Path: pause},
+		// The pause itself fails to confine itself: Start must say why.
+		"chroot fails": {Path: pause, Root: "/nonexistent/pause-root", NewUTS: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			before := children(t)
-			if p, err := Start(o); err == nil {
+			p, err := Start(o)
+			if err == nil {
 				p.Stop(time.Second)
 				t.Fatal("Start succeeded")
+			}
+			if name == "chroot fails" && !strings.Contains(err.Error(), "chroot /nonexistent/pause-root") {
+				t.Errorf("error does not name the failed step: %v", err)
 			}
 			if after := children(t); after != before {
 				t.Errorf("children before %d, after %d", before, after)

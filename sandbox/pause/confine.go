@@ -11,10 +11,11 @@ import (
 // confinement is what peapod asks of a pause it started itself (sandbox/
 // infra): where to chroot and whom to run as.
 type confinement struct {
-	root   string
-	uid    int
-	gid    int
-	groups []int
+	root    string
+	uid     int
+	gid     int
+	groups  []int
+	readyFD int // 0: none
 }
 
 func parseArgs(args []string) (*confinement, error) {
@@ -42,6 +43,12 @@ func parseArgs(args []string) (*confinement, error) {
 			if c.gid, err = strconv.Atoi(g); err != nil || c.gid < 0 {
 				return nil, errors.New("-user " + v + ": bad gid")
 			}
+		case "-ready-fd":
+			fd, err := strconv.Atoi(v)
+			if err != nil || fd < 3 {
+				return nil, errors.New("-ready-fd " + v + ": want a descriptor >= 3")
+			}
+			c.readyFD = fd
 		case "-groups":
 			for _, s := range strings.Split(v, ",") {
 				g, err := strconv.Atoi(s)

@@ -14,6 +14,8 @@ func TestParseArgs(t *testing.T) {
 		{args: nil, want: nil},
 		{args: []string{"-root", "/r", "-user", "65535:65535"}, want: &confinement{root: "/r", uid: 65535, gid: 65535}},
 		{args: []string{"-root", "/r", "-user", "0:0", "-groups", "1,2"}, want: &confinement{root: "/r", uid: 0, gid: 0, groups: []int{1, 2}}},
+		{args: []string{"-root", "/r", "-user", "1:2", "-ready-fd", "3"}, want: &confinement{root: "/r", uid: 1, gid: 2, readyFD: 3}},
+		{args: []string{"-root", "/r", "-user", "1:2", "-ready-fd", "1"}, wantErr: true},
 		{args: []string{"-root", "/r"}, wantErr: true},
 		{args: []string{"-user", "1:1"}, wantErr: true},
 		{args: []string{"-root", "/r", "-user", "1"}, wantErr: true},

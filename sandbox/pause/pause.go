@@ -13,21 +13,28 @@ import (
 // Run blocks until SIGTERM or SIGINT and returns the exit code. Without
 // arguments it runs as it was started (inside an OCI runtime's container,
 // e.g. as containerd's sandbox image); with -root DIR -user UID:GID
-// [-groups G,...] it first confines itself (confine.go), as peapod starts it.
+// [-groups G,...] it first confines itself (confine.go), as peapod starts
+// it, and with -ready-fd N it reports "ok" or why it failed on fd N.
 func Run(args []string) int {
-	c, err := parseArgs(args)
-	if err != nil {
-		os.Stderr.WriteString("pause: " + err.Error() + "\n")
-		return 2
-	}
-	if c != nil {
-		if err := c.apply(); err != nil {
-			os.Stderr.WriteString("pause: " + err.Error() + "\n")
-			return 1
-		}
-	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	c, err := parseArgs(args)
+	if err == nil && c != nil {
+		err = c.apply()
+	}
+	if c != nil && c.readyFD > 0 {
+		ready := os.NewFile(uintptr(c.readyFD), "ready")
+		msg := "ok\n"
+		if err != nil {
+			msg = err.Error() + "\n"
+		}
+		ready.WriteString(msg)
+		ready.Close()
+	}
+	if err != nil {
+		os.Stderr.WriteString("pause: " + err.Error() + "\n")
+		return 1
+	}
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGCHLD:
