@@ -22,6 +22,8 @@ import (
 	"peapod/agent"
 	"peapod/config"
 	"peapod/cri"
+	"peapod/sandbox/infra"
+	"peapod/sandbox/spec"
 )
 
 func runVersion(args []string) error {
@@ -190,6 +192,9 @@ func runCheck(args []string) error {
 		}
 		report("CNI plugin "+plugin, found)
 	}
+	if os.Geteuid() == 0 {
+		report("pause (new namespaces, confined)", checkPause())
+	}
 	data, _ := os.ReadFile("/proc/filesystems")
 	if !bytes.Contains(data, []byte("overlay")) {
 		report("overlayfs", errors.New("not in /proc/filesystems"))
@@ -200,4 +205,30 @@ func runCheck(args []string) error {
 		return fmt.Errorf("%d checks failed", len(failed))
 	}
 	return nil
+}
+
+// checkPause starts the pause as a pod would get it (new UTS, IPC and PID
+// namespaces, chrooted, unprivileged) and stops it.
+func checkPause() error {
+	path, args, err := findPause()
+	if err != nil {
+		return err
+	}
+	root, err := os.MkdirTemp("", "peapod-check-pause-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(root)
+	if err := os.Chmod(root, 0o555); err != nil {
+		return err
+	}
+	p, err := infra.Start(infra.Options{
+		Path: path, Args: args, Root: root,
+		NewUTS: true, Hostname: "peapod-check", NewIPC: true, NewPID: true,
+		UID: spec.PauseUser, GID: spec.PauseUser,
+	})
+	if err != nil {
+		return err
+	}
+	return p.Stop(5 * time.Second)
 }

@@ -314,3 +314,18 @@ func TestHTTPEndpointAndImportExport(t *testing.T) {
 		t.Errorf("/metrics lacks the StartContainer NotFound error")
 	}
 }
+
+// TestCheckCommand: `peapod check` on this machine passes every check,
+// including a pause started in new namespaces and confined.
+func TestCheckCommand(t *testing.T) {
+	integration(t)
+	out, err := exec.Command(filepath.Join(binDir, "peapod"), "check").CombinedOutput()
+	if err != nil {
+		t.Fatalf("peapod check: %v\n%s", err, out)
+	}
+	for _, want := range []string{"ok    conmon", "ok    runtime runc", "ok    pause (new namespaces, confined)", "ok    overlayfs"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("peapod check output lacks %q:\n%s", want, out)
+		}
+	}
+}
