@@ -11,9 +11,10 @@
 // back to the daemon's namespaces; if it cannot, it stays locked and Go
 // retires it. The runtime never clones new threads from a locked one.
 //
-// The pause confines itself on start (sandbox/pause): chroot into an empty
-// read-only dir, drop every capability and the bounding set, switch to the
-// pod's user, no_new_privs, not dumpable.
+// The pause confines itself on start (sandbox/pause) and reports ready:
+// chroot into an empty read-only dir, switch to the pod's user, drop every
+// capability (and the bounding set when that user is root), no_new_privs,
+// not dumpable.
 package infra
 
 import (

@@ -131,7 +131,7 @@ func TestStartConfinedInPodNamespaces(t *testing.T) {
 	want := map[string]string{
 		"Uid": "65534 65534 65534 65534", "Gid": "65534 65534 65534 65534", "Groups": "1234 65534",
 		"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
-		"CapBnd": "0000000000000000", "CapAmb": "0000000000000000", "NoNewPrivs": "1",
+		"CapAmb": "0000000000000000", "NoNewPrivs": "1",
 	}
 	for k, v := range want {
 		if st[k] != v {

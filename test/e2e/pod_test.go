@@ -287,7 +287,7 @@ func checkPause(t *testing.T, d *daemon, podID string) {
 	if err != nil {
 		t.Fatalf("pause %d: %v", info.Pid, err)
 	}
-	for _, want := range []string{"Uid:\t65535\t65535\t65535\t65535", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1"} {
+	for _, want := range []string{"Uid:\t65535\t65535\t65535\t65535", "CapEff:\t0000000000000000", "CapPrm:\t0000000000000000", "NoNewPrivs:\t1"} {
 		if !bytes.Contains(status, []byte(want)) {
 			t.Errorf("pause status lacks %q:\n%s", want, status)
 		}
