@@ -89,6 +89,12 @@ func (r *Runtime) State(ctx context.Context, id string) (*State, error) {
 	switch {
 	case ok:
 		st.Status, st.ExitCode, st.FinishedAt = StatusStopped, code, finished
+		if st.FinishedAt.Before(st.StartedAt) {
+			// The exit file's mtime comes from the kernel's coarse clock
+			// (a tick behind); a process that exited at once can look as
+			// if it finished before it started.
+			st.FinishedAt = st.StartedAt
+		}
 		st.OOMKilled = r.oomKilled(id, rs)
 	case st.Status == StatusStopped:
 		st.ExitCode = ExitCodeUnknown
