@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -89,25 +90,26 @@ type mem struct{ rss, pss uint64 }
 func (m mem) add(o mem) mem { return mem{m.rss + o.rss, m.pss + o.pss} }
 
 func memOf(pid int) mem {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	kb := procKiB(pid, "smaps_rollup", "Rss:", "Pss:")
+	return mem{rss: kb["Rss:"] << 10, pss: kb["Pss:"] << 10}
+}
+
+// procKiB reads the "Key: N kB" lines named by keys from /proc/<pid>/file;
+// a missing file or key reads as 0.
+func procKiB(pid int, file string, keys ...string) map[string]uint64 {
+	out := map[string]uint64{}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + file)
 	if err != nil {
-		return mem{}
+		return out
 	}
-	var m mem
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 2 {
+		if len(f) < 2 || !slices.Contains(keys, f[0]) {
 			continue
 		}
-		v, _ := strconv.ParseUint(f[1], 10, 64)
-		switch f[0] {
-		case "Rss:":
-			m.rss = v << 10
-		case "Pss:":
-			m.pss = v << 10
-		}
+		out[f[0]], _ = strconv.ParseUint(f[1], 10, 64)
 	}
-	return m
+	return out
 }
 
 // rssSplit is a process's resident memory by kind, from /proc/<pid>/status:
@@ -117,25 +119,8 @@ func memOf(pid int) mem {
 type rssSplit struct{ anon, file uint64 }
 
 func rssSplitOf(pid int) rssSplit {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return rssSplit{}
-	}
-	var s rssSplit
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseUint(f[1], 10, 64)
-		switch f[0] {
-		case "RssAnon:":
-			s.anon = v << 10
-		case "RssFile:":
-			s.file = v << 10
-		}
-	}
-	return s
+	kb := procKiB(pid, "status", "RssAnon:", "RssFile:")
+	return rssSplit{anon: kb["RssAnon:"] << 10, file: kb["RssFile:"] << 10}
 }
 
 // podProcs sums the helpers' memory and, separately, that of the pause
