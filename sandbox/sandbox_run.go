@@ -29,6 +29,7 @@ const defaultShmSize = 64 << 20
 // RunSandbox creates and starts a pod sandbox. Each slow step records its
 // undo; a failure anywhere unwinds what was done, on its own context.
 func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ string, retErr error) {
+	began := time.Now()
 	if err := validateSandboxConfig(cfg); err != nil {
 		return "", err
 	}
@@ -115,7 +116,6 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	}
 
 	hostNet := ns.GetNetwork() == runtimeapi.NamespaceMode_NODE
-	var ips []string
 	if !hostNet {
 		nsPath, err := m.o.Network.NewNetNS("peapod-" + id)
 		if err != nil {
@@ -125,21 +125,6 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		if err := sb.update(m.o.Store, func(r *SandboxRecord) error { r.NetNS = nsPath; return nil }); err != nil {
 			return "", err
 		}
-		pod := m.networkPod(sb)
-		res, err := m.o.Network.Setup(ctx, pod)
-		if err != nil {
-			return "", fmt.Errorf("sandbox %s: CNI ADD: %w", id, err)
-		}
-		undo.push("CNI DEL", func(ctx context.Context) error { return m.o.Network.Teardown(ctx, pod) })
-		for _, ip := range res.IPs {
-			ips = append(ips, ip.String())
-		}
-		if err := sb.update(m.o.Store, func(r *SandboxRecord) error { r.IPs = ips; return nil }); err != nil {
-			return "", err
-		}
-	}
-	if err := writeHosts(filepath.Join(dir, "hosts"), hostNet, hostname, ips); err != nil {
-		return "", err
 	}
 
 	// Pushed before the pause exists, so it runs after the pause is gone:
@@ -149,8 +134,54 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		m.removePodCgroup(sb)
 		return nil
 	})
-	pause, err := m.startPause(sb, &undo)
-	if err != nil {
+	// The pause starts while CNI ADD sets up the netns it joins: its move
+	// into its cgroup waits out an RCU grace period (~10 ms here), as long
+	// as CNI ADD itself. Its sysctls follow CNI, which makes eth0.
+	type started struct {
+		p       *infra.Process
+		sysctls map[string]string
+		took    time.Duration
+		err     error
+	}
+	pc := make(chan started, 1)
+	go func() {
+		t0 := time.Now()
+		p, sysctls, err := m.startPause(sb)
+		pc <- started{p, sysctls, time.Since(t0), err}
+	}()
+	var ips []string
+	var cniErr error
+	if !hostNet {
+		pod := m.networkPod(sb)
+		if res, err := m.o.Network.Setup(ctx, pod); err != nil {
+			cniErr = fmt.Errorf("sandbox %s: CNI ADD: %w", id, err)
+		} else {
+			undo.push("CNI DEL", func(ctx context.Context) error { return m.o.Network.Teardown(ctx, pod) })
+			for _, ip := range res.IPs {
+				ips = append(ips, ip.String())
+			}
+		}
+	}
+	ps := <-pc
+	pause := ps.p
+	if pause != nil {
+		undo.push("start pause", func(context.Context) error { return pause.Stop(0) })
+	}
+	if cniErr != nil {
+		return "", cniErr
+	}
+	if ps.err != nil {
+		return "", ps.err
+	}
+	if len(ips) > 0 {
+		if err := sb.update(m.o.Store, func(r *SandboxRecord) error { r.IPs = ips; return nil }); err != nil {
+			return "", err
+		}
+	}
+	if err := pause.SetSysctls(ps.sysctls); err != nil {
+		return "", fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	if err := writeHosts(filepath.Join(dir, "hosts"), hostNet, hostname, ips); err != nil {
 		return "", err
 	}
 	if err := ctx.Err(); err != nil {
@@ -166,20 +197,23 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		return "", err
 	}
 	m.watchPause(sb, pause)
-	klog.InfoS("Pod sandbox ready", "id", id, "pod", klog.KRef(md.GetNamespace(), md.GetName()), "ips", ips, "handler", handler, "steps", undo.timings())
+	klog.InfoS("Pod sandbox ready", "id", id, "pod", klog.KRef(md.GetNamespace(), md.GetName()), "ips", ips, "handler", handler, "duration", time.Since(began).Round(time.Millisecond/10), "pauseStart", ps.took.Round(time.Millisecond/10), "steps", undo.timings())
 	return id, nil
 }
 
 // startPause starts the pod's infra process in the pod's namespaces and
-// cgroup (sandbox/infra). The OCI spec a runtime would have run it with is
-// still built: it validates the pod's user, sysctls and security options
-// with the same rules as a container's, and says how the pause runs.
-func (m *Manager) startPause(sb *Sandbox, undo *undoStack) (*infra.Process, error) {
-	id := sb.rec.ID
+// cgroup (sandbox/infra) and returns it with the sysctls to set once the
+// network is up. The OCI spec a runtime would have run it with is still
+// built: it validates the pod's user, sysctls and security options with
+// the same rules as a container's, and says how the pause runs. On error
+// nothing of the pause is left running.
+func (m *Manager) startPause(sb *Sandbox) (*infra.Process, map[string]string, error) {
+	rec := sb.Record()
+	id := rec.ID
 	cfg := sb.config
-	nss, err := spec.SandboxNamespaces(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(), sb.rec.NetNS)
+	nss, err := spec.SandboxNamespaces(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(), rec.NetNS)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	in := spec.SandboxInput{
 		ID:             id,
@@ -187,46 +221,48 @@ func (m *Manager) startPause(sb *Sandbox, undo *undoStack) (*infra.Process, erro
 		RootfsPath:     m.pauseRoot(),
 		PauseArgs:      append([]string{m.o.PausePath}, m.o.PauseArgs...),
 		Namespaces:     nss,
-		CgroupsPath:    filepath.Join(sb.rec.CgroupParent, id),
+		CgroupsPath:    filepath.Join(rec.CgroupParent, id),
 		MinOOMScoreAdj: m.minOOMScoreAdj,
 	}
 	sp, err := spec.Sandbox(in)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: pause spec: %w", id, err)
+		return nil, nil, fmt.Errorf("sandbox %s: pause spec: %w", id, err)
 	}
 	u := sp.Process.User
 	p, err := infra.Start(infra.Options{
 		Path:     m.o.PausePath,
 		Args:     m.o.PauseArgs,
 		Root:     m.pauseRoot(),
-		NetNS:    sb.rec.NetNS,
+		NetNS:    rec.NetNS,
 		NewUTS:   !nss.HostUTS,
 		Hostname: sp.Hostname,
 		NewIPC:   !nss.HostIPC,
 		NewPID:   !nss.HostPID,
-		Sysctls:  sp.Linux.Sysctl,
 		UID:      u.UID,
 		GID:      u.GID,
 		Groups:   u.AdditionalGids,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: start pause: %w", id, err)
+		return nil, nil, fmt.Errorf("sandbox %s: start pause: %w", id, err)
 	}
-	undo.push("start pause", func(context.Context) error { return p.Stop(0) })
+	fail := func(err error) (*infra.Process, map[string]string, error) {
+		_ = p.Stop(0)
+		return nil, nil, fmt.Errorf("sandbox %s: %w", id, err)
+	}
 	var shares uint64
 	if c := sp.Linux.Resources.CPU; c != nil && c.Shares != nil {
 		shares = *c.Shares
 	}
 	if err := joinCgroup(sp.Linux.CgroupsPath, p.Pid, shares); err != nil {
-		return nil, fmt.Errorf("sandbox %s: pause cgroup: %w", id, err)
+		return fail(fmt.Errorf("pause cgroup: %w", err))
 	}
 	if adj := sp.Process.OOMScoreAdj; adj != nil && *adj != m.minOOMScoreAdj {
 		// The pause inherited peapod's own score; raising it needs no privilege.
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.Pid), []byte(strconv.Itoa(*adj)), 0); err != nil {
-			return nil, fmt.Errorf("sandbox %s: pause oom_score_adj: %w", id, err)
+			return fail(fmt.Errorf("pause oom_score_adj: %w", err))
 		}
 	}
-	return p, nil
+	return p, sp.Linux.Sysctl, nil
 }
 
 func (m *Manager) networkPod(sb *Sandbox) network.Pod {

@@ -5,9 +5,10 @@
 // nothing; CRI-O's drop_infra_ctr / pinns reached the same conclusion.
 //
 // The namespaces are made on a locked OS thread: it unshares UTS and IPC,
-// sets the hostname, joins the pinned netns and writes the namespaced
-// sysctls there, then forks the pause, which inherits that thread's
-// namespaces (plus a new PID namespace from clone). The thread then moves
+// sets the hostname and joins the pinned netns, then forks the pause,
+// which inherits that thread's namespaces (plus a new PID namespace from
+// clone). Sysctls are written later (SetSysctls), once CNI has set up the
+// pod's interfaces. The thread then moves
 // back to the daemon's namespaces; if it cannot, it stays locked and Go
 // retires it. The runtime never clones new threads from a locked one.
 //
@@ -49,11 +50,6 @@ type Options struct {
 	Hostname string // set in the new UTS namespace
 	NewIPC   bool
 	NewPID   bool // the pause is PID 1 of a new PID namespace
-
-	// Sysctls are set inside the new namespaces before the pause starts;
-	// names are dotted ("net.ipv4.ip_forward") and already validated as
-	// belonging to a namespace this pod owns.
-	Sysctls map[string]string
 
 	UID, GID uint32
 	Groups   []uint32
@@ -204,13 +200,6 @@ func startOnThread(o Options) (*Process, error) {
 			return nil, fmt.Errorf("join netns %s: %w", o.NetNS, err)
 		}
 	}
-	for k, v := range o.Sysctls {
-		// /proc/sys resolves net, ipc and uts entries in the namespaces of
-		// the thread that opens them: this one.
-		if err := os.WriteFile(SysctlPath(k), []byte(v), 0); err != nil {
-			return nil, fmt.Errorf("sysctl %s=%s: %w", k, v, err)
-		}
-	}
 
 	args := append([]string{o.Path}, o.Args...)
 	args = append(args, "-root", o.Root, "-user", fmt.Sprintf("%d:%d", o.UID, o.GID))
@@ -308,6 +297,61 @@ func (p *Process) wait() {
 		}
 	}
 	p.pidfd.Close()
+}
+
+// SetSysctls writes namespaced sysctls (dotted names, already validated as
+// belonging to a namespace the pod owns) inside the pause's net, IPC and
+// UTS namespaces. It runs after CNI ADD, so a sysctl of the pod's eth0
+// exists to be set. The thread enters them through the pidfd (one setns,
+// no pid reuse race) and moves back afterwards.
+func (p *Process) SetSysctls(sysctls map[string]string) error {
+	if len(sysctls) == 0 {
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := openThreadNamespaces()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		err = p.inNamespaces(func() error {
+			for k, v := range sysctls {
+				// /proc/sys resolves net, ipc and uts entries in the
+				// namespaces of the thread that opens them: this one.
+				if err := os.WriteFile(SysctlPath(k), []byte(v), 0); err != nil {
+					return fmt.Errorf("sysctl %s=%s: %w", k, v, err)
+				}
+			}
+			return nil
+		})
+		if orig.restore() {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+// inNamespaces runs fn on the calling (locked) thread after it joined the
+// pause's net, IPC and UTS namespaces.
+func (p *Process) inNamespaces(fn func() error) error {
+	rc, err := p.pidfd.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("pause %d: %w", p.Pid, ErrGone)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.Setns(int(fd), unix.CLONE_NEWNET|unix.CLONE_NEWIPC|unix.CLONE_NEWUTS)
+	}); err != nil {
+		return fmt.Errorf("pause %d: %w", p.Pid, ErrGone)
+	}
+	if serr != nil {
+		return fmt.Errorf("pause %d: join its namespaces: %w", p.Pid, serr)
+	}
+	return fn()
 }
 
 // Done is closed once the process has exited (and was reaped, if ours).

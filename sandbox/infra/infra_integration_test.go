@@ -101,13 +101,18 @@ func TestStartConfinedInPodNamespaces(t *testing.T) {
 	p, err := Start(Options{
 		Path: pause, Root: root, NetNS: netns,
 		NewUTS: true, Hostname: "infra-test", NewIPC: true, NewPID: true,
-		Sysctls: map[string]string{"net.ipv4.ip_unprivileged_port_start": "81", "kernel.shmmni": "2048"},
-		UID:     65534, GID: 65534, Groups: []uint32{1234, 65534},
+		UID: 65534, GID: 65534, Groups: []uint32{1234, 65534},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	stopAtCleanup(t, p)
+	if err := p.SetSysctls(map[string]string{"net.ipv4.ip_unprivileged_port_start": "81", "kernel.shmmni": "2048"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetSysctls(map[string]string{"kernel.no_such_sysctl": "1"}); err == nil || !strings.Contains(err.Error(), "kernel.no_such_sysctl") {
+		t.Errorf("unknown sysctl: %v", err)
+	}
 	if p.StartTime == 0 {
 		t.Error("no start time recorded")
 	}
@@ -243,7 +248,6 @@ func TestStartFailsCleanly(t *testing.T) {
 	pause, root := buildPause(t), emptyRoot(t)
 	for name, o := range map[string]Options{
 		"missing binary": {Path: "/nonexistent/pause", Root: root, NewUTS: true},
-		"unknown sysctl": {Path: pause, Root: root, NewIPC: true, Sysctls: map[string]string{"kernel.no_such_sysctl": "1"}},
 		"missing netns":  {Path: pause, Root: root, NetNS: "/run/netns/peapod-no-such-netns"},
 		"no root":        {Path: pause},
 		// The pause itself fails to confine itself: Start must say why.
