@@ -14,6 +14,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"k8s.io/klog/v2"
+
+	"peapod/internal/cgroupfs"
 )
 
 // Check answers whether this runtime can run containers on this host.
@@ -86,9 +88,7 @@ func (r *Runtime) probe(ctx context.Context) error {
 			klog.ErrorS(err, "Deleting check container", "runtime", r.name, "id", id)
 		}
 		// The runtime removes the cgroup on delete; a failed create may leave it.
-		for _, d := range cgroupDirs(spec.Linux.CgroupsPath) {
-			_ = os.Remove(d)
-		}
+		cgroupfs.Remove(spec.Linux.CgroupsPath)
 	}()
 	if cerr != nil {
 		msg := runtimeLogErrors(logFile, 3)
@@ -129,26 +129,6 @@ func checkSpec(id string) *specs.Spec {
 			MaskedPaths: []string{"/proc/kcore"},
 		},
 	}
-}
-
-// cgroupDirs lists the cgroupfs directories a cgroupsPath may occupy (v1
-// controllers and the unified hierarchy), for cleanup.
-func cgroupDirs(cgroupsPath string) []string {
-	var out []string
-	entries, err := os.ReadDir("/sys/fs/cgroup")
-	if err != nil {
-		return nil
-	}
-	rel := strings.TrimPrefix(cgroupsPath, "/")
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		return []string{filepath.Join("/sys/fs/cgroup", rel)}
-	}
-	for _, e := range entries {
-		if e.IsDir() {
-			out = append(out, filepath.Join("/sys/fs/cgroup", e.Name(), rel))
-		}
-	}
-	return out
 }
 
 // sweepStaleChecks removes check containers whose peapod is gone: killed

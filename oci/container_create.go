@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"peapod/internal/cgroupfs"
 )
 
 // CreateOptions describe one container to create.
@@ -22,6 +24,11 @@ type CreateOptions struct {
 	Terminal  bool
 	Stdin     bool
 	StdinOnce bool
+	// ConmonCgroup, if set, is the cgroupfs path conmon is moved into once
+	// the container is created (CRI-O's conmon_cgroup = "pod": the pod's
+	// cgroup pays for its monitors, and a service manager stopping peapod's
+	// own cgroup does not take the monitors with it).
+	ConmonCgroup string
 }
 
 // syncMessage is what conmon (--api-version 1) writes to _OCI_SYNCPIPE: the
@@ -72,7 +79,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (pid int, err err
 	if err := os.Mkdir(filepath.Join(dir, "exits"), 0o700); err != nil {
 		return 0, fmt.Errorf("container %s: %w", id, err)
 	}
-	mb, _ := json.Marshal(meta{Bundle: bundle, LogPath: o.LogPath, Created: time.Now()})
+	mb, _ := json.Marshal(meta{Bundle: bundle, LogPath: o.LogPath, Created: time.Now(), ConmonCgroup: o.ConmonCgroup})
 	if err := writeFileSync(filepath.Join(dir, "meta.json"), mb); err != nil {
 		return 0, fmt.Errorf("container %s: %w", id, err)
 	}
@@ -147,6 +154,15 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (pid int, err err
 			klog.V(2).InfoS("conmon parent exited with error", "id", id, "err", werr)
 		}
 	case <-time.After(2 * time.Second):
+	}
+	if o.ConmonCgroup != "" {
+		cpid, err := readPidFile(filepath.Join(dir, "conmon.pid"))
+		if err != nil {
+			return 0, fmt.Errorf("container %s: conmon pid: %w", id, err)
+		}
+		if err := cgroupfs.Join(o.ConmonCgroup, cpid, 0); err != nil {
+			return 0, fmt.Errorf("container %s: conmon cgroup %s: %w", id, o.ConmonCgroup, err)
+		}
 	}
 	if _, err := r.arm(id); err != nil {
 		return 0, fmt.Errorf("container %s: watch: %w", id, err)

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"peapod/internal/cgroupfs"
 )
 
 // Kill sends sig to the container's init process (`runtime kill`).
@@ -113,6 +115,9 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 		}
 	}
 	r.forget(id)
+	if m, err := r.readMeta(id); err == nil && m.ConmonCgroup != "" {
+		cgroupfs.Remove(m.ConmonCgroup) // conmon is gone: the cgroup is empty
+	}
 	if err := os.RemoveAll(r.dir(id)); err != nil {
 		return fmt.Errorf("container %s: remove state: %w", id, err)
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"peapod/internal/cgroupfs"
 )
 
 // Integration tests run real containers: they need PEAPOD_INTEGRATION=1,
@@ -79,7 +81,7 @@ func newEnv(t *testing.T) *env {
 
 // removeCgroups removes a test's cgroup parent from every hierarchy.
 func removeCgroups(t *testing.T, parent string) {
-	for _, d := range cgroupDirs(parent) {
+	for _, d := range cgroupfs.Dirs(parent) {
 		if _, err := os.Stat(d); err != nil {
 			continue
 		}

@@ -104,6 +104,9 @@ type meta struct {
 	Bundle  string    `json:"bundle"`
 	LogPath string    `json:"logPath"`
 	Created time.Time `json:"created"`
+	// ConmonCgroup is the cgroupfs path conmon was moved into; removed
+	// with the container.
+	ConmonCgroup string `json:"conmonCgroup,omitempty"`
 }
 
 func (r *Runtime) readMeta(id string) (*meta, error) {

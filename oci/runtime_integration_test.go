@@ -15,6 +15,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"peapod/internal/cgroupfs"
 )
 
 func TestCreateStartExitCode(t *testing.T) {
@@ -506,9 +508,7 @@ func TestCheckSweepsStaleChecks(t *testing.T) {
 	}
 	t.Cleanup(func() { // only if the sweep failed
 		exec.Command(e.opts.Path, "--root", e.opts.Root, "delete", "--force", id).Run()
-		for _, d := range cgroupDirs("/" + id) {
-			os.Remove(d)
-		}
+		cgroupfs.Remove("/" + id)
 	})
 	if initPid == 0 {
 		t.Fatal("the stale check container has no process")

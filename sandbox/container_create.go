@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"peapod/image"
+	"peapod/internal/cgroupfs"
 	"peapod/oci"
 	"peapod/sandbox/spec"
 	"peapod/store"
@@ -171,7 +172,7 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 	}
 	undo.push("delete record", func(context.Context) error { return m.o.Store.Delete(store.BucketContainers, id) })
 
-	undo.push("remove cgroup", func(context.Context) error { removeCgroup(cgroupsPath); return nil })
+	undo.push("remove cgroup", func(context.Context) error { cgroupfs.Remove(cgroupsPath); return nil })
 	rctx, cancel := runtimeCtx(ctx)
 	defer cancel()
 	pid, err := rt.Create(rctx, oci.CreateOptions{
@@ -181,6 +182,8 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 		Terminal:  cfg.GetTty(),
 		Stdin:     cfg.GetStdin(),
 		StdinOnce: cfg.GetStdinOnce(),
+		// conmon counts toward its pod's cgroup, as with CRI-O's default.
+		ConmonCgroup: filepath.Join(sbRec.CgroupParent, "conmon-"+id),
 	})
 	if err != nil {
 		return "", fmt.Errorf("container %s: %w", id, err)

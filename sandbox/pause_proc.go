@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"peapod/internal/cgroupfs"
 	"peapod/sandbox/infra"
 )
 
@@ -65,7 +66,7 @@ func (m *Manager) stopPause(ctx context.Context, sb *Sandbox) error {
 			return err
 		}
 	}
-	removeCgroup(filepath.Join(rec.CgroupParent, rec.ID))
+	cgroupfs.Remove(filepath.Join(rec.CgroupParent, rec.ID))
 	return nil
 }
 

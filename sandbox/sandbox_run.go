@@ -17,6 +17,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"peapod/internal/cgroupfs"
 	"peapod/sandbox/infra"
 	"peapod/sandbox/network"
 	"peapod/sandbox/spec"
@@ -130,7 +131,7 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	// Pushed before the pause exists, so it runs after the pause is gone:
 	// the pause's cgroup (if a cut-short create left it) and the pod's own.
 	undo.push("remove cgroups", func(context.Context) error {
-		removeCgroup(filepath.Join(sb.rec.CgroupParent, id))
+		cgroupfs.Remove(filepath.Join(sb.rec.CgroupParent, id))
 		m.removePodCgroup(sb)
 		return nil
 	})
@@ -253,7 +254,7 @@ func (m *Manager) startPause(sb *Sandbox) (*infra.Process, map[string]string, er
 	if c := sp.Linux.Resources.CPU; c != nil && c.Shares != nil {
 		shares = *c.Shares
 	}
-	if err := joinCgroup(sp.Linux.CgroupsPath, p.Pid, shares); err != nil {
+	if err := cgroupfs.Join(sp.Linux.CgroupsPath, p.Pid, shares); err != nil {
 		return fail(fmt.Errorf("pause cgroup: %w", err))
 	}
 	if adj := sp.Process.OOMScoreAdj; adj != nil && *adj != m.minOOMScoreAdj {

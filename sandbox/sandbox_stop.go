@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"peapod/internal/cgroupfs"
 	"peapod/oci"
 	"peapod/store"
 )
@@ -135,5 +136,5 @@ func (m *Manager) removePodCgroup(sb *Sandbox) {
 	if sb.config.GetLinux().GetCgroupParent() != "" {
 		return
 	}
-	removeCgroup(sb.Record().CgroupParent)
+	cgroupfs.Remove(sb.Record().CgroupParent)
 }

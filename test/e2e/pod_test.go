@@ -110,6 +110,12 @@ func TestPodLifecycle(t *testing.T) {
 	if cst.StartedAt == 0 || cst.ImageRef == "" || cst.LogPath == "" {
 		t.Fatalf("status lacks fields: %v", cst)
 	}
+	// The container's conmon runs in its pod's cgroup, not in peapod's.
+	if b, err := os.ReadFile(filepath.Join(d.dir, "run", "oci", "runc", cid, "conmon.pid")); err != nil {
+		t.Errorf("conmon pid: %v", err)
+	} else if cg, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/cgroup"); !regexp.MustCompile(`:memory:/\S+/conmon-` + cid + `\n`).Match(cg) {
+		t.Errorf("conmon not in its pod's cgroup:\n%s", cg)
+	}
 
 	// Logs in the CRI format, stdout and stderr.
 	var logs []byte

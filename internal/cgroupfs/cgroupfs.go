@@ -1,4 +1,9 @@
-package sandbox
+// Package cgroupfs creates, joins and removes cgroups by their cgroupfs
+// path ("/peapod/pod<uid>/<id>") in every hierarchy: one dir per v1
+// controller (and the unified one on hybrid hosts), or the single v2 dir.
+// runc does this for containers; peapod needs it for what no runtime
+// starts (the pause, conmon) and for cleaning up after the runtime.
+package cgroupfs
 
 import (
 	"errors"
@@ -11,50 +16,53 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// cgroupDirs lists where a cgroupfs path lives: one dir per v1 hierarchy
+// Root is where the hierarchies are mounted.
+var Root = "/sys/fs/cgroup"
+
+// Dirs lists where a cgroupfs path lives: one dir per v1 hierarchy
 // (and the unified one on hybrid hosts), or the single v2 dir.
-func cgroupDirs(path string) []string {
-	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
-		return []string{filepath.Join(cgroupRoot, path)}
+func Dirs(path string) []string {
+	if _, err := os.Stat(filepath.Join(Root, "cgroup.controllers")); err == nil {
+		return []string{filepath.Join(Root, path)}
 	}
-	dirs, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", path))
+	dirs, _ := filepath.Glob(filepath.Join(Root, "*", path))
 	return dirs
 }
 
-// removeCgroup removes an empty cgroup in every hierarchy. The runtime
+// Remove removes an empty cgroup in every hierarchy. The runtime
 // removes a container's cgroup on delete, but a `create` cut short (a
 // caller's deadline, a failed start) can leave it, and nothing removes a
 // pod-level parent. Best effort: a cgroup that still has tasks stays.
-func removeCgroup(path string) {
+func Remove(path string) {
 	if path == "" || path == "/" {
 		return
 	}
-	for _, d := range cgroupDirs(path) {
+	for _, d := range Dirs(path) {
 		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
 			klog.V(2).InfoS("Cgroup not removed", "path", d, "err", err)
 		}
 	}
 }
 
-// joinCgroup puts pid into path in every hierarchy, creating it as runc
+// Join puts pid into path in every hierarchy, creating it as runc
 // would for a container, and sets its cpu weight (v1 shares; 0 = leave).
 // It is how the pause, which no runtime starts, gets its cgroup.
-func joinCgroup(path string, pid int, shares uint64) error {
-	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
-		dir := filepath.Join(cgroupRoot, path)
+func Join(path string, pid int, shares uint64) error {
+	if _, err := os.Stat(filepath.Join(Root, "cgroup.controllers")); err == nil {
+		dir := filepath.Join(Root, path)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
 		if shares > 0 {
 			// runc's conversion of shares to cgroup v2 cpu.weight.
 			w := 1 + ((shares-2)*9999)/262142
-			if err := writeCgroupFile(filepath.Join(dir, "cpu.weight"), strconv.FormatUint(w, 10)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := writeFile(filepath.Join(dir, "cpu.weight"), strconv.FormatUint(w, 10)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
 		}
-		return writeCgroupFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid))
+		return writeFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid))
 	}
-	hierarchies, err := os.ReadDir(cgroupRoot)
+	hierarchies, err := os.ReadDir(Root)
 	if err != nil {
 		return err
 	}
@@ -62,7 +70,7 @@ func joinCgroup(path string, pid int, shares uint64) error {
 		if !h.IsDir() {
 			continue // cpu -> cpu,cpuacct style links name a hierarchy twice
 		}
-		root := filepath.Join(cgroupRoot, h.Name())
+		root := filepath.Join(Root, h.Name())
 		if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
 			continue
 		}
@@ -78,11 +86,11 @@ func joinCgroup(path string, pid int, shares uint64) error {
 			}
 		}
 		if shares > 0 {
-			if err := writeCgroupFile(filepath.Join(dir, "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := writeFile(filepath.Join(dir, "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
 		}
-		if err := writeCgroupFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+		if err := writeFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
 			return fmt.Errorf("%s: %w", dir, err)
 		}
 	}
@@ -107,16 +115,16 @@ func inheritCpuset(parent, dir string) error {
 		if err != nil {
 			return err
 		}
-		if err := writeCgroupFile(filepath.Join(dir, f), string(val)); err != nil {
+		if err := writeFile(filepath.Join(dir, f), string(val)); err != nil {
 			return fmt.Errorf("%s: %w", filepath.Join(dir, f), err)
 		}
 	}
 	return nil
 }
 
-// writeCgroupFile writes an existing control file; cgroupfs refuses to
+// writeFile writes an existing control file; cgroupfs refuses to
 // create files (EACCES), so a missing one must stay ErrNotExist.
-func writeCgroupFile(path, val string) error {
+func writeFile(path, val string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		return err
