@@ -105,7 +105,7 @@ func Start(o Options) (*Process, error) {
 }
 
 // readyTimeout bounds the wait for the pause to confine itself; it takes
-// well under a millisecond.
+// ~2 ms here (~5 ms as root, which also drops its bounding set).
 const readyTimeout = 10 * time.Second
 
 // awaitReady reads the pause's one-line report ("ok", or what failed) from
