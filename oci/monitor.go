@@ -104,7 +104,7 @@ func (r *Runtime) openConmon(id string) (*os.File, error) {
 // exits) until conmon exits or the monitor is closed.
 func (r *Runtime) wait(id string, m *monitor) {
 	defer close(m.done)
-	err := waitPidfd(m.pidfd)
+	err := pidfd.Wait(m.pidfd)
 	m.pidfd.Close()
 	if err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
 		klog.ErrorS(err, "Waiting for conmon", "runtime", r.name, "id", id)
@@ -115,8 +115,6 @@ func (r *Runtime) wait(id string, m *monitor) {
 	klog.V(2).InfoS("Container exited", "runtime", r.name, "id", id)
 	r.exits.push(id)
 }
-
-func waitPidfd(f *os.File) error { return pidfd.Wait(f) }
 
 // waitDone waits for the monitor to finish, up to d.
 func (m *monitor) waitDone(d time.Duration) bool {

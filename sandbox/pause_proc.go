@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
 	"peapod/internal/cgroupfs"
@@ -59,7 +58,7 @@ func (s *Sandbox) pauseProcess() *infra.Process {
 func (m *Manager) stopPause(ctx context.Context, sb *Sandbox) error {
 	rec := sb.Record()
 	if rec.PauseStartTime == 0 && rec.PausePid > 0 {
-		return m.stopLegacyPause(ctx, sb)
+		return m.stopLegacyPause(ctx, rec)
 	}
 	if p := sb.pauseProcess(); p != nil {
 		if err := p.Stop(pauseStopTimeout); err != nil {
@@ -72,15 +71,15 @@ func (m *Manager) stopPause(ctx context.Context, sb *Sandbox) error {
 
 // stopLegacyPause stops and deletes a pause that an older peapod ran under
 // the OCI runtime.
-func (m *Manager) stopLegacyPause(ctx context.Context, sb *Sandbox) error {
-	rt, err := m.runtime(sb.rec.RuntimeHandler)
+func (m *Manager) stopLegacyPause(ctx context.Context, rec SandboxRecord) error {
+	rt, err := m.runtime(rec.RuntimeHandler)
 	if err != nil {
 		return err
 	}
-	if err := rt.Stop(ctx, sb.rec.ID, pauseStopTimeout, unix.SIGTERM); err != nil && !isGone(err) {
+	if err := rt.Stop(ctx, rec.ID, pauseStopTimeout, unix.SIGTERM); err != nil && !isGone(err) {
 		return err
 	}
-	if err := rt.Delete(ctx, sb.rec.ID); err != nil && !isGone(err) {
+	if err := rt.Delete(ctx, rec.ID); err != nil && !isGone(err) {
 		return err
 	}
 	return nil
@@ -116,5 +115,5 @@ func (m *Manager) adoptPause(ctx context.Context, sb *Sandbox) bool {
 		return false
 	}
 	m.watchPause(sb, p)
-	return rec.State == runtimeapi.PodSandboxState_SANDBOX_READY
+	return true
 }

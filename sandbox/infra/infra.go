@@ -8,9 +8,8 @@
 // sets the hostname and joins the pinned netns, then forks the pause,
 // which inherits that thread's namespaces (plus a new PID namespace from
 // clone). Sysctls are written later (SetSysctls), once CNI has set up the
-// pod's interfaces. The thread then moves
-// back to the daemon's namespaces; if it cannot, it stays locked and Go
-// retires it. The runtime never clones new threads from a locked one.
+// pod's interfaces. Both run on internal/nsthread's locked threads, which
+// move back to the daemon's namespaces afterwards.
 //
 // The pause confines itself on start (sandbox/pause) and reports ready:
 // chroot into an empty read-only dir, switch to the pod's user, drop every
@@ -24,7 +23,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +30,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"peapod/internal/nsthread"
 	"peapod/internal/pidfd"
 )
 
@@ -71,37 +70,20 @@ func Start(o Options) (*Process, error) {
 	if o.Path == "" || o.Root == "" {
 		return nil, errors.New("infra: pause path and root are required")
 	}
-	type result struct {
-		p   *Process
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := openThreadNamespaces()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		p, err := startOnThread(o)
-		// Back to the daemon's namespaces, or the thread dies with this
-		// goroutine. It may be the main thread, which Go never retires but
-		// whose namespaces /proc/self shows: restoring matters.
-		if orig.restore() {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{p, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		return nil, r.err
-	}
-	if err := r.p.awaitReady(); err != nil {
-		_ = r.p.Stop(0)
+	var p *Process
+	err := nsthread.Run(unix.CLONE_NEWUTS|unix.CLONE_NEWIPC|unix.CLONE_NEWNET, func() error {
+		var err error
+		p, err = startOnThread(o)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
-	return r.p, nil
+	if err := p.awaitReady(); err != nil {
+		_ = p.Stop(0)
+		return nil, err
+	}
+	return p, nil
 }
 
 // readyTimeout bounds the wait for the pause to confine itself; it takes
@@ -124,50 +106,6 @@ func (p *Process) awaitReady() error {
 		return fmt.Errorf("pause %d: not ready after %v", p.Pid, readyTimeout)
 	default:
 		return fmt.Errorf("pause %d exited before it was ready (%v)", p.Pid, err)
-	}
-}
-
-// threadNamespaces holds the calling thread's own UTS, IPC and net
-// namespaces, to return to.
-type threadNamespaces []struct {
-	f    *os.File
-	kind int
-}
-
-func openThreadNamespaces() (threadNamespaces, error) {
-	var t threadNamespaces
-	for _, ns := range []struct {
-		name string
-		kind int
-	}{{"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}, {"net", unix.CLONE_NEWNET}} {
-		f, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/%s", unix.Gettid(), ns.name))
-		if err != nil {
-			t.close()
-			return nil, err
-		}
-		t = append(t, struct {
-			f    *os.File
-			kind int
-		}{f, ns.kind})
-	}
-	return t, nil
-}
-
-// restore moves the thread back and reports whether all of it worked.
-func (t threadNamespaces) restore() bool {
-	ok := true
-	for _, ns := range t {
-		if err := unix.Setns(int(ns.f.Fd()), ns.kind); err != nil {
-			ok = false
-		}
-	}
-	t.close()
-	return ok
-}
-
-func (t threadNamespaces) close() {
-	for _, ns := range t {
-		ns.f.Close()
 	}
 }
 
@@ -308,16 +246,8 @@ func (p *Process) SetSysctls(sysctls map[string]string) error {
 	if len(sysctls) == 0 {
 		return nil
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := openThreadNamespaces()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		err = p.inNamespaces(func() error {
+	return nsthread.Run(unix.CLONE_NEWUTS|unix.CLONE_NEWIPC|unix.CLONE_NEWNET, func() error {
+		return p.inNamespaces(func() error {
 			for k, v := range sysctls {
 				// /proc/sys resolves net, ipc and uts entries in the
 				// namespaces of the thread that opens them: this one.
@@ -327,12 +257,7 @@ func (p *Process) SetSysctls(sysctls map[string]string) error {
 			}
 			return nil
 		})
-		if orig.restore() {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
+	})
 }
 
 // inNamespaces runs fn on the calling (locked) thread after it joined the

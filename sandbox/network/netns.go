@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"peapod/internal/nsthread"
 )
 
 // NewNetNS creates a network namespace and pins it with a bind mount at
@@ -111,36 +112,14 @@ func InNetNS(path string, fn func() error) error {
 }
 
 // onNetNSThread runs fn on a locked OS thread that enter has moved into
-// another network namespace, then moves the thread back. A thread that
-// cannot move back stays locked, so the Go runtime ends it when the
-// goroutine returns and no other goroutine ever runs in the wrong
-// namespace. enter failing leaves the thread where it was.
+// another network namespace, then moves the thread back (internal/nsthread).
 func onNetNSThread(enter, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		restored := false
-		defer func() {
-			if restored {
-				runtime.UnlockOSThread()
-			}
-		}()
-		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
+	return nsthread.Run(unix.CLONE_NEWNET, func() error {
 		if err := enter(); err != nil {
-			restored = true // never left
-			errc <- err
-			return
+			return err
 		}
-		ferr := fn()
-		restored = unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil
-		errc <- ferr
-	}()
-	return <-errc
+		return fn()
+	})
 }
 
 // loopbackUp sets lo up in the netns at path.
