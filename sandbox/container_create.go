@@ -88,19 +88,21 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 	}
 	cgroupsPath := filepath.Join(sbRec.CgroupParent, id)
 	in := spec.ContainerInput{
-		ID:             id,
-		SandboxID:      sbRec.ID,
-		ImageName:      cfg.GetImage().GetImage(),
-		Config:         cfg,
-		Sandbox:        sb.config,
-		Image:          &img.Config.Config,
-		RootfsPath:     rootfs,
-		Namespaces:     nss,
-		HostsPath:      filepath.Join(sbDir, "hosts"),
-		HostnamePath:   filepath.Join(sbDir, "hostname"),
-		ResolvPath:     filepath.Join(sbDir, "resolv.conf"),
-		CgroupsPath:    cgroupsPath,
-		MinOOMScoreAdj: m.minOOMScoreAdj,
+		ID:               id,
+		SandboxID:        sbRec.ID,
+		ImageName:        cfg.GetImage().GetImage(),
+		Config:           cfg,
+		Sandbox:          sb.config,
+		Image:            &img.Config.Config,
+		RootfsPath:       rootfs,
+		Namespaces:       nss,
+		HostsPath:        filepath.Join(sbDir, "hosts"),
+		HostnamePath:     filepath.Join(sbDir, "hostname"),
+		ResolvPath:       filepath.Join(sbDir, "resolv.conf"),
+		CgroupsPath:      cgroupsPath,
+		MinOOMScoreAdj:   m.minOOMScoreAdj,
+		NoHugetlb:        m.noHugetlb,
+		NoSwapAccounting: m.noSwapAccounting,
 	}
 	if nss.HostNet {
 		in.NodeHostname, _ = os.Hostname()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
 
 	"peapod/sandbox/spec"
 )
@@ -47,7 +48,18 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, res *runtimeap
 	if err != nil {
 		return err
 	}
-	if err := rt.UpdateResources(ctx, rec.ID, spec.Resources(res)); err != nil {
+	ociRes := spec.Resources(res)
+	if m.noHugetlb && ociRes != nil {
+		var w spec.Warnings
+		ociRes.HugepageLimits = spec.DropHugepageLimits(ociRes.HugepageLimits, "linux.hugepage_limits", &w)
+		for _, msg := range w {
+			klog.InfoS("UpdateContainerResources adjusted", "id", rec.ID, "warning", msg)
+		}
+	}
+	if m.noSwapAccounting && ociRes != nil && ociRes.Memory != nil {
+		ociRes.Memory.Swap = nil
+	}
+	if err := rt.UpdateResources(ctx, rec.ID, ociRes); err != nil {
 		return fmt.Errorf("update container %s: %w", rec.ID, err)
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"peapod/image"
+	"peapod/internal/cgroupfs"
 	"peapod/oci"
 	"peapod/sandbox/network"
 	"peapod/store"
@@ -92,7 +93,10 @@ type Manager struct {
 	names      map[string]string // reserved name -> id
 
 	minOOMScoreAdj int
-	oomWarn        sync.Once
+	// Host cgroup facts, read once: what the OCI runtime can set here.
+	noHugetlb        bool
+	noSwapAccounting bool
+	oomWarn          sync.Once
 
 	// stats caches usage figures for the CRI stats calls and metrics (stats.go).
 	stats *statsCache
@@ -122,6 +126,8 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 		stats:      newStatsCache(),
 	}
 	m.minOOMScoreAdj = ownOOMScoreAdj()
+	m.noHugetlb = !cgroupfs.HasController("hugetlb")
+	m.noSwapAccounting = noSwapAccounting()
 	if err := m.makePauseRoot(); err != nil {
 		return nil, fmt.Errorf("pause root: %w", err)
 	}
@@ -333,4 +339,17 @@ func (u *undoStack) run(id string) {
 			klog.ErrorS(err, "Rollback step failed", "id", id, "step", u.steps[i].what)
 		}
 	}
+}
+
+// noSwapAccounting: a v1 memory hierarchy without memory.memsw.* (swap
+// accounting off in the kernel) cannot take a swap limit.
+func noSwapAccounting() bool {
+	if !cgroupfs.HasController("memory") {
+		return false
+	}
+	if _, err := os.Stat(filepath.Join(cgroupfs.Root, "cgroup.controllers")); err == nil {
+		return false // v2: memory.swap.max is there whenever memory is
+	}
+	_, err := os.Stat(filepath.Join(cgroupfs.Root, "memory", "memory.memsw.limit_in_bytes"))
+	return err != nil
 }

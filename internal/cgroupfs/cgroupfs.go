@@ -135,3 +135,44 @@ func writeFile(path, val string) error {
 	}
 	return err
 }
+
+// HasController says whether a controller is usable by a cgroupfs runtime
+// (runc, crun) on this host: listed in cgroup.controllers on a pure v2
+// host, or mounted as its own v1 hierarchy. On a hybrid host a controller
+// attached only to the unified mount (this machine kind's hugetlb) does
+// not count: runc in v1 mode never looks there, and a spec that sets its
+// limits fails with "container could not join or create cgroup".
+func HasController(name string) bool {
+	if b, err := os.ReadFile(filepath.Join(Root, "cgroup.controllers")); err == nil {
+		return slicesContains(strings.Fields(string(b)), name)
+	}
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return false
+	}
+	return hasV1Controller(string(mounts), Root, name)
+}
+
+// hasV1Controller finds a v1 cgroup mount below root whose options name
+// the controller.
+func hasV1Controller(mounts, root, name string) bool {
+	for _, line := range strings.Split(mounts, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[2] != "cgroup" || !strings.HasPrefix(f[1], root+"/") {
+			continue
+		}
+		if slicesContains(strings.Split(f[3], ","), name) {
+			return true
+		}
+	}
+	return false
+}
+
+func slicesContains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

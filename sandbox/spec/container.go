@@ -58,7 +58,12 @@ type ContainerInput struct {
 	HostDevices      []specs.LinuxDevice
 	CgroupNS         bool // give the container a cgroup namespace (pure cgroup v2 hosts)
 	NoSwapAccounting bool // the memory cgroup has no swap limit (no memory.memsw.* on v1)
-	AppArmorEnabled  bool // false here: see apparmor
+	// NoHugetlb: the OCI runtime cannot set hugetlb limits on this host (no
+	// hugetlb hierarchy it uses). The kubelet sends a limit for every page
+	// size the kernel has, 0 when the pod asks for none; they are dropped,
+	// as CRI-O and containerd (tolerate_missing_hugetlb_controller) do.
+	NoHugetlb       bool
+	AppArmorEnabled bool // false here: see apparmor
 }
 
 // Container builds the OCI spec of a container of a pod. Warnings list
@@ -150,6 +155,9 @@ func Container(in ContainerInput) (*specs.Spec, Warnings, error) {
 	}
 	if in.NoSwapAccounting && res.Memory != nil {
 		res.Memory.Swap = nil
+	}
+	if in.NoHugetlb {
+		res.HugepageLimits = DropHugepageLimits(res.HugepageLimits, "linux.resources.hugepage_limits", &w)
 	}
 	nodes, rules, err := criDevices(cfg.GetDevices())
 	if err != nil {

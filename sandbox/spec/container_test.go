@@ -446,3 +446,39 @@ func TestContainerErrors(t *testing.T) {
 		t.Error("empty input must fail")
 	}
 }
+
+// The kubelet sends a hugepage limit for every page size the kernel has (0
+// when the pod asks for none); where the runtime has no hugetlb hierarchy
+// they must not reach the spec, or runc fails every container.
+func TestContainerHugepagesWithoutController(t *testing.T) {
+	limits := []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 0}, {PageSize: "1GB", Limit: 0}}
+	for _, tt := range []struct {
+		name      string
+		noHugetlb bool
+		limits    []*runtimeapi.HugepageLimit
+		wantN     int
+		wantWarn  bool
+	}{
+		{"controller present keeps the limits", false, limits, 2, false},
+		{"no controller drops zero limits silently", true, limits, 0, false},
+		{"no controller drops a real limit with a warning", true, []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 4 << 20}}, 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			in := testInput(t, func(in *ContainerInput) {
+				in.NoHugetlb = tt.noHugetlb
+				in.Config.Linux.Resources = &runtimeapi.LinuxContainerResources{HugepageLimits: tt.limits}
+			})
+			s, w, err := Container(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(s.Linux.Resources.HugepageLimits); got != tt.wantN {
+				t.Errorf("%d hugepage limits in the spec, want %d", got, tt.wantN)
+			}
+			warned := slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, "hugepage_limits") })
+			if warned != tt.wantWarn {
+				t.Errorf("warnings %q, want a hugepage warning: %v", w, tt.wantWarn)
+			}
+		})
+	}
+}

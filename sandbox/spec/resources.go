@@ -60,3 +60,15 @@ func Resources(r *runtimeapi.LinuxContainerResources) *specs.LinuxResources {
 	}
 	return out
 }
+
+// DropHugepageLimits returns nil for a host whose runtime cannot set
+// hugetlb limits; a non-zero limit among them becomes a warning naming the
+// field (w may be nil).
+func DropHugepageLimits(limits []specs.LinuxHugepageLimit, field string, w *Warnings) []specs.LinuxHugepageLimit {
+	for _, h := range limits {
+		if h.Limit != 0 && w != nil {
+			w.add("%s: %s limit %d ignored: no hugetlb cgroup controller the runtime can use on this host", field, h.Pagesize, h.Limit)
+		}
+	}
+	return nil
+}
