@@ -8,7 +8,7 @@ export GOFLAGS := -buildvcs=false
 GOTESTFLAGS ?=
 OUT := _output
 
-.PHONY: all build deps test-deps bench-deps run test unit integration tools conformance conformance-containerd bench clean
+.PHONY: all build deps test-deps bench-deps run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down conformance-k8s conformance-k8s-containerd
 
 all: build
 
@@ -38,9 +38,35 @@ run: deps build
 # README command 2: install, build and run the whole suite for real, then
 # critest against peapod (~75 s; the digest-pinned image spec cannot pass
 # offline and is skipped here, see README.md "Conformance").
-test: test-deps build
-	PEAPOD_INTEGRATION=1 $(GO) test -count=1 -timeout 40m $(GOTESTFLAGS) ./...
+test: test-deps build k8s
+	PEAPOD_INTEGRATION=1 $(GO) test -count=1 -timeout 40m $(GOTESTFLAGS) $$($(GO) list ./... | grep -v '^peapod/test/cluster$$')
+	PEAPOD_INTEGRATION=1 $(GO) test -count=1 -timeout 30m $(GOTESTFLAGS) ./test/cluster
 	bash hack/conformance/run.sh peapod -ginkgo.skip='public image with digest'
+
+# Kubernetes v1.37.2 (kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, kubelet, etcd) built from the Go module proxy into
+# /var/cache/peapod/kubernetes-v1.37.2/bin: ~8 min the first time on a
+# machine, instant after (hack/cluster/README.md).
+k8s:
+	@bash hack/cluster/build.sh control-plane >/dev/null
+
+# A real control plane on 127.0.0.1 and one node: the upstream kubelet on
+# peapod. Ends by printing KUBECONFIG=... and KUBECTL=...; CLUSTER_FLAGS:
+# e.g. --runtime containerd, --dir DIR.
+CLUSTER_FLAGS ?=
+cluster: test-deps build k8s
+	@$(GO) run ./hack/cluster up $(CLUSTER_FLAGS)
+
+cluster-down:
+	@$(GO) run ./hack/cluster down $(CLUSTER_FLAGS)
+
+# Kubernetes' own [NodeConformance] specs (e2e.test v1.37.2) against a fresh
+# cluster whose kubelet runs on peapod / on Debian's containerd 1.6.
+conformance-k8s: test-deps build
+	$(GO) run ./hack/cluster conformance --runtime peapod $(CLUSTER_FLAGS)
+
+conformance-k8s-containerd: bench-deps build
+	$(GO) run ./hack/cluster conformance --runtime containerd $(CLUSTER_FLAGS)
 
 # critest v1.34.0, every spec, against peapod / against Debian's containerd.
 conformance: build

@@ -8,6 +8,9 @@
 //	go run ./hack/testimages oci-archive --out busybox.oci.tar     # for `peapod images import`
 //	go run ./hack/testimages docker-archive --out busybox.docker.tar
 //	go run ./hack/testimages rootfs --out DIR                      # busybox rootfs on disk
+//	go run ./hack/testimages conformance-push --registry 127.0.0.1:5000 --ctrbin FILE [--pause FILE]
+//	go run ./hack/testimages k8s-e2e-push --registry 127.0.0.1:5000 --ctrbin FILE --pause FILE \
+//	    [--k8s-src DIR] [--bin-dir DIR] [--agnhost FILE] [--nnp FILE]  # Kubernetes v1.37.2 node e2e images
 //
 // Every subcommand takes --busybox PATH (default $PEAPOD_BUSYBOX, else
 // /bin/busybox). push talks plain HTTP to the given registry only, which must
@@ -37,6 +40,11 @@ commands:
   conformance-push --registry HOST:PORT --ctrbin FILE [--pause FILE]
                    [--shell-busybox FILE --shell-libs LIB,...]
                                              push the images critest uses, under their original paths
+  k8s-e2e-push --registry HOST:PORT --ctrbin FILE --pause FILE [--k8s-src DIR] [--bin-dir DIR]
+               [--agnhost FILE] [--nnp FILE] [--shell-busybox FILE --shell-libs LIB,...]
+                                             push the images Kubernetes `+imagebuild.K8sVersion+`'s [NodeConformance]
+                                             specs pull, under their original paths; agnhost and nnp are
+                                             built from --k8s-src into --bin-dir unless given
 common flags: --busybox PATH`)
 	os.Exit(2)
 }
@@ -51,10 +59,14 @@ func main() {
 	registry := fs.String("registry", "127.0.0.1:5000", "push: registry host:port")
 	prefix := fs.String("prefix", "", "push: prepended to every repository name")
 	allowRemote := fs.Bool("allow-remote", false, "push: allow a registry that is not on loopback")
-	ctrbin := fs.String("ctrbin", "", "conformance-push: static build of hack/testimages/ctrbin")
-	pause := fs.String("pause", "", "conformance-push: static pause binary for pause:3.6 (optional)")
-	shellBusybox := fs.String("shell-busybox", "", "conformance-push: busybox without FEATURE_SH_STANDALONE for e2e-test-images/busybox (optional)")
-	shellLibs := fs.String("shell-libs", "", "conformance-push: comma-separated host libraries --shell-busybox needs")
+	ctrbin := fs.String("ctrbin", "", "conformance-push, k8s-e2e-push: static build of hack/testimages/ctrbin")
+	pause := fs.String("pause", "", "conformance-push: static pause binary for pause:3.6 (optional); k8s-e2e-push: for pause:3.10.2 (required)")
+	shellBusybox := fs.String("shell-busybox", "", "conformance-push: busybox without FEATURE_SH_STANDALONE for e2e-test-images/busybox; k8s-e2e-push: for every image (optional)")
+	shellLibs := fs.String("shell-libs", "", "conformance-push, k8s-e2e-push: comma-separated host libraries --shell-busybox needs")
+	k8sSrc := fs.String("k8s-src", imagebuild.DefaultK8sSrc, "k8s-e2e-push: the rewritten k8s.io/kubernetes "+imagebuild.K8sVersion+" source tree")
+	binDir := fs.String("bin-dir", "", "k8s-e2e-push: cache of binaries built from --k8s-src (default: --k8s-src/../bin)")
+	agnhost := fs.String("agnhost", "", "k8s-e2e-push: prebuilt agnhost binary (default: build test/images/agnhost, cached)")
+	nnp := fs.String("nnp", "", "k8s-e2e-push: prebuilt nonewprivs nnp binary (default: build test/images/nonewprivs, cached)")
 	out := fs.String("out", "", "oci-archive, docker-archive, rootfs: output file or directory")
 	ref := fs.String("name", "", "oci-archive, docker-archive: image name recorded in the archive (default "+
 		imagebuild.ArchiveRefName+", docker-archive "+imagebuild.DockerArchiveTag+")")
@@ -68,6 +80,16 @@ func main() {
 	opts := imagebuild.Options{Busybox: *busybox}
 	if cmd == "conformance-push" {
 		if err := conformancePush(imagebuild.ConformanceOptions{Options: opts, Ctrbin: *ctrbin, Pause: *pause, ShellBusybox: *shellBusybox, ShellLibs: splitList(*shellLibs)}, *registry, *allowRemote); err != nil {
+			fmt.Fprintf(os.Stderr, "testimages %s: %v\n", cmd, err)
+			os.Exit(1)
+		}
+		return
+	}
+
+	if cmd == "k8s-e2e-push" {
+		ko := imagebuild.K8sE2EOptions{Options: opts, Ctrbin: *ctrbin, Pause: *pause, Agnhost: *agnhost, Nnp: *nnp,
+			K8sSrc: *k8sSrc, ShellBusybox: *shellBusybox, ShellLibs: splitList(*shellLibs)}
+		if err := k8sE2EPush(ko, *binDir, *registry, *allowRemote); err != nil {
 			fmt.Fprintf(os.Stderr, "testimages %s: %v\n", cmd, err)
 			os.Exit(1)
 		}
@@ -159,6 +181,58 @@ func conformancePush(co imagebuild.ConformanceOptions, registry string, allowRem
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
+	pushed, err := imagebuild.PushNamed(ctx, imgs, registry, "")
+	for _, p := range pushed {
+		fmt.Printf("%s\t%s\n", p.Ref, p.Digest)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "pushed %d images in %v\n", len(pushed), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// k8sE2EPush builds what is missing (agnhost, nnp; cached in binDir), builds
+// the Kubernetes node e2e image set and pushes it. Progress goes to stderr,
+// one "REF\tDIGEST" line per pushed image to stdout.
+func k8sE2EPush(o imagebuild.K8sE2EOptions, binDir, registry string, allowRemote bool) error {
+	if !allowRemote && !isLoopback(registry) {
+		return fmt.Errorf("registry %q is not on loopback (use --allow-remote if you mean it)", registry)
+	}
+	if o.Ctrbin == "" || o.Pause == "" {
+		return fmt.Errorf("--ctrbin and --pause are required (CGO_ENABLED=0 go build ./hack/testimages/ctrbin ./cmd/peapod-pause)")
+	}
+	if err := imagebuild.CheckK8sManifest(o.K8sSrc); err != nil {
+		return err
+	}
+	b := imagebuild.K8sBuild{Src: o.K8sSrc, BinDir: binDir, Log: os.Stderr}
+	for _, x := range []struct {
+		flag *string
+		bin  imagebuild.K8sBinary
+	}{{&o.Agnhost, imagebuild.AgnhostBinary}, {&o.Nnp, imagebuild.NnpBinary}} {
+		if *x.flag != "" {
+			continue
+		}
+		res, err := b.Ensure(context.Background(), x.bin)
+		if err != nil {
+			return err
+		}
+		if res.Built {
+			fmt.Fprintf(os.Stderr, "%s %s: built in %v: %s\n", x.bin.Name, res.Version, res.Took.Round(time.Second), res.Path)
+		} else {
+			fmt.Fprintf(os.Stderr, "%s %s: cached: %s\n", x.bin.Name, res.Version, res.Path)
+		}
+		*x.flag = res.Path
+	}
+	start := time.Now()
+	imgs, err := imagebuild.K8sE2E(o)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "built %d images in %v\n", len(imgs), time.Since(start).Round(time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start = time.Now()
 	pushed, err := imagebuild.PushNamed(ctx, imgs, registry, "")
 	for _, p := range pushed {
 		fmt.Printf("%s\t%s\n", p.Ref, p.Digest)

@@ -1,8 +1,9 @@
-// Command summary reads critest's JUnit report (-ginkgo.junit-report) and
+// Command summary reads a ginkgo JUnit report (critest's or e2e.test's
+// -ginkgo.junit-report) and
 // prints passed / failed / skipped and, for each failed or skipped spec, its
 // name and the first lines of the reason.
 //
-//	go run ./hack/conformance/summary [-v] junit.xml
+//	go run ./hack/conformance/summary [-v] [-label NAME] junit.xml
 package main
 
 import (
@@ -38,6 +39,7 @@ type message struct {
 
 func main() {
 	verbose := flag.Bool("v", false, "also list skipped specs with their reasons")
+	label := flag.String("label", "critest", "the suite's name on the summary lines")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: summary [-v] junit.xml")
@@ -74,7 +76,7 @@ func main() {
 		}
 	}
 	total := len(passed) + len(failed) + len(skipped)
-	fmt.Printf("critest: %d specs\n", total)
+	fmt.Printf("%s: %d specs\n", *label, total)
 	sort.Slice(failed, func(i, j int) bool { return failed[i].Name < failed[j].Name })
 	for _, c := range failed {
 		m := c.Failure
@@ -90,7 +92,7 @@ func main() {
 		}
 	}
 	// Last, in the plain "N passed, N failed" form CI reads.
-	fmt.Printf("critest: %d passed, %d failed, %d skipped\n", len(passed), len(failed), len(skipped))
+	fmt.Printf("%s: %d passed, %d failed, %d skipped\n", *label, len(passed), len(failed), len(skipped))
 	if len(failed) > 0 {
 		os.Exit(1)
 	}

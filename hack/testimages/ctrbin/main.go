@@ -1,6 +1,7 @@
 // Command ctrbin is the one static program inside peapod's conformance test
-// images (hack/testimages/imagebuild.Conformance) where busybox cannot play
-// the part critest expects. What it does depends on the name it runs as:
+// images (hack/testimages/imagebuild.Conformance for critest, K8sE2E for the
+// Kubernetes node e2e specs) where busybox cannot play the part the tests
+// expect. What it does depends on the name it runs as:
 //
 //	nginx [-port N]   serve /usr/share/nginx/html on :80 (or N), write the pid
 //	                  to /var/run/nginx.pid; the process is named nginx, as
@@ -12,6 +13,13 @@
 //	pgrep PATTERN     pids of processes whose name matches (Debian's
 //	                  busybox-static has no pgrep applet)
 //	ipcs [-m]         the System V shared memory segments (nor ipcs)
+//	curl [opts] URL   the curl options the Kubernetes e2e tests use: -g -q -s
+//	                  -S -i -f -L -k -I -o FILE -w FMT (%{http_code}) -m SECS
+//	                  --connect-timeout SECS -X -d -H, curl's exit codes
+//	                  (upstream's agnhost image has Alpine's curl)
+//	nc [-uz] [-w SECS] HOST PORT   an OpenBSD-netcat client: stdin out, the
+//	                  replies to stdout, -w as connect and idle timeout
+//	                  (Debian's busybox nc has no -u)
 //
 // Arguments after nginx's flags are ignored; the nginx image passes
 // "master process" as one, so /proc/1/cmdline carries it as the real
@@ -38,6 +46,10 @@ func main() {
 		os.Exit(pgrep(os.Args[1:]))
 	case "ipcs":
 		ipcs()
+	case "curl":
+		os.Exit(curl(os.Args[1:], os.Stdout, os.Stderr))
+	case "nc":
+		os.Exit(nc(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	case "nginx", "httpd":
 		fs := flag.NewFlagSet(name, flag.ContinueOnError)
 		port := fs.Int("port", 80, "TCP port")
@@ -53,7 +65,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	default:
-		fmt.Fprintf(os.Stderr, "ctrbin: unknown name %q (nginx, httpd, nonewprivs)\n", name)
+		fmt.Fprintf(os.Stderr, "ctrbin: unknown name %q (nginx, httpd, nonewprivs, pgrep, ipcs, curl, nc)\n", name)
 		os.Exit(2)
 	}
 }

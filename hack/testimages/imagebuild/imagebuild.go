@@ -70,6 +70,13 @@
 // `docker save`-style tarball (manifest.json with RepoTags, "busybox:latest"
 // by default) of the Docker
 // schema 2 busybox image.
+//
+// # Sets under original repository paths
+//
+// Conformance (conformance.go) builds the images cri-tools' critest pulls,
+// K8sE2E (k8se2e.go) those the [NodeConformance] specs of Kubernetes
+// K8sVersion's e2e.test pull, with agnhost and nnp built from the
+// Kubernetes source tree by K8sBuild (k8sbuild.go); see their doc comments.
 package imagebuild
 
 import (

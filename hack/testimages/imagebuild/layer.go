@@ -25,11 +25,11 @@ var epoch = time.Unix(0, 0).UTC()
 // slash-separated ("bin/sh"); directories carry no trailing slash.
 type entry struct {
 	path     string
-	typ      byte // tar.TypeDir, tar.TypeReg, tar.TypeLink
+	typ      byte // tar.TypeDir, tar.TypeReg, tar.TypeLink, tar.TypeSymlink
 	mode     int64
 	uid, gid int
 	data     []byte
-	link     string // TypeLink: the target path, relative ("bin/busybox")
+	link     string // TypeLink: the target path, relative ("bin/busybox"); TypeSymlink: the link's content
 }
 
 func dir(p string, mode int64) entry { return entry{path: p, typ: tar.TypeDir, mode: mode} }
@@ -43,6 +43,12 @@ func file(p string, mode int64, data string) entry {
 // header's mode, which with mode 0 would make the shared inode unusable.
 func hardlink(p, target string, mode int64) entry {
 	return entry{path: p, typ: tar.TypeLink, link: target, mode: mode}
+}
+
+// symlink is a symbolic link whose content is target, as written ("agnhost"
+// is relative to the link's directory), mode 0777 as ln -s makes it.
+func symlink(p, target string) entry {
+	return entry{path: p, typ: tar.TypeSymlink, link: target, mode: 0o777}
 }
 
 // sortEntries gives a layer its one fixed order: every non-link entry sorted by
@@ -80,7 +86,7 @@ func tarLayer(es []entry) ([]byte, error) {
 			h.Name += "/"
 		case tar.TypeReg:
 			h.Size = int64(len(e.data))
-		case tar.TypeLink:
+		case tar.TypeLink, tar.TypeSymlink:
 			h.Linkname = e.link
 		default:
 			return nil, fmt.Errorf("entry %s: unsupported type %q", e.path, e.typ)
@@ -160,6 +166,17 @@ func writeTree(root string, es []entry) error {
 				return err
 			}
 			continue // a hard link shares its target's inode: nothing more to set
+		case tar.TypeSymlink:
+			_ = os.Remove(p)
+			if err := os.Symlink(e.link, p); err != nil {
+				return err
+			}
+			if asRoot {
+				if err := os.Lchown(p, e.uid, e.gid); err != nil {
+					return err
+				}
+			}
+			continue // no mode of its own; its time is left alone (Chtimes follows links)
 		}
 		if asRoot {
 			if err := os.Lchown(p, e.uid, e.gid); err != nil {
@@ -174,7 +191,7 @@ func writeTree(root string, es []entry) error {
 	// a parent's mtime after it was set.
 	for i := len(es) - 1; i >= 0; i-- {
 		e := es[i]
-		if e.typ == tar.TypeLink {
+		if e.typ == tar.TypeLink || e.typ == tar.TypeSymlink {
 			continue
 		}
 		if err := os.Chtimes(filepath.Join(root, filepath.FromSlash(e.path)), epoch, epoch); err != nil {

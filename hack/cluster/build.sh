@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# hack/cluster/build.sh [all|control-plane|e2e] — build the Kubernetes
+# components peapod's cluster tests run, from the Go module proxy, into a
+# cache outside the work tree keyed by version:
+#
+#   $PEAPOD_CACHE/kubernetes-$K8S_VERSION/bin/{kube-apiserver,kube-controller-manager,
+#       kube-scheduler,kubectl,kubelet,etcd}            (control-plane)
+#   $PEAPOD_CACHE/kubernetes-$K8S_VERSION/bin/e2e.test   (e2e: node conformance)
+#
+# PEAPOD_CACHE defaults to /var/cache/peapod; K8S_VERSION to v1.37.2 (the
+# release whose k8s.io/* v0.37.2 libraries peapod links). A binary already in
+# the cache is never rebuilt, so only the first run on a machine pays (about
+# 15-20 min cold on 2 cores; see hack/cluster/README.md). Prints the bin dir.
+#
+# How: the k8s.io/kubernetes module zip has no staging/ (its go.mod replaces
+# k8s.io/<x> with ./staging/src/k8s.io/<x>), ships a go.work pointing there and
+# an empty vendor/. A writable copy of the module gets each such replace
+# rewritten to the published k8s.io/<x> v0.<minor>.<patch>, GOWORK=off and no
+# vendor/; then one `go build` of every command shares the compile work.
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-v1.37.2}
+PEAPOD_CACHE=${PEAPOD_CACHE:-/var/cache/peapod}
+what=${1:-control-plane}
+
+export PATH=/usr/local/go/bin:$PATH
+export GOSUMDB=off GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=local GOWORK=off
+
+base=$PEAPOD_CACHE/kubernetes-$K8S_VERSION
+bin=$base/bin
+src=$base/src
+mkdir -p "$bin"
+
+log() { echo "cluster/build: $*" >&2; }
+die() { echo "cluster/build: error: $*" >&2; exit 1; }
+
+ver=${K8S_VERSION#v}
+major=${ver%%.*}
+rest=${ver#*.}
+minor=${rest%%.*}
+staging_version=v0.${rest}
+
+cp_bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd)
+
+# prepare_src: a writable, rewritten copy of k8s.io/kubernetes@VERSION in $src.
+prepare_src() {
+	[ -f "$src/.peapod-rewritten" ] && return 0
+	local start=$SECONDS dir tmp
+	log "downloading k8s.io/kubernetes@$K8S_VERSION from the module proxy"
+	tmp=$(mktemp -d "$base/dl.XXXXXX")
+	dir=$(cd "$tmp" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	rm -rf "$tmp"
+	[ -n "$dir" ] && [ -d "$dir" ] || die "go mod download k8s.io/kubernetes@$K8S_VERSION gave no module dir"
+	rm -rf "$src.tmp"
+	cp -r "$dir" "$src.tmp"
+	chmod -R u+w "$src.tmp"
+	rm -rf "$src.tmp/vendor" "$src.tmp/go.work" "$src.tmp/go.work.sum"
+	(
+		cd "$src.tmp"
+		# Every ./staging replace: a required module gets its published
+		# version, the others (not needed by this module) are dropped.
+		local args=() mod
+		while read -r mod; do
+			args+=("-dropreplace=$mod")
+			if go mod edit -json | grep -q "\"Path\": \"$mod\","; then
+				args+=("-require=$mod@$staging_version")
+			fi
+		done < <(go mod edit -json | awk '/"Old": \{/{o=1} o && /"Path":/{gsub(/[",]/,"",$2); p=$2} /"New": \{/{o=0; n=1} n && /"Path": "\.\/staging/{print p} /\}/{if(!o)n=0}')
+		[ ${#args[@]} -gt 0 ] || die "no ./staging replaces found in k8s.io/kubernetes go.mod"
+		go mod edit "${args[@]}"
+		! grep -q '=> ./staging' go.mod || die "go.mod still replaces into ./staging"
+	)
+	touch "$src.tmp/.peapod-rewritten"
+	rm -rf "$src"
+	mv "$src.tmp" "$src"
+	log "source ready in $src ($((SECONDS - start))s)"
+}
+
+ldflags() {
+	local x=() p
+	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		x+=("-X $p.gitVersion=$K8S_VERSION" "-X $p.gitMajor=$major" "-X $p.gitMinor=$minor"
+			"-X $p.gitTreeState=clean" "-X $p.buildDate=1970-01-01T00:00:00Z")
+	done
+	echo "-s -w ${x[*]}"
+}
+
+missing() { local b; for b in "$@"; do [ -x "$bin/$b" ] || return 0; done; return 1; }
+
+build_control_plane() {
+	missing "${cp_bins[@]}" || return 0
+	prepare_src
+	local start=$SECONDS
+	log "building kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet $K8S_VERSION (cold: ~15 min on 2 cores)"
+	(cd "$src" && go build -trimpath -ldflags "$(ldflags)" -o "$bin/.tmp/" \
+		./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/kube-scheduler ./cmd/kubectl ./cmd/kubelet)
+	log "building etcd (the version $K8S_VERSION requires)"
+	(cd "$src" && go build -trimpath -ldflags "-s -w" -o "$bin/.tmp/etcd" go.etcd.io/etcd/server/v3)
+	mv -f "$bin"/.tmp/* "$bin"/
+	rmdir "$bin/.tmp"
+	log "control plane built in $((SECONDS - start))s"
+}
+
+build_e2e() {
+	missing e2e.test || return 0
+	prepare_src
+	local start=$SECONDS
+	log "building e2e.test $K8S_VERSION"
+	(cd "$src" && go test -c -trimpath -ldflags "$(ldflags)" -o "$bin/e2e.test.tmp" ./test/e2e)
+	mv -f "$bin/e2e.test.tmp" "$bin/e2e.test"
+	log "e2e.test built in $((SECONDS - start))s"
+}
+
+case $what in
+control-plane) build_control_plane ;;
+e2e) build_e2e ;;
+all) build_control_plane; build_e2e ;;
+*) echo "usage: $0 [all|control-plane|e2e]" >&2; exit 2 ;;
+esac
+echo "$bin"

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"peapod/hack/cluster/harness"
+)
+
+// conformance runs Kubernetes' own node e2e specs (e2e.test of the same
+// release, [NodeConformance] by default) against a fresh cluster whose node
+// runs the upstream kubelet on the given runtime, prints passed / failed /
+// skipped with each failure (hack/conformance/summary), and tears the
+// cluster down. Returns the exit code: 0 when no spec failed.
+func conformance(runtime, focus, skip, out string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	repo, err := os.Getwd()
+	check(err)
+	cmd := exec.Command("bash", filepath.Join(repo, "hack/cluster/build.sh"), "all")
+	cmd.Stderr = os.Stderr
+	b, err := cmd.Output()
+	check(err)
+	bin := strings.TrimSpace(string(b))
+	if out == "" {
+		out, err = os.MkdirTemp("", "peapod-conformance-k8s.")
+		check(err)
+	}
+	check(os.MkdirAll(out, 0o755))
+	dir, err := os.MkdirTemp("", "peapod-conformance-cluster.")
+	check(err)
+	c, err := harness.Up(ctx, harness.Options{
+		Dir: dir, Repo: repo, BinDir: bin, Runtime: runtime, E2EImages: true, Log: os.Stderr,
+	})
+	check(err)
+	defer func() {
+		// Keep the node's logs with the report: they name the cause of a
+		// failure more often than the spec's message does.
+		for _, name := range []string{"kubelet", "peapod", "containerd", "kube-apiserver"} {
+			src := filepath.Join(c.Dir, "logs", name+".log")
+			if data, err := os.ReadFile(src); err == nil {
+				_ = os.WriteFile(filepath.Join(out, name+".log"), data, 0o644)
+			}
+		}
+		if err := c.Down(); err != nil {
+			fmt.Fprintf(os.Stderr, "cluster down: %v\n", err)
+		}
+	}()
+	junit := filepath.Join(out, "junit.xml")
+	logf, err := os.Create(filepath.Join(out, "e2e.log"))
+	check(err)
+	defer logf.Close()
+	start := time.Now()
+	fmt.Fprintf(os.Stderr, "conformance: e2e.test on %s, focus %q skip %q (log: %s)\n", runtime, focus, skip, logf.Name())
+	e2e := exec.CommandContext(ctx, filepath.Join(bin, "e2e.test"),
+		"--provider=skeleton",
+		"--kubeconfig="+c.Kubeconfig,
+		"--kubectl-path="+c.Kubectl,
+		"--container-runtime-endpoint="+c.RuntimeEndpoint,
+		"--report-dir="+out,
+		"--dump-logs-on-failure=false",
+		"--ginkgo.focus="+focus,
+		"--ginkgo.skip="+skip,
+		"--ginkgo.junit-report="+junit,
+		"--ginkgo.no-color",
+		"--ginkgo.timeout=2h",
+	)
+	e2e.Dir = out
+	e2e.Stdout, e2e.Stderr = logf, logf
+	e2eErr := e2e.Run()
+	fmt.Fprintf(os.Stderr, "conformance: e2e.test finished after %s (%v)\n", time.Since(start).Round(time.Second), e2eErr)
+	if _, err := os.Stat(junit); err != nil {
+		fmt.Fprintf(os.Stderr, "conformance: e2e.test wrote no report; the end of its log:\n")
+		tail := exec.Command("tail", "-40", logf.Name())
+		tail.Stdout = os.Stderr
+		_ = tail.Run()
+		return 1
+	}
+	sum := exec.Command("go", "run", "./hack/conformance/summary", "-label", "node-conformance("+runtime+")", junit)
+	sum.Dir = repo
+	sum.Stdout, sum.Stderr = os.Stdout, os.Stderr
+	if err := sum.Run(); err != nil {
+		return 1
+	}
+	return 0
+}

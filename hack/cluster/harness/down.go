@@ -1,0 +1,163 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Down undoes everything Up recorded, in reverse: the kubelet first (so it
+// restarts nothing), then the node's pods through the CRI, the runtime, the
+// control plane and the registry; then the bridge, mounts, cgroups and
+// sysctls; last the directory. It goes on past errors and returns them all.
+func (c *Cluster) Down() error {
+	var errs []error
+	note := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+			c.logf("down: %v", err)
+		}
+	}
+	if k := c.component("kubelet"); k != nil {
+		note(k.stop(30 * time.Second))
+	}
+	if rt := c.runtimeComponent(); rt != nil && rt.alive() && c.RuntimeEndpoint != "" {
+		note(c.removeAllPods(context.Background()))
+	}
+	if rt := c.runtimeComponent(); rt != nil {
+		note(rt.stop(30 * time.Second))
+	}
+	for _, name := range []string{"kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
+		if p := c.component(name); p != nil {
+			note(p.stop(20 * time.Second))
+		}
+	}
+	if c.Registry != "" {
+		if out, err := exec.Command("bash", filepath.Join(c.Repo, "hack/registry.sh"), "stop", filepath.Join(c.Dir, "registry")).CombinedOutput(); err != nil {
+			note(fmt.Errorf("registry stop: %w: %s", err, out))
+		}
+	}
+	if c.Bridge != "" {
+		if _, err := os.Stat("/sys/class/net/" + c.Bridge); err == nil {
+			if out, err := exec.Command("ip", "link", "del", c.Bridge).CombinedOutput(); err != nil {
+				note(fmt.Errorf("ip link del %s: %w: %s", c.Bridge, err, out))
+			}
+		}
+	}
+	note(unmountUnder(c.Dir))
+	if c.CgroupRoot != "" {
+		note(removeCgroupTree(c.CgroupRoot))
+	}
+	for s, v := range c.Sysctls {
+		if err := os.WriteFile(filepath.Join("/proc/sys", s), []byte(v), 0o644); err != nil {
+			note(fmt.Errorf("restore sysctl %s=%s: %w", s, v, err))
+		}
+	}
+	if len(errs) == 0 {
+		note(os.RemoveAll(c.Dir))
+	} else {
+		c.logf("down: kept %s for inspection", c.Dir)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Cluster) runtimeComponent() *component {
+	if p := c.component("peapod"); p != nil {
+		return p
+	}
+	return c.component("containerd")
+}
+
+// removeAllPods stops and removes every pod sandbox the runtime has (the
+// kubelet is gone, so nothing recreates them), so no netns, veth, mount or
+// process of the node outlives the cluster.
+func (c *Cluster) removeAllPods(ctx context.Context) error {
+	return criCall(ctx, c.RuntimeEndpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
+		list, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+		if err != nil {
+			return fmt.Errorf("list pods: %w", err)
+		}
+		var errs []error
+		for _, p := range list.Items {
+			if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+				errs = append(errs, fmt.Errorf("stop pod %s: %w", p.Id, err))
+			}
+			if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+				errs = append(errs, fmt.Errorf("remove pod %s: %w", p.Id, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// unmountUnder lazily unmounts every mount below dir, deepest first (the
+// kubelet's secret and projected tmpfs mounts, the runtime's overlays).
+func unmountUnder(dir string) error {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return err
+	}
+	var mounts []string
+	prefix := strings.TrimSuffix(dir, "/") + "/"
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 {
+			// /proc/mounts escapes spaces as \040; our paths have none.
+			if strings.HasPrefix(f[1], prefix) {
+				mounts = append(mounts, f[1])
+			}
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
+	var errs []error
+	for _, m := range mounts {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeCgroupTree removes root and every cgroup below it in every
+// hierarchy, deepest first. The processes are gone by now; a cgroup that
+// still holds one is reported, not forced.
+func removeCgroupTree(root string) error {
+	hier, err := cgroupHierarchies()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, h := range hier {
+		top := filepath.Join(h, root)
+		var dirs []string
+		_ = filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			var err error
+			for try := 0; try < 20; try++ {
+				// A cgroup whose last process just exited can be briefly busy.
+				if err = os.Remove(dirs[i]); err == nil || errors.Is(err, os.ErrNotExist) || !errors.Is(err, syscall.EBUSY) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("rmdir %s: %w", dirs[i], err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,556 @@
+// Package harness brings up a real Kubernetes control plane on 127.0.0.1
+// (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and one
+// node of it: a CRI runtime (peapod, or containerd for reference runs) with
+// the upstream kubelet on top. Everything lives under one directory: certs,
+// kubeconfigs, configs, data, logs and cluster.json, which records every PID
+// started, every host change made (bridge, cgroup root, sysctls the kubelet
+// rewrites) and the ports, so Down can undo exactly that, from another
+// process if need be.
+//
+// Lifecycle of a cluster (cluster.json's Phase):
+//
+//	(none) --Up--> starting --all ready--> up --Down--> (dir removed)
+//	                   \--any step fails--> Down runs, error returned
+//
+// The node's address is the gateway address of its own pod bridge, which
+// the harness creates before the kubelet starts: the kubelet refuses a
+// loopback node IP, and an address on peapod's own bridge keeps every packet
+// (API server → kubelet, host → pod) on this machine.
+package harness
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options choose what Up builds and where.
+type Options struct {
+	// Dir holds everything of this cluster; it must not exist yet (or be
+	// empty).
+	Dir string
+	// Repo is peapod's checkout (bin/peapod, hack/ scripts, test images).
+	Repo string
+	// BinDir holds kube-apiserver, kube-controller-manager, kube-scheduler,
+	// kubectl, kubelet and etcd (hack/cluster/build.sh prints it).
+	BinDir string
+	// Runtime is the node's CRI runtime: "peapod" (default) or
+	// "containerd" (Debian's, the reference).
+	Runtime string
+	// NodeName defaults to "peapod-node".
+	NodeName string
+	// KubeletFeatureGates, KubeletExtraConfig: added to the kubelet's
+	// config (gates as "Name=true,Other=false"; extra as YAML lines).
+	KubeletFeatureGates string
+	KubeletExtraConfig  string
+	// E2EImages also pushes the images Kubernetes' node e2e specs pull
+	// (agnhost and friends; hack/testimages k8s-e2e-push): the first time
+	// it builds agnhost from the cached Kubernetes source (~2 min).
+	E2EImages bool
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+}
+
+// Ports of one cluster (all on 127.0.0.1, except the kubelet's on the node IP).
+type Ports struct {
+	Etcd, EtcdPeer, APIServer, ControllerManager, Scheduler, Kubelet, KubeletHealthz, Registry int
+}
+
+// Cluster is a running (or half-made) cluster, as recorded in cluster.json.
+type Cluster struct {
+	Phase       string `json:"phase"`
+	Dir         string `json:"dir"`
+	Repo        string `json:"repo"`
+	BinDir      string `json:"binDir"`
+	Runtime     string `json:"runtime"`
+	NodeName    string `json:"nodeName"`
+	NodeIP      string `json:"nodeIP"`
+	Bridge      string `json:"bridge"`
+	PodCIDR     string `json:"podCIDR"`
+	ClusterCIDR string `json:"clusterCIDR"`
+	ServiceCIDR string `json:"serviceCIDR"`
+	Ports       Ports  `json:"ports"`
+	// Kubeconfig is the admin kubeconfig (system:masters).
+	Kubeconfig string `json:"kubeconfig"`
+	Kubectl    string `json:"kubectl"`
+	// RuntimeEndpoint is the node's CRI socket (unix://…).
+	RuntimeEndpoint string `json:"runtimeEndpoint"`
+	Registry        string `json:"registry"`
+	// CgroupRoot is the kubelet's cgroupRoot, made by the harness in every
+	// hierarchy; everything of the node's pods sits below it.
+	CgroupRoot string `json:"cgroupRoot"`
+	// Sysctls the kubelet sets on start, with the values before it ran.
+	Sysctls    map[string]string `json:"sysctls"`
+	Components []*component      `json:"components"`
+
+	opts Options
+}
+
+// kubeletSysctls are the kernel settings the kubelet rewrites at start
+// (pkg/kubelet/cm setupKernelTunables); Down puts the old values back.
+var kubeletSysctls = []string{
+	"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+}
+
+func (c *Cluster) logf(format string, a ...any) {
+	if c.opts.Log != nil {
+		fmt.Fprintf(c.opts.Log, "cluster: "+format+"\n", a...)
+	}
+}
+
+func (c *Cluster) save() error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(c.Dir, "cluster.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(c.Dir, "cluster.json"))
+}
+
+// Load reads the cluster recorded in dir.
+func Load(dir string) (*Cluster, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
+	if err != nil {
+		return nil, err
+	}
+	var c Cluster
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("%s/cluster.json: %w", dir, err)
+	}
+	return &c, nil
+}
+
+// Up builds the cluster step by step; on any failure it tears down what it
+// made and returns the error.
+func Up(ctx context.Context, o Options) (c *Cluster, err error) {
+	if o.Runtime == "" {
+		o.Runtime = "peapod"
+	}
+	if o.NodeName == "" {
+		o.NodeName = "peapod-node"
+	}
+	if o.Dir == "" || o.Repo == "" || o.BinDir == "" {
+		return nil, errors.New("harness: Dir, Repo and BinDir are required")
+	}
+	if ents, err := os.ReadDir(o.Dir); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("harness: %s is not empty (a cluster already there? run down first)", o.Dir)
+	}
+	kubectl := filepath.Join(o.BinDir, "kubectl")
+	c = &Cluster{
+		Phase: "starting", Dir: o.Dir, Repo: o.Repo, BinDir: o.BinDir, Runtime: o.Runtime,
+		NodeName: o.NodeName, Kubectl: kubectl, opts: o, Sysctls: map[string]string{},
+	}
+	for _, d := range []string{"pki", "logs", "etcd", "kubelet", "pod-logs", "volume-plugins", "cni", "runtime"} {
+		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	defer func() {
+		if err != nil {
+			c.logf("start failed: %v; tearing down", err)
+			if derr := c.Down(); derr != nil {
+				c.logf("teardown: %v", derr)
+			}
+		}
+	}()
+	if err := c.save(); err != nil {
+		return c, err
+	}
+	steps := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"addresses and ports", c.pickAddresses},
+		{"certificates", c.makePKI},
+		{"registry", c.startRegistry},
+		{"etcd", c.startEtcd},
+		{"kube-apiserver", c.startAPIServer},
+		{"kube-controller-manager and kube-scheduler", c.startControllers},
+		{"node network", c.makeNodeNetwork},
+		{"runtime " + o.Runtime, c.startRuntime},
+		{"kubelet", c.startKubelet},
+		{"node Ready", c.waitNodeReady},
+		{"default service account", c.waitDefaultServiceAccount},
+	}
+	for _, s := range steps {
+		start := time.Now()
+		if err := s.fn(ctx); err != nil {
+			return c, fmt.Errorf("%s: %w", s.name, err)
+		}
+		c.logf("%s ready (%.1fs)", s.name, time.Since(start).Seconds())
+	}
+	c.Phase = "up"
+	return c, c.save()
+}
+
+func (c *Cluster) pickAddresses(context.Context) error {
+	var err error
+	p := &c.Ports
+	for _, port := range []*int{&p.Etcd, &p.EtcdPeer, &p.APIServer, &p.ControllerManager, &p.Scheduler, &p.Kubelet, &p.KubeletHealthz, &p.Registry} {
+		if *port, err = freePort(); err != nil {
+			return err
+		}
+	}
+	// A /24 no route of this host covers: the node's pod CIDR, the gateway
+	// (.1) doubling as the node's address. The controller manager's
+	// cluster CIDR is the /16 around it, and it hands a node the first free
+	// /24 of that, which is this one: the node's spec.podCIDR and the
+	// runtime's CNI subnet agree.
+	routes, err := exec.Command("ip", "-4", "route", "show", "table", "all").Output()
+	if err != nil {
+		return fmt.Errorf("ip route: %w", err)
+	}
+	for i := 0; i < 100 && c.PodCIDR == ""; i++ {
+		b := 100 + rand.IntN(150)
+		prefix := fmt.Sprintf("10.%d.", b)
+		if strings.Contains(string(routes), prefix) {
+			continue
+		}
+		c.ClusterCIDR = prefix + "0.0/16"
+		c.PodCIDR = prefix + "0.0/24"
+		c.NodeIP = prefix + "0.1"
+		c.Bridge = fmt.Sprintf("pk%d", b)
+	}
+	if c.PodCIDR == "" {
+		return errors.New("no free 10.x.0.0/16 for the pod network")
+	}
+	c.ServiceCIDR = "10.96.0.0/16"
+	c.CgroupRoot = "/peapod-cluster-" + c.Bridge
+	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
+	return c.save()
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (c *Cluster) pki(name string) string { return filepath.Join(c.Dir, "pki", name) }
+
+func (c *Cluster) apiURL() string { return fmt.Sprintf("https://127.0.0.1:%d", c.Ports.APIServer) }
+
+// APIServerURL is where the API server listens; CAFile the CA that signed
+// its certificate (and every other one of the cluster).
+func (c *Cluster) APIServerURL() string { return c.apiURL() }
+func (c *Cluster) CAFile() string       { return c.pki("ca.crt") }
+
+func (c *Cluster) makePKI(context.Context) error {
+	dir := filepath.Join(c.Dir, "pki")
+	ca, err := newCA(dir)
+	if err != nil {
+		return err
+	}
+	node := "system:node:" + c.NodeName
+	specs := []certSpec{
+		{name: "apiserver", cn: "kube-apiserver", server: true,
+			dns: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+			ips: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}},
+		{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}, client: true},
+		{name: "admin", cn: "kubernetes-admin", orgs: []string{"system:masters"}, client: true},
+		{name: "controller-manager", cn: "system:kube-controller-manager", client: true},
+		{name: "scheduler", cn: "system:kube-scheduler", client: true},
+		{name: "kubelet-client", cn: node, orgs: []string{"system:nodes"}, client: true},
+		{name: "kubelet-serving", cn: c.NodeName, server: true, dns: []string{c.NodeName, "localhost"},
+			ips: []net.IP{net.ParseIP(c.NodeIP)}},
+	}
+	for _, s := range specs {
+		if err := ca.issue(dir, s); err != nil {
+			return err
+		}
+	}
+	if err := newServiceAccountKey(dir); err != nil {
+		return err
+	}
+	for name, user := range map[string]string{
+		"admin": "kubernetes-admin", "controller-manager": "system:kube-controller-manager",
+		"scheduler": "system:kube-scheduler", "kubelet": node,
+	} {
+		cert := name
+		if name == "kubelet" {
+			cert = "kubelet-client"
+		}
+		kc := kubeconfig(c.apiURL(), c.pki("ca.crt"), c.pki(cert+".crt"), c.pki(cert+".key"), user)
+		if err := os.WriteFile(filepath.Join(c.Dir, name+".kubeconfig"), []byte(kc), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) startRegistry(ctx context.Context) error {
+	c.Registry = fmt.Sprintf("127.0.0.1:%d", c.Ports.Registry)
+	if err := c.save(); err != nil {
+		return err
+	}
+	if out, err := c.repoCmd(ctx, "bash", "hack/registry.sh", "start", filepath.Join(c.Dir, "registry"), strconv.Itoa(c.Ports.Registry)).CombinedOutput(); err != nil {
+		return fmt.Errorf("hack/registry.sh start: %w: %s", err, out)
+	}
+	return c.pushImages(ctx)
+}
+
+// pushImages pushes, under their original repository paths, the images
+// critest and the node's tests pull: the node's runtime mirrors
+// registry.k8s.io, gcr.io and docker.io to this registry and nothing else.
+func (c *Cluster) pushImages(ctx context.Context) error {
+	bin := filepath.Join(c.Dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return err
+	}
+	for _, b := range []struct{ out, pkg string }{{"ctrbin", "./hack/testimages/ctrbin"}, {"peapod-pause", "./cmd/peapod-pause"}} {
+		cmd := c.repoCmd(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(bin, b.out), b.pkg)
+		cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %w: %s", b.pkg, err, out)
+		}
+	}
+	out, err := c.repoCmd(ctx, "go", "run", "./hack/testimages", "conformance-push", "--registry", c.Registry,
+		"--ctrbin", filepath.Join(bin, "ctrbin"), "--pause", filepath.Join(bin, "peapod-pause")).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("push test images: %w: %s", err, out)
+	}
+	if !c.opts.E2EImages {
+		return nil
+	}
+	cmd := c.repoCmd(ctx, "go", "run", "./hack/testimages", "k8s-e2e-push", "--registry", c.Registry,
+		"--ctrbin", filepath.Join(bin, "ctrbin"), "--pause", filepath.Join(bin, "peapod-pause"),
+		"--k8s-src", filepath.Join(filepath.Dir(c.BinDir), "src"), "--bin-dir", c.BinDir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("push node e2e images: %w: %s", err, out)
+	}
+	return nil
+}
+
+func (c *Cluster) repoCmd(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = c.Repo
+	cmd.Env = append(os.Environ(), "PATH=/usr/local/go/bin:"+os.Getenv("PATH"), "GOFLAGS=-buildvcs=false")
+	return cmd
+}
+
+func (c *Cluster) startEtcd(ctx context.Context) error {
+	client := fmt.Sprintf("http://127.0.0.1:%d", c.Ports.Etcd)
+	peer := fmt.Sprintf("http://127.0.0.1:%d", c.Ports.EtcdPeer)
+	comp, err := c.start("etcd", filepath.Join(c.BinDir, "etcd"), []string{
+		"--name=peapod", "--data-dir=" + filepath.Join(c.Dir, "etcd"),
+		"--listen-client-urls=" + client, "--advertise-client-urls=" + client,
+		"--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer,
+		"--initial-cluster=peapod=" + peer, "--log-level=warn",
+		// One member on a tmpfs-backed test dir: no need to fsync.
+		"--unsafe-no-fsync",
+	}, nil)
+	if err != nil {
+		return err
+	}
+	return c.waitHTTP(ctx, comp, client+"/health", nil, 60*time.Second)
+}
+
+func (c *Cluster) adminTLS() (*tls.Config, error) {
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(c.pki("ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	pool.AppendCertsFromPEM(caPEM)
+	cert, err := tls.LoadX509KeyPair(c.pki("admin.crt"), c.pki("admin.key"))
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}, nil
+}
+
+func (c *Cluster) startAPIServer(ctx context.Context) error {
+	comp, err := c.start("kube-apiserver", filepath.Join(c.BinDir, "kube-apiserver"), []string{
+		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", c.Ports.Etcd),
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", c.Ports.APIServer),
+		"--advertise-address=" + c.NodeIP,
+		// The kubernetes Service's endpoint would be the advertise address,
+		// which only this machine reaches; pods have no route there anyway.
+		"--endpoint-reconciler-type=none",
+		"--tls-cert-file=" + c.pki("apiserver.crt"), "--tls-private-key-file=" + c.pki("apiserver.key"),
+		"--client-ca-file=" + c.pki("ca.crt"),
+		"--kubelet-client-certificate=" + c.pki("apiserver-kubelet-client.crt"),
+		"--kubelet-client-key=" + c.pki("apiserver-kubelet-client.key"),
+		"--kubelet-certificate-authority=" + c.pki("ca.crt"),
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--service-account-key-file=" + c.pki("sa.pub"),
+		"--service-account-signing-key-file=" + c.pki("sa.key"),
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-cluster-ip-range=" + c.ServiceCIDR,
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
+		"--allow-privileged=true",
+		"--profiling=false",
+	}, nil)
+	if err != nil {
+		return err
+	}
+	tlsConf, err := c.adminTLS()
+	if err != nil {
+		return err
+	}
+	return c.waitHTTP(ctx, comp, c.apiURL()+"/readyz", tlsConf, 120*time.Second)
+}
+
+func (c *Cluster) startControllers(ctx context.Context) error {
+	kcm := filepath.Join(c.Dir, "controller-manager.kubeconfig")
+	if _, err := c.start("kube-controller-manager", filepath.Join(c.BinDir, "kube-controller-manager"), []string{
+		"--kubeconfig=" + kcm, "--authentication-kubeconfig=" + kcm, "--authorization-kubeconfig=" + kcm,
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", c.Ports.ControllerManager),
+		"--leader-elect=false",
+		"--use-service-account-credentials=true",
+		"--service-account-private-key-file=" + c.pki("sa.key"),
+		"--root-ca-file=" + c.pki("ca.crt"),
+		"--cluster-signing-cert-file=" + c.pki("ca.crt"), "--cluster-signing-key-file=" + c.pki("ca.key"),
+		"--allocate-node-cidrs=true", "--cluster-cidr=" + c.ClusterCIDR, "--node-cidr-mask-size=24",
+		"--service-cluster-ip-range=" + c.ServiceCIDR,
+		"--controllers=*,bootstrapsigner,tokencleaner",
+		"--profiling=false",
+	}, nil); err != nil {
+		return err
+	}
+	sched := filepath.Join(c.Dir, "scheduler.kubeconfig")
+	if _, err := c.start("kube-scheduler", filepath.Join(c.BinDir, "kube-scheduler"), []string{
+		"--kubeconfig=" + sched, "--authentication-kubeconfig=" + sched, "--authorization-kubeconfig=" + sched,
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", c.Ports.Scheduler),
+		"--leader-elect=false", "--profiling=false",
+	}, nil); err != nil {
+		return err
+	}
+	// Both answer /healthz on their secure port once serving (anonymous
+	// access to /healthz is allowed by their default authorization).
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"kube-controller-manager", c.Ports.ControllerManager}, {"kube-scheduler", c.Ports.Scheduler}} {
+		if err := c.waitHTTP(ctx, c.component(p.name), fmt.Sprintf("https://127.0.0.1:%d/healthz", p.port),
+			&tls.Config{InsecureSkipVerify: true}, 60*time.Second); err != nil { //nolint:gosec // self-signed serving cert of a local component; only its health is read
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) component(name string) *component {
+	for _, p := range c.Components {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// waitHTTP polls url until it answers 200, the process dies or the time is up.
+func (c *Cluster) waitHTTP(ctx context.Context, comp *component, url string, tlsConf *tls.Config, timeout time.Duration) error {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf}}
+	defer client.CloseIdleConnections()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		if comp != nil && !comp.alive() {
+			return fmt.Errorf("%s exited; its log ends:\n%s", comp.Name, tail(comp.Log, 20))
+		}
+		resp, err := client.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	name := url
+	if comp != nil {
+		name = comp.Name + " " + url + "; its log ends:\n" + tail(comp.Log, 20)
+	}
+	return fmt.Errorf("no answer from %s within %s (last: %s)", name, timeout, last)
+}
+
+// Kubectl runs the cluster's kubectl as the admin and returns its stdout.
+func (c *Cluster) KubectlCmd(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, c.Kubectl, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	return cmd
+}
+
+func (c *Cluster) kubectl(ctx context.Context, args ...string) (string, error) {
+	cmd := c.KubectlCmd(ctx, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+func (c *Cluster) waitNodeReady(ctx context.Context) error {
+	kubelet := c.component("kubelet")
+	deadline := time.Now().Add(120 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		if !kubelet.alive() {
+			return fmt.Errorf("kubelet exited; its log ends:\n%s", tail(kubelet.Log, 30))
+		}
+		out, err := c.kubectl(ctx, "get", "node", c.NodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.spec.podCIDR}`)
+		// Ready can come before the controller manager's CIDR allocation.
+		if err == nil && strings.HasPrefix(out, "True ") && out != "True " {
+			if cidr := strings.TrimPrefix(out, "True "); cidr != c.PodCIDR {
+				return fmt.Errorf("node podCIDR %q, but the runtime's CNI subnet is %s", cidr, c.PodCIDR)
+			}
+			return nil
+		}
+		last = out
+		if err != nil {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("node %s not Ready within 120s (last: %s); kubelet log ends:\n%s", c.NodeName, last, tail(kubelet.Log, 30))
+}
+
+func (c *Cluster) waitDefaultServiceAccount(ctx context.Context) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := c.kubectl(ctx, "-n", "default", "get", "serviceaccount", "default"); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return errors.New("no default service account within 60s (is the controller manager's serviceaccount controller running?)")
+}

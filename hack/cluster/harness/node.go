@@ -1,0 +1,356 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+const cgroupFS = "/sys/fs/cgroup"
+
+// makeNodeNetwork creates the node's pod bridge with the node's address
+// (the CNI bridge plugin finds it there and keeps it as the gateway), the
+// kubelet's cgroup root in every hierarchy, and records the sysctls the
+// kubelet is going to change.
+func (c *Cluster) makeNodeNetwork(context.Context) error {
+	for _, args := range [][]string{
+		{"link", "add", c.Bridge, "type", "bridge"},
+		{"addr", "add", c.NodeIP + "/24", "dev", c.Bridge},
+		{"link", "set", c.Bridge, "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	hier, err := cgroupHierarchies()
+	if err != nil {
+		return err
+	}
+	for _, h := range hier {
+		dir := filepath.Join(h, c.CgroupRoot)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("cgroup root: %w", err)
+		}
+		if filepath.Base(h) == "cpuset" {
+			// A new cpuset cgroup starts empty; no task can join it until
+			// it has CPUs and memory nodes.
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				v, err := os.ReadFile(filepath.Join(h, f))
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil {
+					return fmt.Errorf("cgroup root %s: %w", f, err)
+				}
+			}
+		}
+	}
+	for _, s := range kubeletSysctls {
+		v, err := os.ReadFile(filepath.Join("/proc/sys", s))
+		if err != nil {
+			continue // not on this kernel: the kubelet skips it too
+		}
+		c.Sysctls[s] = strings.TrimSpace(string(v))
+	}
+	return c.save()
+}
+
+// cgroupHierarchies lists the mounted cgroup hierarchies (v1 controllers,
+// named ones and a cgroup2 mount).
+func cgroupHierarchies() ([]string, error) {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && (f[2] == "cgroup" || f[2] == "cgroup2") && strings.HasPrefix(f[1], cgroupFS) {
+			out = append(out, f[1])
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no cgroup hierarchy mounted under " + cgroupFS)
+	}
+	return out, nil
+}
+
+func (c *Cluster) startRuntime(ctx context.Context) error {
+	dir := filepath.Join(c.Dir, "runtime")
+	sock := filepath.Join(dir, "cri.sock")
+	c.RuntimeEndpoint = "unix://" + sock
+	conflist := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "peapod-cluster", "plugins": [
+  {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": %q, "gateway": %q}]], "dataDir": %q}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+`, c.Bridge, c.PodCIDR, c.NodeIP, filepath.Join(dir, "ipam"))
+	if err := os.WriteFile(filepath.Join(c.Dir, "cni", "10-peapod-cluster.conflist"), []byte(conflist), 0o644); err != nil {
+		return err
+	}
+	var comp *component
+	var err error
+	switch c.Runtime {
+	case "peapod":
+		comp, err = c.startPeapod(dir, sock)
+	case "containerd":
+		comp, err = c.startContainerd(dir, sock)
+	default:
+		return fmt.Errorf("unknown runtime %q (peapod or containerd)", c.Runtime)
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.save(); err != nil {
+		return err
+	}
+	return c.waitCRI(ctx, comp)
+}
+
+// waitCRI waits until the runtime answers Version on its socket.
+func (c *Cluster) waitCRI(ctx context.Context, comp *component) error {
+	deadline := time.Now().Add(60 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		if !comp.alive() {
+			return fmt.Errorf("%s exited; its log ends:\n%s", comp.Name, tail(comp.Log, 20))
+		}
+		if last = criCall(ctx, c.RuntimeEndpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
+			_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
+			return err
+		}); last == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not answer on %s within 60s: %v", comp.Name, c.RuntimeEndpoint, last)
+}
+
+func (c *Cluster) startPeapod(dir, sock string) (*component, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "root = %q\nstate = %q\n", filepath.Join(dir, "root"), filepath.Join(dir, "run"))
+	fmt.Fprintf(&b, "[cri]\nsocket = %q\n", sock)
+	fmt.Fprintf(&b, "[http]\naddress = \"127.0.0.1:0\"\n")
+	fmt.Fprintf(&b, "[cni]\nconf_dir = %q\n", filepath.Join(c.Dir, "cni"))
+	fmt.Fprintf(&b, "[runtimes.runc]\npath = \"/usr/sbin/runc\"\nroot = %q\n", filepath.Join(dir, "run", "runc"))
+	fmt.Fprintf(&b, "[agent]\nenabled = false\n")
+	for _, h := range mirroredHosts {
+		fmt.Fprintf(&b, "[registry.mirrors.%q]\nendpoints = [\"http://%s\"]\n", h, c.Registry)
+	}
+	conf := filepath.Join(dir, "peapod.toml")
+	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	return c.start("peapod", filepath.Join(c.Repo, "bin", "peapod"), []string{"serve", "--config", conf}, nil)
+}
+
+// mirroredHosts are the registries whose names the tests' images carry;
+// the node's runtime sends each to the local registry and never upstream.
+var mirroredHosts = []string{"registry.k8s.io", "gcr.io", "docker.io", "public.ecr.aws"}
+
+// startContainerd runs Debian's containerd (1.6) as the node's runtime, for
+// reference runs of the same tests; its config mirrors the conformance
+// harness's (hack/conformance/run.sh).
+func (c *Cluster) startContainerd(dir, sock string) (*component, error) {
+	for _, h := range mirroredHosts {
+		hd := filepath.Join(dir, "certs.d", h)
+		if err := os.MkdirAll(hd, 0o755); err != nil {
+			return nil, err
+		}
+		// server is the local registry too: no fallback to the real host.
+		hosts := fmt.Sprintf("server = \"http://%s\"\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n  skip_verify = true\n", c.Registry, c.Registry)
+		if err := os.WriteFile(filepath.Join(hd, "hosts.toml"), []byte(hosts), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	conf := fmt.Sprintf(`version = 2
+root = %[1]q
+state = %[2]q
+[grpc]
+  address = %[3]q
+[ttrpc]
+  address = "%[3]s.ttrpc"
+[debug]
+  address = "%[4]s/debug.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "%[4]s/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.6"
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %[5]q
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "%[4]s/certs.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "%[4]s/runc"
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, dir, filepath.Join(c.Dir, "cni"))
+	path := filepath.Join(dir, "containerd.toml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	return c.start("containerd", "/usr/bin/containerd", []string{"--config", path}, nil)
+}
+
+func criCall(ctx context.Context, endpoint string, fn func(context.Context, runtimeapi.RuntimeServiceClient) error) error {
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return fn(ctx, runtimeapi.NewRuntimeServiceClient(conn))
+}
+
+func (c *Cluster) startKubelet(ctx context.Context) error {
+	kdir := filepath.Join(c.Dir, "kubelet")
+	config := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: %[1]s
+port: %[2]d
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: %[3]d
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: %[4]q}
+authorization:
+  mode: Webhook
+tlsCertFile: %[5]q
+tlsPrivateKeyFile: %[6]q
+containerRuntimeEndpoint: %[7]q
+imageServiceEndpoint: %[7]q
+cgroupDriver: cgroupfs
+cgroupRoot: %[8]q
+# This machine kind has cgroup v1 (hybrid); kubelet 1.35+ refuses it unless told.
+failCgroupV1: false
+failSwapOn: false
+podLogsDir: %[9]q
+volumePluginDir: %[10]q
+clusterDomain: cluster.local
+rotateCertificates: false
+serverTLSBootstrap: false
+registerNode: true
+maxPods: 110
+featureGates: {%[11]s}
+%[12]s
+`, c.NodeIP, c.Ports.Kubelet, c.Ports.KubeletHealthz, c.pki("ca.crt"), c.pki("kubelet-serving.crt"),
+		c.pki("kubelet-serving.key"), c.RuntimeEndpoint, c.CgroupRoot, filepath.Join(c.Dir, "pod-logs"),
+		filepath.Join(c.Dir, "volume-plugins"), featureGatesYAML(c.opts.KubeletFeatureGates), c.opts.KubeletExtraConfig)
+	path := filepath.Join(kdir, "config.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		return err
+	}
+	_, err := c.start("kubelet", filepath.Join(c.BinDir, "kubelet"), []string{
+		"--config=" + path,
+		"--kubeconfig=" + filepath.Join(c.Dir, "kubelet.kubeconfig"),
+		"--root-dir=" + filepath.Join(kdir, "root"),
+		"--cert-dir=" + filepath.Join(kdir, "pki"),
+		"--hostname-override=" + c.NodeName,
+		"--node-ip=" + c.NodeIP,
+		"--v=2",
+	}, nil)
+	return err
+}
+
+func featureGatesYAML(gates string) string {
+	var parts []string
+	for _, g := range strings.Split(gates, ",") {
+		name, val, ok := strings.Cut(strings.TrimSpace(g), "=")
+		if !ok || name == "" {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s: %s", name, val))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// KillRuntime kills the node's CRI runtime with SIGKILL (a crash, as a
+// test wants it) and waits until it is gone.
+func (c *Cluster) KillRuntime() error {
+	rt := c.runtimeComponent()
+	if rt == nil || !rt.alive() {
+		return errors.New("runtime not running")
+	}
+	if err := syscall.Kill(rt.PID, syscall.SIGKILL); err != nil {
+		return err
+	}
+	for i := 0; i < 200 && rt.alive(); i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
+	if rt.alive() {
+		return fmt.Errorf("%s (pid %d) survives SIGKILL", rt.Name, rt.PID)
+	}
+	return nil
+}
+
+// RestartRuntime starts the node's runtime again with the arguments it had
+// and waits until it answers on its socket.
+func (c *Cluster) RestartRuntime(ctx context.Context) error {
+	rt := c.runtimeComponent()
+	if rt == nil {
+		return errors.New("no runtime recorded")
+	}
+	if rt.alive() {
+		return fmt.Errorf("%s still runs (pid %d)", rt.Name, rt.PID)
+	}
+	var kept []*component
+	for _, p := range c.Components {
+		if p != rt {
+			kept = append(kept, p)
+		}
+	}
+	c.Components = kept
+	comp, err := c.start(rt.Name, rt.Path, rt.Args, nil)
+	if err != nil {
+		return err
+	}
+	return c.waitCRI(ctx, comp)
+}
+
+// RuntimeVersion asks the node's runtime for its name and version, as the
+// kubelet does.
+func (c *Cluster) RuntimeVersion(ctx context.Context) (name, version string, err error) {
+	err = criCall(ctx, c.RuntimeEndpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
+		v, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
+		if err == nil {
+			name, version = v.RuntimeName, v.RuntimeVersion
+		}
+		return err
+	})
+	return name, version, err
+}
+
+// PodSandboxes lists the runtime's sandboxes: id by pod UID.
+func (c *Cluster) PodSandboxes(ctx context.Context) (map[string][]string, error) {
+	out := map[string][]string{}
+	err := criCall(ctx, c.RuntimeEndpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
+		list, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+		if err != nil {
+			return err
+		}
+		for _, p := range list.Items {
+			uid := p.GetMetadata().GetUid()
+			out[uid] = append(out[uid], p.Id)
+		}
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,100 @@
+// Command cluster brings a real Kubernetes control plane and one node up on
+// this machine, and down again (see README.md beside it).
+//
+//	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd] [--node-name NAME]
+//	go run ./hack/cluster down [--dir DIR]
+//	go run ./hack/cluster env [--dir DIR]
+//	go run ./hack/cluster conformance [--runtime peapod|containerd] [--focus RE] [--skip RE] [--out DIR]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"peapod/hack/cluster/harness"
+)
+
+const defaultDir = "/run/peapod-cluster"
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	dir := fs.String("dir", defaultDir, "where the cluster's certs, configs, data and logs live")
+	runtime := fs.String("runtime", "peapod", "the node's CRI runtime: peapod or containerd (Debian's, the reference)")
+	nodeName := fs.String("node-name", "peapod-node", "the node's name")
+	gates := fs.String("kubelet-feature-gates", "", "extra kubelet feature gates, Name=true,Other=false")
+	focus := fs.String("focus", `\[NodeConformance\]`, "conformance: the specs to run (ginkgo focus)")
+	skip := fs.String("skip", `\[Serial\]|\[Disruptive\]|\[Flaky\]|\[Feature:|\[Alpha\]`, "conformance: the specs to leave out (ginkgo skip)")
+	out := fs.String("out", "", "conformance: keep the report, the e2e log and the cluster's logs here")
+	_ = fs.Parse(os.Args[2:])
+	switch os.Args[1] {
+	case "up":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		repo, err := os.Getwd()
+		check(err)
+		bin, err := buildKubernetes(repo)
+		check(err)
+		c, err := harness.Up(ctx, harness.Options{
+			Dir: *dir, Repo: repo, BinDir: bin, Runtime: *runtime, NodeName: *nodeName,
+			KubeletFeatureGates: *gates, Log: os.Stderr,
+		})
+		check(err)
+		printEnv(c)
+	case "down":
+		c, err := harness.Load(*dir)
+		if os.IsNotExist(err) {
+			fmt.Fprintf(os.Stderr, "cluster: no cluster in %s\n", *dir)
+			return
+		}
+		check(err)
+		check(c.Down())
+		fmt.Fprintf(os.Stderr, "cluster: down, %s removed\n", *dir)
+	case "conformance":
+		os.Exit(conformance(*runtime, *focus, *skip, *out))
+	case "env":
+		c, err := harness.Load(*dir)
+		check(err)
+		printEnv(c)
+	default:
+		usage()
+	}
+}
+
+func buildKubernetes(repo string) (string, error) {
+	cmd := exec.Command("bash", filepath.Join(repo, "hack/cluster/build.sh"), "control-plane")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/cluster/build.sh: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func printEnv(c *harness.Cluster) {
+	fmt.Printf("KUBECONFIG=%s\n", c.Kubeconfig)
+	fmt.Printf("KUBECTL=%s\n", c.Kubectl)
+	fmt.Printf("CONTAINER_RUNTIME_ENDPOINT=%s\n", c.RuntimeEndpoint)
+	fmt.Printf("NODE=%s NODE_IP=%s POD_CIDR=%s\n", c.NodeName, c.NodeIP, c.PodCIDR)
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cluster: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: go run ./hack/cluster up|down|env [--dir DIR] [--runtime peapod|containerd] [--node-name NAME]")
+	os.Exit(2)
+}
