@@ -40,7 +40,7 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 	if err != nil {
 		return "", err
 	}
-	sbMD := sb.config.GetMetadata()
+	sbMD := sb.Config().GetMetadata()
 	id := newID()
 	name := fmt.Sprintf("%s_%s_%s_%s_%d", cfg.GetMetadata().GetName(), sbMD.GetName(), sbMD.GetNamespace(), sbMD.GetUid(), cfg.GetMetadata().GetAttempt())
 	if err := m.reserveName(name, id); err != nil {
@@ -92,7 +92,7 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 		SandboxID:        sbRec.ID,
 		ImageName:        cfg.GetImage().GetImage(),
 		Config:           cfg,
-		Sandbox:          sb.config,
+		Sandbox:          sb.Config(),
 		Image:            &img.Config.Config,
 		RootfsPath:       rootfs,
 		Namespaces:       nss,
@@ -124,7 +124,7 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 		return "", fmt.Errorf("container %s: %w", id, err)
 	}
 	logPath := ""
-	if dir, rel := sb.config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && rel != "" {
+	if dir, rel := sb.Config().GetLogDirectory(), cfg.GetLogPath(); dir != "" && rel != "" {
 		logPath = filepath.Join(dir, rel)
 		if !strings.HasPrefix(logPath, filepath.Clean(dir)+"/") {
 			return "", fmt.Errorf("%w: config.log_path %q escapes the sandbox log_directory", ErrInvalid, rel)

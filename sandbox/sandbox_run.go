@@ -211,7 +211,7 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 func (m *Manager) startPause(sb *Sandbox) (*infra.Process, map[string]string, error) {
 	rec := sb.Record()
 	id := rec.ID
-	cfg := sb.config
+	cfg := sb.Config()
 	nss, err := spec.SandboxNamespaces(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(), rec.NetNS)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -267,7 +267,7 @@ func (m *Manager) startPause(sb *Sandbox) (*infra.Process, map[string]string, er
 }
 
 func (m *Manager) networkPod(sb *Sandbox) network.Pod {
-	md := sb.config.GetMetadata()
+	md := sb.Config().GetMetadata()
 	p := network.Pod{
 		ID:           sb.rec.ID,
 		Name:         md.GetName(),
@@ -276,7 +276,7 @@ func (m *Manager) networkPod(sb *Sandbox) network.Pod {
 		NetNS:        sb.rec.NetNS,
 		CgroupParent: sb.rec.CgroupParent,
 	}
-	for _, pm := range sb.config.GetPortMappings() {
+	for _, pm := range sb.Config().GetPortMappings() {
 		if pm.GetHostPort() == 0 {
 			continue
 		}

@@ -133,7 +133,7 @@ func isGone(err error) bool {
 // parent. A parent the caller named (the kubelet's /kubepods/...) belongs to
 // the caller. Best effort: a busy cgroup stays and is logged.
 func (m *Manager) removePodCgroup(sb *Sandbox) {
-	if sb.config.GetLinux().GetCgroupParent() != "" {
+	if sb.Config().GetLinux().GetCgroupParent() != "" {
 		return
 	}
 	cgroupfs.Remove(sb.Record().CgroupParent)

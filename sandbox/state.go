@@ -124,8 +124,34 @@ func (s *Sandbox) Record() SandboxRecord {
 	return r
 }
 
-// Config is the CRI config the sandbox was created with (read-only).
-func (s *Sandbox) Config() *runtimeapi.PodSandboxConfig { return s.config }
+// Config is the sandbox's CRI config (read-only: UpdatePodSandboxResources
+// replaces it whole, never in place).
+func (s *Sandbox) Config() *runtimeapi.PodSandboxConfig {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.config
+}
+
+// setConfig persists a new config and publishes it.
+func (s *Sandbox) setConfig(st *store.Store, cfg *runtimeapi.PodSandboxConfig) error {
+	b, err := proto.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("encode config of sandbox %s: %w", s.ID(), err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.removed {
+		return fmt.Errorf("%w: pod sandbox %s was removed", ErrNotFound, s.rec.ID)
+	}
+	next := s.rec
+	next.ConfigProto = b
+	if err := st.Put(store.BucketSandboxes, next.ID, &next); err != nil {
+		return fmt.Errorf("persist sandbox %s: %w", next.ID, err)
+	}
+	s.rec = next
+	s.config = cfg
+	return nil
+}
 
 // ID is the sandbox id.
 func (s *Sandbox) ID() string { return s.rec.ID }

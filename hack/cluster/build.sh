@@ -5,7 +5,7 @@
 #
 #   $PEAPOD_CACHE/kubernetes-$K8S_VERSION/bin/{kube-apiserver,kube-controller-manager,
 #       kube-scheduler,kubectl,kubelet,etcd}            (control-plane)
-#   $PEAPOD_CACHE/kubernetes-$K8S_VERSION/bin/e2e.test   (e2e: node conformance)
+#   $PEAPOD_CACHE/kubernetes-$K8S_VERSION/bin/{e2e.test,ginkgo}   (e2e: node conformance)
 #
 # PEAPOD_CACHE defaults to /var/cache/peapod; K8S_VERSION to v1.37.2 (the
 # release whose k8s.io/* v0.37.2 libraries peapod links). A binary already in
@@ -102,13 +102,15 @@ build_control_plane() {
 }
 
 build_e2e() {
-	missing e2e.test || return 0
+	missing e2e.test ginkgo || return 0
 	prepare_src
 	local start=$SECONDS
-	log "building e2e.test $K8S_VERSION"
+	log "building e2e.test $K8S_VERSION and the ginkgo CLI it pins (runs specs in parallel)"
 	(cd "$src" && go test -c -trimpath -ldflags "$(ldflags)" -o "$bin/e2e.test.tmp" ./test/e2e)
+	(cd "$src" && go build -trimpath -ldflags "-s -w" -o "$bin/ginkgo.tmp" github.com/onsi/ginkgo/v2/ginkgo)
 	mv -f "$bin/e2e.test.tmp" "$bin/e2e.test"
-	log "e2e.test built in $((SECONDS - start))s"
+	mv -f "$bin/ginkgo.tmp" "$bin/ginkgo"
+	log "e2e.test and ginkgo built in $((SECONDS - start))s"
 }
 
 case $what in

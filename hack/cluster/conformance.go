@@ -19,7 +19,7 @@ import (
 // runs the upstream kubelet on the given runtime, prints passed / failed /
 // skipped with each failure (hack/conformance/summary), and tears the
 // cluster down. Returns the exit code: 0 when no spec failed.
-func conformance(runtime, focus, skip, out string) int {
+func conformance(runtime, focus, skip, out string, procs int) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	repo, err := os.Getwd()
@@ -59,18 +59,23 @@ func conformance(runtime, focus, skip, out string) int {
 	defer logf.Close()
 	start := time.Now()
 	fmt.Fprintf(os.Stderr, "conformance: e2e.test on %s, focus %q skip %q (log: %s)\n", runtime, focus, skip, logf.Name())
-	e2e := exec.CommandContext(ctx, filepath.Join(bin, "e2e.test"),
+	// ginkgo runs the specs in parallel processes (most of a node spec's
+	// time is waiting for pods); each process is one e2e.test.
+	e2e := exec.CommandContext(ctx, filepath.Join(bin, "ginkgo"),
+		fmt.Sprintf("--procs=%d", procs),
+		"--focus="+focus,
+		"--skip="+skip,
+		"--junit-report=junit.xml",
+		"--output-dir="+out,
+		"--no-color",
+		"--timeout=3h",
+		filepath.Join(bin, "e2e.test"), "--",
 		"--provider=skeleton",
 		"--kubeconfig="+c.Kubeconfig,
 		"--kubectl-path="+c.Kubectl,
 		"--container-runtime-endpoint="+c.RuntimeEndpoint,
 		"--report-dir="+out,
 		"--dump-logs-on-failure=false",
-		"--ginkgo.focus="+focus,
-		"--ginkgo.skip="+skip,
-		"--ginkgo.junit-report="+junit,
-		"--ginkgo.no-color",
-		"--ginkgo.timeout=2h",
 	)
 	e2e.Dir = out
 	e2e.Stdout, e2e.Stderr = logf, logf

@@ -4,7 +4,7 @@
 //	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd] [--node-name NAME]
 //	go run ./hack/cluster down [--dir DIR]
 //	go run ./hack/cluster env [--dir DIR]
-//	go run ./hack/cluster conformance [--runtime peapod|containerd] [--focus RE] [--skip RE] [--out DIR]
+//	go run ./hack/cluster conformance [--runtime peapod|containerd] [--focus RE] [--skip RE] [--out DIR] [--procs N]
 package main
 
 import (
@@ -33,8 +33,9 @@ func main() {
 	nodeName := fs.String("node-name", "peapod-node", "the node's name")
 	gates := fs.String("kubelet-feature-gates", "", "extra kubelet feature gates, Name=true,Other=false")
 	focus := fs.String("focus", `\[NodeConformance\]`, "conformance: the specs to run (ginkgo focus)")
-	skip := fs.String("skip", `\[Serial\]|\[Disruptive\]|\[Flaky\]|\[Feature:|\[Alpha\]`, "conformance: the specs to leave out (ginkgo skip)")
+	skip := fs.String("skip", `\[Serial\]|\[Disruptive\]|\[Flaky\]|\[Slow\]|\[Feature:|\[Alpha\]`, "conformance: the specs to leave out (ginkgo skip)")
 	out := fs.String("out", "", "conformance: keep the report, the e2e log and the cluster's logs here")
+	procs := fs.Int("procs", 4, "conformance: parallel ginkgo processes")
 	_ = fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "up":
@@ -60,7 +61,7 @@ func main() {
 		check(c.Down())
 		fmt.Fprintf(os.Stderr, "cluster: down, %s removed\n", *dir)
 	case "conformance":
-		os.Exit(conformance(*runtime, *focus, *skip, *out))
+		os.Exit(conformance(*runtime, *focus, *skip, *out, *procs))
 	case "env":
 		c, err := harness.Load(*dir)
 		check(err)

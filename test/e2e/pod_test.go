@@ -166,6 +166,19 @@ func TestPodLifecycle(t *testing.T) {
 	if _, err := d.rt.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: cid, Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, CpuShares: 512}}); err != nil {
 		t.Fatalf("UpdateContainerResources: %v", err)
 	}
+	// The kubelet reports a pod-level resize after it resized the pod cgroup.
+	podRes := &runtimeapi.LinuxContainerResources{CpuShares: 1024, MemoryLimitInBytes: 128 << 20}
+	if _, err := d.rt.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: podID, Resources: podRes}); err != nil {
+		t.Fatalf("UpdatePodSandboxResources: %v", err)
+	}
+	for _, tc := range []struct {
+		id   string
+		code codes.Code
+	}{{"", codes.InvalidArgument}, {"0000unknown", codes.NotFound}} {
+		if _, err := d.rt.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: tc.id, Resources: podRes}); status.Code(err) != tc.code {
+			t.Errorf("UpdatePodSandboxResources(%q) = %v, want %s", tc.id, err, tc.code)
+		}
+	}
 
 	// Filters.
 	lc, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID, LabelSelector: map[string]string{"c": "main"}}})
