@@ -150,7 +150,8 @@ nogroup:x:65534:
 //	                                 /uploads, /localhost.crt + .key (porter), user-defined-in-image 1000 in
 //	                                 group-defined-in-image 50000, ctrbin as /usr/bin/curl and /usr/bin/nc,
 //	                                 and /var/registry/pause (pause:testing, this set's pause as a manifest
-//	                                 list) for `agnhost fake-registry-server`
+//	                                 list) for `agnhost fake-registry-server`; /bin/bash a stand-in
+//	                                 script that execs busybox's sh
 //	e2e-test-images/agnhost:2.55     the same image
 //	e2e-test-images/busybox:1.37.0-2 busybox, Cmd ["sh"]
 //	e2e-test-images/glibc-dns-testing:2.1.1  the same image as busybox: a stand-in (its `hostname -f`
@@ -240,6 +241,10 @@ func K8sE2E(o K8sE2EOptions) ([]Named, error) {
 		{path: "localhost.key", typ: tar.TypeReg, mode: 0o644, data: key},
 		{path: "usr/bin/curl", typ: tar.TypeReg, mode: 0o755, data: ctrbin},
 		hardlink("usr/bin/nc", "usr/bin/curl", 0o755),
+		// Upstream's base image has bash and the probe specs run
+		// `/bin/bash -c SCRIPT`; their scripts are POSIX sh (trap, while,
+		// sleep), which busybox's ash runs.
+		file("bin/bash", 0o755, agnhostBash),
 	}, registry...)
 	filesLayer, err := layer("adduser "+AgnhostUser+"; addgroup "+AgnhostGroup+"; mkdir /uploads; ADD porter/localhost.*; "+
 		"COPY ctrbin /usr/bin/curl /usr/bin/nc; COPY registry "+FakeRegistryDir, agnhostFiles...)
@@ -469,3 +474,6 @@ func checkK8sManifest(m map[string]K8sImage) error {
 	}
 	return nil
 }
+
+// agnhostBash stands in for upstream agnhost's bash.
+const agnhostBash = "#!/bin/sh\n# peapod stand-in for bash: runs the script with busybox's sh\nexec /bin/sh \"$@\"\n"
