@@ -324,21 +324,67 @@ func (c *Cluster) pushImages(ctx context.Context) error {
 			return fmt.Errorf("go build %s: %w: %s", b.pkg, err, out)
 		}
 	}
-	out, err := c.repoCmd(ctx, "go", "run", "./hack/testimages", "conformance-push", "--registry", c.Registry,
-		"--ctrbin", filepath.Join(bin, "ctrbin"), "--pause", filepath.Join(bin, "peapod-pause")).CombinedOutput()
+	shell := c.shellBusyboxArgs(ctx)
+	out, err := c.repoCmd(ctx, "go", append([]string{"run", "./hack/testimages", "conformance-push", "--registry", c.Registry,
+		"--ctrbin", filepath.Join(bin, "ctrbin"), "--pause", filepath.Join(bin, "peapod-pause")}, shell...)...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("push test images: %w: %s", err, out)
 	}
 	if !c.opts.E2EImages {
 		return nil
 	}
-	cmd := c.repoCmd(ctx, "go", "run", "./hack/testimages", "k8s-e2e-push", "--registry", c.Registry,
+	cmd := c.repoCmd(ctx, "go", append([]string{"run", "./hack/testimages", "k8s-e2e-push", "--registry", c.Registry,
 		"--ctrbin", filepath.Join(bin, "ctrbin"), "--pause", filepath.Join(bin, "peapod-pause"),
-		"--k8s-src", filepath.Join(filepath.Dir(c.BinDir), "src"), "--bin-dir", c.BinDir)
+		"--k8s-src", filepath.Join(filepath.Dir(c.BinDir), "src"), "--bin-dir", c.BinDir}, shell...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("push node e2e images: %w: %s", err, out)
 	}
 	return nil
+}
+
+// shellBusyboxArgs returns hack/testimages' --shell-busybox/--shell-libs
+// for Debian's dynamic busybox, fetched once with apt into the cache beside
+// the Kubernetes binaries. busybox-static's sh runs its own applets for
+// every command name (FEATURE_SH_STANDALONE), so `nc` in a spec would never
+// reach the image's /usr/bin/nc; the dynamic one's sh looks commands up in
+// PATH, as upstream's images do. Without it (no apt): busybox-static, and
+// the specs that depend on this fail (logged).
+func (c *Cluster) shellBusyboxArgs(ctx context.Context) []string {
+	dir := filepath.Join(filepath.Dir(c.BinDir), "busybox-deb")
+	bb := filepath.Join(dir, "bin", "busybox")
+	if _, err := os.Stat(bb); err != nil {
+		tmp, err := os.MkdirTemp(filepath.Dir(c.BinDir), "busybox-deb.")
+		if err != nil {
+			return nil
+		}
+		defer os.RemoveAll(tmp)
+		script := `set -e; apt-get download busybox >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get download busybox >/dev/null; }; dpkg-deb -x busybox_*.deb x`
+		cmd := exec.CommandContext(ctx, "bash", "-c", script)
+		cmd.Dir = tmp
+		if out, err := cmd.CombinedOutput(); err != nil {
+			c.logf("no Debian busybox package (%v: %s): images keep busybox-static's sh", err, out)
+			return nil
+		}
+		_ = os.RemoveAll(dir)
+		if err := os.Rename(filepath.Join(tmp, "x"), dir); err != nil {
+			return nil
+		}
+	}
+	out, err := exec.CommandContext(ctx, "ldd", bb).Output()
+	if err != nil {
+		return nil
+	}
+	var libs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			libs = append(libs, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			libs = append(libs, f[0])
+		}
+	}
+	return []string{"--shell-busybox", bb, "--shell-libs", strings.Join(libs, ",")}
 }
 
 func (c *Cluster) repoCmd(ctx context.Context, name string, args ...string) *exec.Cmd {
