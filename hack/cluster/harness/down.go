@@ -54,6 +54,10 @@ func (c *Cluster) Down() error {
 		}
 	}
 	note(unmountUnder(c.Dir))
+	note(removeLogLinksInto("/var/log/containers", c.Dir))
+	for _, d := range c.MadeHostDirs {
+		note(os.RemoveAll(d))
+	}
 	if c.CgroupRoot != "" {
 		note(removeCgroupTree(c.CgroupRoot))
 	}
@@ -156,6 +160,29 @@ func removeCgroupTree(root string) error {
 			}
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("rmdir %s: %w", dirs[i], err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeLogLinksInto removes the kubelet's /var/log/containers symlinks
+// that point into dir (its pods' logs, gone with the cluster).
+func removeLogLinksInto(links, dir string) error {
+	ents, err := os.ReadDir(links)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	prefix := strings.TrimSuffix(dir, "/") + "/"
+	var errs []error
+	for _, e := range ents {
+		p := filepath.Join(links, e.Name())
+		if target, err := os.Readlink(p); err == nil && strings.HasPrefix(target, prefix) {
+			if err := os.Remove(p); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}

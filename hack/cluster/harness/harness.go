@@ -93,8 +93,12 @@ type Cluster struct {
 	// hierarchy; everything of the node's pods sits below it.
 	CgroupRoot string `json:"cgroupRoot"`
 	// Sysctls the kubelet sets on start, with the values before it ran.
-	Sysctls    map[string]string `json:"sysctls"`
-	Components []*component      `json:"components"`
+	Sysctls map[string]string `json:"sysctls"`
+	// MadeHostDirs are host paths the kubelet uses whatever its root dir
+	// (its device-plugin socket dir, /var/log/containers) that did not
+	// exist before it started: Down removes them.
+	MadeHostDirs []string     `json:"madeHostDirs,omitempty"`
+	Components   []*component `json:"components"`
 
 	opts Options
 }
@@ -471,6 +475,8 @@ func (c *Cluster) startControllers(ctx context.Context) error {
 		"--allocate-node-cidrs=true", "--cluster-cidr=" + c.ClusterCIDR, "--node-cidr-mask-size=24",
 		"--service-cluster-ip-range=" + c.ServiceCIDR,
 		"--controllers=*,bootstrapsigner,tokencleaner",
+		// Its default is /usr/libexec/kubernetes/...: keep it in our dir.
+		"--flex-volume-plugin-dir=" + filepath.Join(c.Dir, "volume-plugins"),
 		"--profiling=false",
 	}, nil); err != nil {
 		return err

@@ -55,6 +55,11 @@ func (c *Cluster) makeNodeNetwork(context.Context) error {
 			}
 		}
 	}
+	for _, d := range kubeletHostDirs {
+		if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
+			c.MadeHostDirs = append(c.MadeHostDirs, d)
+		}
+	}
 	for _, s := range kubeletSysctls {
 		v, err := os.ReadFile(filepath.Join("/proc/sys", s))
 		if err != nil {
@@ -64,6 +69,12 @@ func (c *Cluster) makeNodeNetwork(context.Context) error {
 	}
 	return c.save()
 }
+
+// kubeletHostDirs are paths the kubelet writes whatever --root-dir and
+// podLogsDir say: its device-plugin registration socket
+// (/var/lib/kubelet/device-plugins/kubelet.sock) and the
+// /var/log/containers/<pod>_<ns>_<container>-<id>.log symlinks.
+var kubeletHostDirs = []string{"/var/lib/kubelet", "/var/log/containers"}
 
 // cgroupHierarchies lists the mounted cgroup hierarchies (v1 controllers,
 // named ones and a cgroup2 mount).
