@@ -178,18 +178,7 @@ func conformancePush(co imagebuild.ConformanceOptions, registry string, allowRem
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	start := time.Now()
-	pushed, err := imagebuild.PushNamed(ctx, imgs, registry, "")
-	for _, p := range pushed {
-		fmt.Printf("%s\t%s\n", p.Ref, p.Digest)
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "pushed %d images in %v\n", len(pushed), time.Since(start).Round(time.Millisecond))
-	return nil
+	return pushNamed(imgs, registry, 5*time.Minute)
 }
 
 // k8sE2EPush builds what is missing (agnhost, nnp; cached in binDir), builds
@@ -230,9 +219,15 @@ func k8sE2EPush(o imagebuild.K8sE2EOptions, binDir, registry string, allowRemote
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "built %d images in %v\n", len(imgs), time.Since(start).Round(time.Millisecond))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	return pushNamed(imgs, registry, 10*time.Minute)
+}
+
+// pushNamed pushes imgs within timeout, printing "REF\tDIGEST" per pushed
+// image to stdout (also those pushed before a failure) and a count to stderr.
+func pushNamed(imgs []imagebuild.Named, registry string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	start = time.Now()
+	start := time.Now()
 	pushed, err := imagebuild.PushNamed(ctx, imgs, registry, "")
 	for _, p := range pushed {
 		fmt.Printf("%s\t%s\n", p.Ref, p.Digest)
