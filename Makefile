@@ -8,7 +8,7 @@ export GOFLAGS := -buildvcs=false
 GOTESTFLAGS ?=
 OUT := _output
 
-.PHONY: all build deps test-deps bench-deps run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down conformance-k8s conformance-k8s-containerd
+.PHONY: all build deps test-deps bench-deps run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down conformance-k8s conformance-k8s-containerd conformance-k8s-containerd-debian conformance-containerd-debian containerd
 
 all: build
 
@@ -50,9 +50,16 @@ test: test-deps build k8s
 k8s:
 	@bash hack/cluster/build.sh control-plane >/dev/null
 
+# containerd v2.4.2 and its runc shim, the reference runtime, built from the
+# Go module proxy into /var/cache/peapod/containerd-v2.4.2/bin (~1-2 min the
+# first time, instant after).
+containerd:
+	@bash hack/cluster/build.sh containerd >/dev/null
+
 # A real control plane on 127.0.0.1 and one node: the upstream kubelet on
 # peapod. Ends by printing KUBECONFIG=... and KUBECTL=...; CLUSTER_FLAGS:
-# e.g. --runtime containerd, --dir DIR.
+# e.g. --runtime containerd (v2.4.2; make containerd first), --runtime
+# containerd-debian (1.6), --dir DIR.
 CLUSTER_FLAGS ?=
 cluster: test-deps build k8s
 	@$(GO) run ./hack/cluster up $(CLUSTER_FLAGS)
@@ -61,31 +68,40 @@ cluster-down:
 	@$(GO) run ./hack/cluster down $(CLUSTER_FLAGS)
 
 # Kubernetes' own [NodeConformance] specs (e2e.test v1.37.2) against a fresh
-# cluster whose kubelet runs on peapod / on Debian's containerd 1.6.
+# cluster whose kubelet runs on peapod / on containerd v2.4.2 / on Debian's
+# containerd 1.6.
 conformance-k8s: test-deps build
 	$(GO) run ./hack/cluster conformance --runtime peapod $(CLUSTER_FLAGS)
 
-conformance-k8s-containerd: bench-deps build
+conformance-k8s-containerd: bench-deps build containerd
 	$(GO) run ./hack/cluster conformance --runtime containerd $(CLUSTER_FLAGS)
 
-# critest v1.34.0, every spec, against peapod / against Debian's containerd.
+conformance-k8s-containerd-debian: bench-deps build
+	$(GO) run ./hack/cluster conformance --runtime containerd-debian $(CLUSTER_FLAGS)
+
+# critest v1.34.0, every spec, against peapod / containerd v2.4.2 / Debian's
+# containerd 1.6.
 conformance: build
 	CONFORMANCE_VERBOSE=1 bash hack/conformance/run.sh peapod
 
-conformance-containerd:
+conformance-containerd: containerd
 	CONFORMANCE_VERBOSE=1 bash hack/conformance/run.sh containerd
+
+conformance-containerd-debian:
+	CONFORMANCE_VERBOSE=1 bash hack/conformance/run.sh containerd-debian
 
 unit:
 	$(GO) test -count=1 ./...
 
-# peapod vs Debian's containerd, same crictl workload, one run; the table
+# peapod vs containerd v2.4.2 vs Debian's containerd 1.6, same crictl
+# workload, one run; the table
 # goes to stdout and _output/bench/ (BENCHFLAGS: e.g. -n 50 -density 110).
 # Not part of `make test`.
 BENCHFLAGS ?=
 bench-deps:
 	@bash hack/install-deps.sh bench
 
-bench: bench-deps build tools
+bench: bench-deps build tools containerd
 	$(GO) run ./hack/bench -out $(OUT)/bench $(BENCHFLAGS)
 
 tools:

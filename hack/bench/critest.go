@@ -48,9 +48,10 @@ type critestResult struct {
 // critestJSON is critest's LifecycleBenchmarksResultsSet, the fields used.
 // critestCgroups are the cgroup parents critest's pods end in: it asks for
 // "" when the runtime reports the cgroupfs driver (peapod then uses its
-// default, "peapod") and for /test.slice otherwise (containerd 1.6 has no
-// RuntimeConfig). The bench's own pods are all below o.cgroup.
-var critestCgroups = []string{"peapod", "test.slice"}
+// default, "peapod"; containerd 2.x "/k8s.io") and for /test.slice
+// otherwise (containerd 1.6 has no RuntimeConfig). The bench's own pods are
+// all below o.cgroup.
+var critestCgroups = []string{"peapod", "test.slice", "k8s.io"}
 
 type critestJSON struct {
 	OperationsNames []string `json:"operationsNames"`

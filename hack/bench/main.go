@@ -1,6 +1,7 @@
-// Command bench runs the same CRI workload against peapod and against
-// Debian's containerd, one after the other in one run, and prints a table
-// of both with the ratio peapod / containerd. See README.md.
+// Command bench runs the same CRI workload against peapod, the current
+// containerd (built into the version-keyed cache) and Debian's containerd
+// 1.6, one after the other in one run, and prints a table of all three
+// with peapod's ratio against each containerd. See README.md.
 //
 // Every process it starts (registry, daemons) is stopped by its PID; every
 // pod is removed through crictl before its daemon stops; containerd's shims
@@ -15,8 +16,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
+
+	"peapod/hack/containerdref"
 )
 
 type options struct {
@@ -31,7 +36,7 @@ type options struct {
 	pulls          int           // image pulls
 	critestN       int           // critest -benchmark samples per benchmark; 0 skips it
 	critestTimeout time.Duration // one critest run; stopped at it
-	only           string        // "", "peapod" or "containerd"
+	only           string        // "", or a comma list of peapod, containerd, containerd-debian
 	cgroup         string        // the pods' cgroup parent's parent, removed at the end
 	keepOnError    bool
 }
@@ -49,9 +54,13 @@ func main() {
 	flag.IntVar(&o.pulls, "pulls", 5, "image pulls (each after removing the image)")
 	flag.IntVar(&o.critestN, "critest-n", 50, "critest -benchmark samples per benchmark (0: no critest phase)")
 	flag.DurationVar(&o.critestTimeout, "critest-timeout", 5*time.Minute, "stop critest -benchmark after this long")
-	flag.StringVar(&o.only, "only", "", "run one runtime only: peapod or containerd")
+	flag.StringVar(&o.only, "only", "", "run only these runtimes (comma list): peapod, containerd (the current release, "+containerdref.CurrentVersion+"), containerd-debian (Debian's 1.6)")
 	flag.BoolVar(&o.keepOnError, "keep", false, "keep the scratch dir when a phase fails")
 	flag.Parse()
+	// critest runs in its own dir: every path handed to it is absolute.
+	if abs, err := filepath.Abs(o.out); err == nil {
+		o.out = abs
+	}
 	if o.critestTimeout < time.Minute {
 		fmt.Fprintln(os.Stderr, "bench: -critest-timeout must be at least 1m")
 		os.Exit(2)
@@ -112,36 +121,54 @@ func run(ctx context.Context, o options) (retErr error) {
 
 	var results []*result
 	load1 := loadavg()
-	runtimes := []func(context.Context, options, string, int) (*runtime, error){startPeapod, startContainerd}
-	names := []string{"peapod", "containerd"}
-	for i, start := range runtimes {
-		if o.only != "" && o.only != names[i] {
+	for i, key := range []string{"peapod", "containerd", "containerd-debian"} {
+		if o.only != "" && !slices.Contains(strings.Split(o.only, ","), key) {
 			continue
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		logf("=== %s", names[i])
-		rt, err := start(ctx, o, reg.addr, i+1)
+		logf("=== %s", key)
+		var rt *runtime
+		switch key {
+		case "peapod":
+			rt, err = startPeapod(ctx, o, reg.addr, i+1)
+		case "containerd", "containerd-debian":
+			var in containerdref.Install
+			if key == "containerd" {
+				in, err = containerdref.Current()
+			} else {
+				in, err = containerdref.Debian()
+			}
+			if err == nil {
+				rt, err = startContainerd(ctx, o, reg.addr, i+1, in)
+			}
+		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", names[i], err)
+			return fmt.Errorf("%s: %w", key, err)
 		}
 		r, err := measure(ctx, o, rt)
 		if stopErr := rt.stop(); stopErr != nil && err == nil {
 			err = stopErr
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", names[i], err)
+			return fmt.Errorf("%s: %w", rt.name, err)
 		}
+		r.key = key
 		results = append(results, r)
 	}
-	table := render(o, results, load1, loadavg())
+	table, missing := render(o, results, load1, loadavg())
 	fmt.Print(table)
 	name := filepath.Join(o.out, "results-"+time.Now().UTC().Format("20060102T150405Z")+".txt")
 	if err := os.WriteFile(name, []byte(table), 0o644); err != nil {
 		return err
 	}
 	logf("table written to %s", name)
+	// A phase that ran and produced no figure is a broken bench, not a
+	// result: fail rather than print n/a and exit 0.
+	if len(missing) > 0 {
+		return fmt.Errorf("%d rows have no figure although their phase ran: %s", len(missing), strings.Join(missing, "; "))
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,7 +20,8 @@ const image = "docker.io/library/busybox:latest"
 
 // result holds one runtime's figures; durations in seconds, memory in bytes.
 type result struct {
-	name    string
+	name    string    // as the table heads its column: peapod, containerd-2.4.2
+	key     string    // as -only names it: peapod, containerd, containerd-debian
 	crictl  []float64 // `crictl version`: the fixed cost of one crictl call
 	phases  map[string][]float64
 	grpc    map[string][]float64 // gRPC lifecycles, by grpcOrder
@@ -73,7 +75,7 @@ func measure(ctx context.Context, o options, rt *runtime) (*result, error) {
 	// Pulls: each after removing the image. The first pull also serves
 	// the rest of the run. containerd pulls its pause image up front, as
 	// a node would have it before the first pod.
-	if rt.name == "containerd" {
+	if rt.name != "peapod" {
 		if _, err := c.run(ctx, "pull", "registry.k8s.io/pause:3.6"); err != nil {
 			return nil, err
 		}
@@ -374,10 +376,11 @@ func saveProfile(addr, what, path string) (string, error) {
 	return path, err
 }
 
-// quantile of xs (nearest rank); 0 for none.
+// quantile of xs (nearest rank); NaN for none, which the table shows as
+// n/a and counts as a missing figure.
 func quantile(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
-		return 0
+		return math.NaN()
 	}
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"peapod/hack/containerdref"
 	"peapod/hack/testimages/imagebuild"
 )
 
@@ -214,74 +215,26 @@ func peapodIdleWithAgent(ctx context.Context, o options, cniDir, bridge, subnet,
 	return m, split, nil
 }
 
-func startContainerd(ctx context.Context, o options, reg string, n int) (*runtime, error) {
-	d := filepath.Join(o.dir, "containerd")
-	rt := &runtime{name: "containerd", dir: d, bridge: fmt.Sprintf("cbench%d", n), seen: map[int]string{}}
+// startContainerd runs one containerd (in) on its own dirs, with the same
+// CNI conf list and runc as peapod; its config comes from containerdref,
+// the one every reference run here shares.
+func startContainerd(ctx context.Context, o options, reg string, n int, in containerdref.Install) (*runtime, error) {
+	d := filepath.Join(o.dir, in.Name)
+	rt := &runtime{name: in.Name, dir: d, bridge: fmt.Sprintf("cbench%d", n), seen: map[int]string{}}
 	subnet, err := freeSubnet()
 	if err != nil {
 		return nil, err
 	}
-	if err := writeCNI(d, "bench-containerd", rt.bridge, subnet); err != nil {
+	if err := writeCNI(d, "bench-"+in.Name, rt.bridge, subnet); err != nil {
 		return nil, err
 	}
 	sock := filepath.Join(d, "containerd.sock")
-	for _, h := range []string{"docker.io", "registry.k8s.io"} {
-		hd := filepath.Join(d, "certs.d", h)
-		os.MkdirAll(hd, 0o755)
-		// server is the local registry too: containerd never falls back
-		// to the real host.
-		hosts := fmt.Sprintf("server = \"http://%s\"\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", reg, reg)
-		if err := os.WriteFile(filepath.Join(hd, "hosts.toml"), []byte(hosts), 0o644); err != nil {
-			return nil, err
-		}
-	}
-	cfg := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = "%[3]s.ttrpc"
-[debug]
-  address = "%[4]s/debug.sock"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "%[4]s/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.6"
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "%[4]s/cni"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "%[4]s/certs.d"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "/usr/sbin/runc"
-        Root = "%[4]s/runc"
-        SystemdCgroup = false
-`, filepath.Join(d, "root"), filepath.Join(d, "state"), sock, d)
-	cfgPath := filepath.Join(d, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	cfgPath, err := in.Write(containerdref.Options{Dir: d, Socket: sock, CNIConfDir: filepath.Join(d, "cni"), Registry: reg})
+	if err != nil {
 		return nil, err
 	}
-	// containerd 1.6 puts shim sockets in /run/containerd/s whatever its
-	// state dir: remove that afterwards (when empty) if it was not there.
-	if _, err := os.Stat("/run/containerd"); os.IsNotExist(err) {
-		rt.cleanup = append(rt.cleanup, func() {
-			for _, p := range []string{"/run/containerd/s", "/run/containerd"} {
-				os.Remove(p)
-			}
-		})
-	}
-	rt.cmd = exec.Command("/usr/bin/containerd", "--config", cfgPath)
+	rt.cleanup = append(rt.cleanup, in.TrackHostDirs(d))
+	rt.cmd = in.Command(cfgPath)
 	rt.endpoint = "unix://" + sock
 	rt.helpers = func() []int { return pidsMatching("containerd-shim", sock) }
 	return rt, rt.start(ctx, o)

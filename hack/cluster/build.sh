@@ -6,6 +6,9 @@
 #   $PEAPOD_CACHE/kubernetes-$K8S_VERSION/bin/{kube-apiserver,kube-controller-manager,
 #       kube-scheduler,kubectl,kubelet,etcd}            (control-plane)
 #   $PEAPOD_CACHE/kubernetes-$K8S_VERSION/bin/{e2e.test,ginkgo}   (e2e: node conformance)
+#   $PEAPOD_CACHE/containerd-$CONTAINERD_VERSION/bin/{containerd,containerd-shim-runc-v2}
+#                                  (containerd: the current reference runtime of
+#                                   make bench / bench-cluster / the harness)
 #
 # PEAPOD_CACHE defaults to /var/cache/peapod; K8S_VERSION to v1.37.2 (the
 # release whose k8s.io/* v0.37.2 libraries peapod links). A binary already in
@@ -20,6 +23,7 @@
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
+CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 PEAPOD_CACHE=${PEAPOD_CACHE:-/var/cache/peapod}
 what=${1:-control-plane}
 
@@ -113,10 +117,39 @@ build_e2e() {
 	log "e2e.test and ginkgo built in $((SECONDS - start))s"
 }
 
+# build_containerd: containerd and its runc shim from the module proxy
+# (github.com/containerd/containerd/v2), static, without btrfs (cgo). A
+# scratch module requires the release so the proxy resolves its go.sum.
+build_containerd() {
+	local cbin=$PEAPOD_CACHE/containerd-$CONTAINERD_VERSION/bin
+	mkdir -p "$cbin"
+	if [ -x "$cbin/containerd" ] && [ -x "$cbin/containerd-shim-runc-v2" ]; then
+		echo "$cbin"
+		return 0
+	fi
+	local start=$SECONDS tmp
+	log "building containerd $CONTAINERD_VERSION and containerd-shim-runc-v2 (cold: ~2 min on 2 cores)"
+	tmp=$(mktemp -d "$PEAPOD_CACHE/containerd-$CONTAINERD_VERSION/mod.XXXXXX")
+	(
+		cd "$tmp"
+		go mod init peapod.local/containerd-build >/dev/null 2>&1
+		go get "github.com/containerd/containerd/v2@$CONTAINERD_VERSION" >/dev/null
+		go build -trimpath -tags no_btrfs \
+			-ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION -X github.com/containerd/containerd/v2/version.Revision=proxy" \
+			-o "$cbin/.tmp/" github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+	) || { rm -rf "$tmp" "$cbin/.tmp"; die "containerd $CONTAINERD_VERSION build failed"; }
+	mv -f "$cbin"/.tmp/* "$cbin"/
+	rmdir "$cbin/.tmp"
+	rm -rf "$tmp"
+	log "containerd $CONTAINERD_VERSION built in $((SECONDS - start))s"
+	echo "$cbin"
+}
+
 case $what in
 control-plane) build_control_plane ;;
 e2e) build_e2e ;;
 all) build_control_plane; build_e2e ;;
-*) echo "usage: $0 [all|control-plane|e2e]" >&2; exit 2 ;;
+containerd) build_containerd; exit 0 ;;
+*) echo "usage: $0 [all|control-plane|e2e|containerd]" >&2; exit 2 ;;
 esac
 echo "$bin"

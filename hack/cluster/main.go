@@ -1,10 +1,10 @@
 // Command cluster brings a real Kubernetes control plane and one node up on
 // this machine, and down again (see README.md beside it).
 //
-//	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd] [--node-name NAME]
+//	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node-name NAME]
 //	go run ./hack/cluster down [--dir DIR]
 //	go run ./hack/cluster env [--dir DIR]
-//	go run ./hack/cluster conformance [--runtime peapod|containerd] [--focus RE] [--skip RE] [--out DIR] [--procs N]
+//	go run ./hack/cluster conformance [--runtime peapod|containerd|containerd-debian] [--focus RE] [--skip RE] [--out DIR] [--procs N]
 package main
 
 import (
@@ -29,7 +29,7 @@ func main() {
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	dir := fs.String("dir", defaultDir, "where the cluster's certs, configs, data and logs live")
-	runtime := fs.String("runtime", "peapod", "the node's CRI runtime: peapod or containerd (Debian's, the reference)")
+	runtime := fs.String("runtime", "peapod", "the node's CRI runtime: peapod, containerd (the current release, the reference) or containerd-debian (Debian's 1.6)")
 	nodeName := fs.String("node-name", "peapod-node", "the node's name")
 	gates := fs.String("kubelet-feature-gates", "", "extra kubelet feature gates, Name=true,Other=false")
 	focus := fs.String("focus", `\[NodeConformance\]`, "conformance: the specs to run (ginkgo focus)")
@@ -96,6 +96,6 @@ func check(err error) {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run ./hack/cluster up|down|env [--dir DIR] [--runtime peapod|containerd] [--node-name NAME]")
+	fmt.Fprintln(os.Stderr, "usage: go run ./hack/cluster up|down|env [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node-name NAME]")
 	os.Exit(2)
 }

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # hack/conformance/run.sh — cri-tools' critest v1.34.0 against a CRI runtime, offline.
 #
-#   hack/conformance/run.sh [peapod|containerd|unix:///path/to.sock] [critest flags...]
+#   hack/conformance/run.sh [peapod|containerd|containerd-debian|unix:///path/to.sock] [critest flags...]
 #
 #   peapod      (default) build bin/peapod and run `peapod serve` with private
 #               root, state, socket, CNI conf, bridge and /24 subnet
-#   containerd  run Debian's containerd the same way (own root, state, socket,
-#               CNI conf, registry hosts); the reference runtime
+#   containerd  run the current containerd (hack/cluster/build.sh containerd)
+#               the same way (own root, state, socket, CNI conf, registry
+#               hosts; hack/containerdref); the reference runtime
+#   containerd-debian  the same with Debian's containerd 1.6
 #   unix://...  any CRI endpoint already running (its mirrors must send
 #               registry.k8s.io, gcr.io and docker.io to the registry this
 #               script starts: set CONFORMANCE_REGISTRY_PORT to pin its port)
@@ -66,8 +68,11 @@ cleanup() {
 	if [ -z "$had_peapod_cgroup" ]; then
 		rmdir /sys/fs/cgroup/*/peapod 2>/dev/null
 	fi
-	if [ -n "${made_run_containerd:-}" ]; then
-		rmdir /run/containerd/s /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd 2>/dev/null
+	# Host dirs the reference containerd made, and containerd 2's default
+	# cgroup parent for critest's pods, when this run made them.
+	for m in ${containerd_made_dirs:-}; do rmdir "$m" 2>/dev/null; done
+	if [ -n "${daemon_pid:-}" ] && [ "$target" != peapod ] && [ -z "${had_k8s_cgroup:-}" ]; then
+		rmdir /sys/fs/cgroup/*/k8s.io 2>/dev/null
 	fi
 	# Mounts under the work dir (none should remain), deepest first.
 	awk -v d="$work" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r | while read -r m; do
@@ -170,48 +175,19 @@ peapod)
 	wait_socket "$sock" "$work/daemon.log"
 	endpoint=unix://$sock
 	;;
-containerd)
+containerd | containerd-debian)
 	d=$work/containerd
 	sock=$d/containerd.sock
-	mkdir -p "$d"
-	for h in registry.k8s.io gcr.io docker.io public.ecr.aws; do
-		mkdir -p "$d/certs.d/$h"
-		# server is the local registry too: no fallback to the real host.
-		printf 'server = "http://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n  skip_verify = true\n' "$reg" "$reg" >"$d/certs.d/$h/hosts.toml"
-	done
-	cat >"$d/config.toml" <<EOF
-version = 2
-root = "$d/root"
-state = "$d/state"
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-[debug]
-  address = "$d/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$d/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.6"
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$work/cni"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$d/certs.d"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = "$d/runc"
-EOF
-	# containerd 1.6 puts shim sockets in /run/containerd/s whatever its
-	# state dir; remove that (when empty) afterwards if it was not there.
-	[ -e /run/containerd ] || made_run_containerd=1
-	containerd --config "$d/config.toml" >"$work/daemon.log" 2>&1 &
+	which=current
+	[ "$target" = containerd-debian ] && which=debian
+	# The config every reference run here shares (hack/containerdref):
+	# own root, state, sockets; registry hosts failing closed.
+	mapfile -t ref < <(cd "$repo" && go run ./hack/containerdref/write -which "$which" -dir "$d" \
+		-cni-conf-dir "$work/cni" -registry "$reg")
+	[ "${#ref[@]}" -ge 3 ] || die "containerdref/write gave no config"
+	containerd_made_dirs=${ref[3]:-}
+	had_k8s_cgroup=$(ls -d /sys/fs/cgroup/*/k8s.io 2>/dev/null || true)
+	PATH=${ref[1]} "${ref[0]}" --config "${ref[2]}" >"$work/daemon.log" 2>&1 &
 	daemon_pid=$!
 	wait_socket "$sock" "$work/daemon.log"
 	endpoint=unix://$sock
@@ -219,7 +195,7 @@ EOF
 unix://*)
 	endpoint=$target
 	;;
-*) die "unknown target $target (peapod, containerd or unix:///path)" ;;
+*) die "unknown target $target (peapod, containerd, containerd-debian or unix:///path)" ;;
 esac
 log "runtime: $target at $endpoint (setup $((SECONDS - start_time))s)"
 

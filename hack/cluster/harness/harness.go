@@ -47,8 +47,9 @@ type Options struct {
 	// BinDir holds kube-apiserver, kube-controller-manager, kube-scheduler,
 	// kubectl, kubelet and etcd (hack/cluster/build.sh prints it).
 	BinDir string
-	// Runtime is the node's CRI runtime: "peapod" (default) or
-	// "containerd" (Debian's, the reference).
+	// Runtime is the node's CRI runtime: "peapod" (default),
+	// "containerd" (the current release, the reference; built by
+	// hack/cluster/build.sh containerd) or "containerd-debian" (1.6).
 	Runtime string
 	// NodeName defaults to "peapod-node".
 	NodeName string

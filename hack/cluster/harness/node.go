@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"peapod/hack/containerdref"
 	"strings"
 	"syscall"
 	"time"
@@ -113,10 +114,10 @@ func (c *Cluster) startRuntime(ctx context.Context) error {
 	switch c.Runtime {
 	case "peapod":
 		comp, err = c.startPeapod(dir, sock)
-	case "containerd":
+	case "containerd", "containerd-debian":
 		comp, err = c.startContainerd(dir, sock)
 	default:
-		return fmt.Errorf("unknown runtime %q (peapod or containerd)", c.Runtime)
+		return fmt.Errorf("unknown runtime %q (peapod, containerd or containerd-debian)", c.Runtime)
 	}
 	if err != nil {
 		return err
@@ -168,54 +169,36 @@ func (c *Cluster) startPeapod(dir, sock string) (*component, error) {
 // the node's runtime sends each to the local registry and never upstream.
 var mirroredHosts = []string{"registry.k8s.io", "gcr.io", "docker.io", "public.ecr.aws"}
 
-// startContainerd runs Debian's containerd (1.6) as the node's runtime, for
-// reference runs of the same tests; its config mirrors the conformance
-// harness's (hack/conformance/run.sh).
+// startContainerd runs a reference containerd as the node's runtime, for
+// reference runs of the same tests: the current release from the cache
+// ("containerd") or Debian's 1.6 ("containerd-debian"), configured as
+// everywhere else here (hack/containerdref).
 func (c *Cluster) startContainerd(dir, sock string) (*component, error) {
-	for _, h := range mirroredHosts {
-		hd := filepath.Join(dir, "certs.d", h)
-		if err := os.MkdirAll(hd, 0o755); err != nil {
-			return nil, err
-		}
-		// server is the local registry too: no fallback to the real host.
-		hosts := fmt.Sprintf("server = \"http://%s\"\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n  skip_verify = true\n", c.Registry, c.Registry)
-		if err := os.WriteFile(filepath.Join(hd, "hosts.toml"), []byte(hosts), 0o644); err != nil {
-			return nil, err
-		}
+	var in containerdref.Install
+	var err error
+	if c.Runtime == "containerd-debian" {
+		in, err = containerdref.Debian()
+	} else {
+		in, err = containerdref.Current()
 	}
-	conf := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = "%[3]s.ttrpc"
-[debug]
-  address = "%[4]s/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "%[4]s/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.6"
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = %[5]q
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "%[4]s/certs.d"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = "%[4]s/runc"
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, dir, filepath.Join(c.Dir, "cni"))
-	path := filepath.Join(dir, "containerd.toml")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	return c.start("containerd", "/usr/bin/containerd", []string{"--config", path}, nil)
+	conf, err := in.Write(containerdref.Options{
+		Dir: dir, Socket: sock, CNIConfDir: filepath.Join(c.Dir, "cni"),
+		Registry: c.Registry, Mirrored: mirroredHosts,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range in.HostDirs(dir) {
+		if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
+			c.MadeHostDirs = append(c.MadeHostDirs, d)
+		}
+	}
+	cmd := in.Command(conf)
+	c.logf("node runtime: %s", in.Name)
+	return c.start("containerd", cmd.Path, cmd.Args[1:], cmd.Env[len(cmd.Env)-1:])
 }
 
 func criCall(ctx context.Context, endpoint string, fn func(context.Context, runtimeapi.RuntimeServiceClient) error) error {
