@@ -8,7 +8,7 @@ export GOFLAGS := -buildvcs=false
 GOTESTFLAGS ?=
 OUT := _output
 
-.PHONY: all build deps test-deps bench-deps run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down conformance-k8s conformance-k8s-containerd conformance-k8s-containerd-debian conformance-containerd-debian containerd
+.PHONY: all build deps test-deps bench-deps run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down conformance-k8s conformance-k8s-containerd conformance-k8s-containerd-debian conformance-containerd-debian containerd bench-cluster
 
 all: build
 
@@ -103,6 +103,16 @@ bench-deps:
 
 bench: bench-deps build tools containerd
 	$(GO) run ./hack/bench -out $(OUT)/bench $(BENCHFLAGS)
+
+# The kubelet's own figures for one Deployment (busybox httpd, 0 -> 30 -> 100
+# replicas, 2 min idle, deleted) on a cluster node running peapod, then
+# containerd v2.4.2, then Debian's containerd 1.6, one at a time: pod start
+# SLI, time to Ready and to gone, idle CPU and memory, CRI calls
+# (hack/benchcluster/README.md; ~15 min). bench-deps: test-deps plus
+# Debian's containerd. BENCHCLUSTERFLAGS: e.g. -only peapod -pods 50.
+BENCHCLUSTERFLAGS ?=
+bench-cluster: bench-deps build k8s containerd
+	$(GO) run ./hack/benchcluster -out $(OUT)/bench-cluster $(BENCHCLUSTERFLAGS)
 
 tools:
 	@bash hack/build-tools.sh

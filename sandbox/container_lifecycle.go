@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"peapod/oci"
 	"peapod/store"
 )
 
@@ -62,8 +63,10 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 	}); err != nil {
 		return err
 	}
-	// The process may have exited between start and here.
-	m.refreshExit(ctx, c)
+	// The process may have exited between start and here: conmon's exit
+	// file says so. A later exit reaches HandleExit through the monitor,
+	// so no `runtime state` here.
+	m.recordExit(ctx, c, false)
 	m.observePodStart(sb)
 	return nil
 }
@@ -93,6 +96,7 @@ func (m *Manager) StopContainer(ctx context.Context, id string, timeout int64) e
 		return fmt.Errorf("stop container %s: %w", rec.ID, err)
 	}
 	m.refreshExit(ctx, c)
+	m.deleteExitedRuntime(ctx, c)
 	if c.Record().State == runtimeapi.ContainerState_CONTAINER_CREATED {
 		// Never started: nothing ran, but it is done.
 		return c.update(m.o.Store, func(r *ContainerRecord) error {
@@ -122,13 +126,15 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if rec.State != runtimeapi.ContainerState_CONTAINER_EXITED {
-		if err := rt.Stop(ctx, rec.ID, 0, unix.SIGKILL); err != nil && !isGone(err) {
-			return fmt.Errorf("remove container %s: kill: %w", rec.ID, err)
+	if !rec.RuntimeDeleted {
+		if rec.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+			if err := rt.Stop(ctx, rec.ID, 0, unix.SIGKILL); err != nil && !isGone(err) {
+				return fmt.Errorf("remove container %s: kill: %w", rec.ID, err)
+			}
 		}
-	}
-	if err := rt.Delete(ctx, rec.ID); err != nil && !isGone(err) {
-		return fmt.Errorf("remove container %s: %w", rec.ID, err)
+		if err := rt.Delete(ctx, rec.ID); err != nil && !isGone(err) {
+			return fmt.Errorf("remove container %s: %w", rec.ID, err)
+		}
 	}
 	stateDir := m.containerStateDir(rec.ID)
 	if err := unmountAll(filepath.Join(stateDir, "rootfs")); err != nil {
@@ -171,6 +177,16 @@ func (m *Manager) HandleExit(id string) {
 	defer cancel()
 	if c, err := m.Container(id); err == nil && c.ID() == id {
 		m.refreshExit(ctx, c)
+		// Free the runtime instance now, as containerd deletes a task on
+		// its exit: off this goroutine (it serves every container's exits),
+		// after whatever lifecycle call holds the container.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c.op.Lock()
+			defer c.op.Unlock()
+			m.deleteExitedRuntime(ctx, c)
+		}()
 		return
 	}
 	m.mu.RLock()
@@ -191,17 +207,40 @@ func (m *Manager) refreshExit(ctx context.Context, c *Container) {
 	if rec.State == runtimeapi.ContainerState_CONTAINER_EXITED {
 		return
 	}
+	if m.recordExit(ctx, c, false) {
+		return
+	}
+	m.recordExit(ctx, c, true)
+}
+
+// recordExit records the container's exit if there was one: from conmon's
+// exit file alone, or (full) from the runtime's state as well, which also
+// catches a conmon that died without writing one. It reports whether the
+// container is now EXITED.
+func (m *Manager) recordExit(ctx context.Context, c *Container, full bool) bool {
+	rec := c.Record()
+	if rec.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+		return true
+	}
 	rt, err := m.containerRuntime(rec)
 	if err != nil {
-		return
+		return false
 	}
-	st, err := rt.State(ctx, rec.ID)
+	var st *oci.State
+	if full {
+		st, err = rt.State(ctx, rec.ID)
+	} else {
+		var ok bool
+		if st, ok, err = rt.ExitRecorded(rec.ID); err == nil && !ok {
+			return false
+		}
+	}
 	if err != nil {
 		klog.V(2).InfoS("Container state unreadable", "id", rec.ID, "err", err)
-		return
+		return false
 	}
 	if st.Status != "stopped" {
-		return
+		return false
 	}
 	_ = c.update(m.o.Store, func(r *ContainerRecord) error {
 		if r.State == runtimeapi.ContainerState_CONTAINER_EXITED {
@@ -227,6 +266,36 @@ func (m *Manager) refreshExit(ctx context.Context, c *Container) {
 		return nil
 	})
 	klog.V(2).InfoS("Container exited", "id", rec.ID, "exitCode", st.ExitCode, "oomKilled", st.OOMKilled)
+	return true
+}
+
+// deleteExitedRuntime deletes an EXITED container's OCI runtime instance
+// (`runtime delete`, conmon's dir, its cgroup) and marks the record, so
+// RemoveContainer later only removes peapod's own files. The caller holds
+// c.op. A failure is logged: RemoveContainer deletes it then.
+func (m *Manager) deleteExitedRuntime(ctx context.Context, c *Container) {
+	rec := c.Record()
+	if rec.State != runtimeapi.ContainerState_CONTAINER_EXITED || rec.RuntimeDeleted {
+		return
+	}
+	m.mu.RLock()
+	_, known := m.containers[rec.ID]
+	m.mu.RUnlock()
+	if !known { // removed meanwhile
+		return
+	}
+	rt, err := m.containerRuntime(rec)
+	if err != nil {
+		return
+	}
+	if err := rt.Delete(ctx, rec.ID); err != nil && !isGone(err) {
+		klog.V(2).InfoS("Deleting exited container's runtime state", "id", rec.ID, "err", err)
+		return
+	}
+	_ = c.update(m.o.Store, func(r *ContainerRecord) error {
+		r.RuntimeDeleted = true
+		return nil
+	})
 }
 
 func stopSignal(name string) syscall.Signal {

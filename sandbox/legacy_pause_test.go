@@ -63,6 +63,10 @@ func (r *recordingRuntime) State(_ context.Context, id string) (*oci.State, erro
 	r.record("state " + id)
 	return &oci.State{Status: r.status}, nil
 }
+func (r *recordingRuntime) ExitRecorded(id string) (*oci.State, bool, error) {
+	r.record("exit-recorded " + id)
+	return nil, false, nil
+}
 func (r *recordingRuntime) Watch(id string) error { r.record("watch " + id); return nil }
 func (r *recordingRuntime) ExecSync(context.Context, string, []string, time.Duration, int) ([]byte, []byte, int32, error) {
 	return nil, nil, 0, nil

@@ -42,6 +42,7 @@ type OCIRuntime interface {
 	Stop(ctx context.Context, id string, timeout time.Duration, sig syscall.Signal) error
 	Delete(ctx context.Context, id string) error
 	State(ctx context.Context, id string) (*oci.State, error)
+	ExitRecorded(id string) (*oci.State, bool, error)
 	Watch(id string) error
 	ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration, maxOutput int) ([]byte, []byte, int32, error)
 	UpdateResources(ctx context.Context, id string, res *specs.LinuxResources) error

@@ -81,6 +81,11 @@ type ContainerRecord struct {
 	CgroupsPath string                    `json:"cgroupsPath"`
 	// Mounted marks the overlay rootfs as mounted.
 	Mounted bool `json:"mounted,omitempty"`
+	// RuntimeDeleted: the exited container's OCI runtime instance (runc
+	// state, cgroup, conmon's dir) is gone already; the record holds its
+	// exit. Done once the exit is recorded, as containerd deletes a task
+	// when it exits, so RemoveContainer has no runtime process to run.
+	RuntimeDeleted bool `json:"runtimeDeleted,omitempty"`
 	// User is the effective user the process runs as.
 	UID  int64   `json:"uid"`
 	GID  int64   `json:"gid"`

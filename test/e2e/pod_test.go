@@ -195,8 +195,45 @@ func TestPodLifecycle(t *testing.T) {
 		t.Fatalf("StopContainer: %v", err)
 	}
 	cst = waitState(t, d, cid, runtimeapi.ContainerState_CONTAINER_EXITED)
-	if cst.FinishedAt == 0 {
-		t.Errorf("no finish time: %v", cst)
+	if cst.FinishedAt == 0 || cst.ExitCode == 0 || cst.Reason != "Error" {
+		t.Errorf("status after stop: %v", cst)
+	}
+	// A stopped container's runtime instance is deleted at once, as
+	// containerd deletes a task on exit: no runc state, no conmon dir left
+	// for RemoveContainer, and the status still holds the exit.
+	runtimeGone := func(id string) bool {
+		for _, p := range []string{filepath.Join(d.dir, "run", "runc", id), filepath.Join(d.dir, "run", "oci", "runc", id)} {
+			if _, err := os.Stat(p); err == nil {
+				return false
+			}
+		}
+		return true
+	}
+	if !runtimeGone(cid) {
+		t.Errorf("runtime state of stopped container %s still there", cid)
+	}
+	// A container that exits by itself: its runtime instance goes shortly
+	// after its exit is recorded, and its exit code stays.
+	quick, err := d.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: containerConfig("quick", "sh", "-c", "exit 7"), SandboxConfig: cfg})
+	if err != nil {
+		t.Fatalf("CreateContainer quick: %v", err)
+	}
+	if _, err := d.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: quick.ContainerId}); err != nil {
+		t.Fatalf("StartContainer quick: %v", err)
+	}
+	if qst := waitState(t, d, quick.ContainerId, runtimeapi.ContainerState_CONTAINER_EXITED); qst.ExitCode != 7 || qst.Reason != "Error" {
+		t.Errorf("quick status: %v", qst)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !runtimeGone(quick.ContainerId); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("runtime state of exited container %s still there after 10s", quick.ContainerId)
+		}
+	}
+	if qst, err := d.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: quick.ContainerId}); err != nil || qst.Status.ExitCode != 7 || qst.Status.FinishedAt == 0 {
+		t.Errorf("quick status after its runtime state went: %v, %v", qst, err)
+	}
+	if _, err := d.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: quick.ContainerId}); err != nil {
+		t.Fatalf("RemoveContainer quick: %v", err)
 	}
 	// Idempotence: stop again, stop and remove unknown ids.
 	for _, id := range []string{cid, "0000unknown"} {

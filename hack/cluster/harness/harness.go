@@ -260,6 +260,10 @@ func (c *Cluster) apiURL() string { return fmt.Sprintf("https://127.0.0.1:%d", c
 func (c *Cluster) APIServerURL() string { return c.apiURL() }
 func (c *Cluster) CAFile() string       { return c.pki("ca.crt") }
 
+// AdminTLS is the admin's (system:masters) client TLS config for the API
+// server: the cluster's CA and the admin client certificate.
+func (c *Cluster) AdminTLS() (*tls.Config, error) { return c.adminTLS() }
+
 func (c *Cluster) makePKI(context.Context) error {
 	dir := filepath.Join(c.Dir, "pki")
 	ca, err := newCA(dir)
