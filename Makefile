@@ -28,6 +28,7 @@ BUILDTAGS := grpcnotrace
 # minimal rootfs, and peapod itself can stand in for it.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags $(BUILDTAGS) -ldflags "-s -w" -o bin/peapod ./cmd/peapod
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(BUILDTAGS) -ldflags "-s -w" -o bin/peapod-agent ./cmd/peapod-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/peapod-pause ./cmd/peapod-pause
 
 # README command 1: install, build, import a locally built busybox image,

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -157,6 +158,15 @@ func TestHandlerServesPodList(t *testing.T) {
 	}
 	if list.Kind != "PodList" || len(list.Items) != 1 || list.Items[0].Status.Phase != v1.PodRunning || list.Items[0].Spec.Containers[0].Name != "app" {
 		t.Errorf("list %+v", list)
+	}
+	tr, err := http.Get(srv.URL + "/pods?format=table")
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, _ := io.ReadAll(tr.Body)
+	tr.Body.Close()
+	if !strings.HasPrefix(tr.Header.Get("Content-Type"), "text/plain") || !strings.HasPrefix(string(table), "NAMESPACE") || !strings.Contains(string(table), "web") {
+		t.Errorf("table: %q %s", tr.Header.Get("Content-Type"), table)
 	}
 	r2, _ := http.Post(srv.URL+"/pods", "text/plain", nil)
 	if r2.StatusCode != http.StatusMethodNotAllowed {

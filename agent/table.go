@@ -28,6 +28,13 @@ func (a *Agent) Handler() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
+		// `peapod pods` asks for the table: the runtime binary links no
+		// Kubernetes API types to render it itself.
+		if r.URL.Query().Get("format") == "table" {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_ = FormatTable(w, a.Pods())
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

@@ -30,10 +30,12 @@ type Server struct {
 	done chan error
 }
 
-// NewServer builds the mux. healthy answers /healthz: nil is 200 "ok".
-func NewServer(reg *prometheus.Registry, healthy func() error) *Server {
+// NewServer builds the mux: /metrics serves what g gathers (peapod's
+// registry reg, and the agent's series), promhttp's own counters go to
+// reg. healthy answers /healthz: nil is 200 "ok".
+func NewServer(reg *prometheus.Registry, g prometheus.Gatherer, healthy func() error) *Server {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := healthy(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)

@@ -15,74 +15,13 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"peapod/agent/objects"
 )
 
-// Objects are the API objects pods' volumes refer to; maps are keyed by
-// "namespace/name". It has the same shape as agent.Objects, so the agent can
-// alias it (type Objects = volumes.Objects).
-type Objects struct {
-	ConfigMaps             map[string]*v1.ConfigMap
-	Secrets                map[string]*v1.Secret
-	PersistentVolumes      []*v1.PersistentVolume
-	PersistentVolumeClaims map[string]*v1.PersistentVolumeClaim
-}
-
-func (o *Objects) configMap(ns, name string) *v1.ConfigMap {
-	if o == nil {
-		return nil
-	}
-	return o.ConfigMaps[ns+"/"+name]
-}
-
-func (o *Objects) secret(ns, name string) *v1.Secret {
-	if o == nil {
-		return nil
-	}
-	return o.Secrets[ns+"/"+name]
-}
-
-func (o *Objects) claim(key string) *v1.PersistentVolumeClaim {
-	if o == nil {
-		return nil
-	}
-	return o.PersistentVolumeClaims[key]
-}
-
-// merge returns a copy of o with every object of n added or replaced.
-func (o *Objects) merge(n *Objects) *Objects {
-	out := &Objects{ConfigMaps: map[string]*v1.ConfigMap{}, Secrets: map[string]*v1.Secret{}, PersistentVolumeClaims: map[string]*v1.PersistentVolumeClaim{}}
-	for _, src := range []*Objects{o, n} {
-		if src == nil {
-			continue
-		}
-		for k, v := range src.ConfigMaps {
-			out.ConfigMaps[k] = v
-		}
-		for k, v := range src.Secrets {
-			out.Secrets[k] = v
-		}
-		for k, v := range src.PersistentVolumeClaims {
-			out.PersistentVolumeClaims[k] = v
-		}
-	}
-	byName := map[string]*v1.PersistentVolume{}
-	var names []string
-	for _, src := range []*Objects{o, n} {
-		if src == nil {
-			continue
-		}
-		for _, pv := range src.PersistentVolumes {
-			if _, ok := byName[pv.Name]; !ok {
-				names = append(names, pv.Name)
-			}
-			byName[pv.Name] = pv
-		}
-	}
-	for _, nm := range names {
-		out.PersistentVolumes = append(out.PersistentVolumes, byName[nm])
-	}
-	return out
-}
+// Objects are the API objects pods' volumes refer to: the agent's, one
+// type in a leaf package.
+type Objects = objects.Objects
 
 // Options configure a Manager.
 type Options struct {
@@ -191,7 +130,7 @@ func (m *Manager) SetupPod(ctx context.Context, pod *v1.Pod, objs *Objects) (map
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if objs != nil {
-		m.objs = m.objs.merge(objs)
+		m.objs = m.objs.Merge(objs)
 		m.objsGen++
 	}
 	pe := m.pods[pod.UID]
@@ -346,7 +285,7 @@ func (m *Manager) TeardownPod(ctx context.Context, pod *v1.Pod) error {
 func (m *Manager) UpdateObjects(objs *Objects) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.objs = (&Objects{}).merge(objs)
+	m.objs = (&Objects{}).Merge(objs)
 	m.objsGen++
 	m.reconcileLocked(context.Background())
 }

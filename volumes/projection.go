@@ -77,7 +77,7 @@ func configMapPayload(pod *v1.Pod, src *v1.ConfigMapVolumeSource, objs *Objects)
 	if src.DefaultMode != nil {
 		def = *src.DefaultMode
 	}
-	cm := objs.configMap(pod.Namespace, src.Name)
+	cm := objs.ConfigMap(pod.Namespace, src.Name)
 	if cm == nil {
 		if optional(src.Optional) {
 			return map[string]fileProjection{}, nil
@@ -92,7 +92,7 @@ func secretPayload(pod *v1.Pod, src *v1.SecretVolumeSource, objs *Objects) (map[
 	if src.DefaultMode != nil {
 		def = *src.DefaultMode
 	}
-	s := objs.secret(pod.Namespace, src.SecretName)
+	s := objs.Secret(pod.Namespace, src.SecretName)
 	if s == nil {
 		if optional(src.Optional) {
 			return map[string]fileProjection{}, nil
@@ -140,7 +140,7 @@ func projectedPayload(pod *v1.Pod, src *v1.ProjectedVolumeSource, objs *Objects)
 	for i, s := range src.Sources {
 		switch {
 		case s.ConfigMap != nil:
-			cm := objs.configMap(pod.Namespace, s.ConfigMap.Name)
+			cm := objs.ConfigMap(pod.Namespace, s.ConfigMap.Name)
 			if cm == nil {
 				if optional(s.ConfigMap.Optional) {
 					continue
@@ -153,7 +153,7 @@ func projectedPayload(pod *v1.Pod, src *v1.ProjectedVolumeSource, objs *Objects)
 			}
 			merge(p)
 		case s.Secret != nil:
-			sec := objs.secret(pod.Namespace, s.Secret.Name)
+			sec := objs.Secret(pod.Namespace, s.Secret.Name)
 			if sec == nil {
 				if optional(s.Secret.Optional) {
 					continue

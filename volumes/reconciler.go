@@ -201,7 +201,7 @@ func (m *Manager) driverOptions(d *deviceRecord) (map[string]string, error) {
 	}
 	extra := map[string]string{optFSType: d.FSType, optReadWrite: rw, optPVOrVolName: deviceVolumeName(d.Key)}
 	if d.SecretRef != nil {
-		s := m.objs.secret(d.SecretRef.Namespace, d.SecretRef.Name)
+		s := m.objs.Secret(d.SecretRef.Namespace, d.SecretRef.Name)
 		if s == nil {
 			return nil, fmt.Errorf("flexVolume secret %s/%s not found", d.SecretRef.Namespace, d.SecretRef.Name)
 		}

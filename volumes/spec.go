@@ -119,7 +119,7 @@ func (m *Manager) resolveVolumes(ctx context.Context, pod *v1.Pod, objs *Objects
 
 func (m *Manager) resolveClaim(ctx context.Context, pod *v1.Pod, vs *volumeSpec, src *v1.PersistentVolumeClaimVolumeSource, objs *Objects) error {
 	key := pod.Namespace + "/" + src.ClaimName
-	pvc := objs.claim(key)
+	pvc := objs.PersistentVolumeClaim(pod.Namespace, src.ClaimName)
 	if pvc == nil {
 		return fmt.Errorf("persistentvolumeclaim %s not found", key)
 	}

@@ -3,7 +3,7 @@
 //
 // It is a leaf package so that volumes/ can import it without importing the
 // agent (the agent sits above volumes/ in peapod's layering); agent.Objects
-// is an alias of objects.Objects.
+// and volumes.Objects are aliases of objects.Objects.
 package objects
 
 import v1 "k8s.io/api/core/v1"
@@ -64,4 +64,41 @@ func (o *Objects) PersistentVolume(name string) *v1.PersistentVolume {
 		}
 	}
 	return nil
+}
+
+// Merge returns a copy of o with every object of n added or replaced; o
+// and n may be nil. PersistentVolumes keep their first-seen order.
+func (o *Objects) Merge(n *Objects) *Objects {
+	out := New()
+	for _, src := range []*Objects{o, n} {
+		if src == nil {
+			continue
+		}
+		for k, v := range src.ConfigMaps {
+			out.ConfigMaps[k] = v
+		}
+		for k, v := range src.Secrets {
+			out.Secrets[k] = v
+		}
+		for k, v := range src.PersistentVolumeClaims {
+			out.PersistentVolumeClaims[k] = v
+		}
+	}
+	byName := map[string]*v1.PersistentVolume{}
+	var names []string
+	for _, src := range []*Objects{o, n} {
+		if src == nil {
+			continue
+		}
+		for _, pv := range src.PersistentVolumes {
+			if _, ok := byName[pv.Name]; !ok {
+				names = append(names, pv.Name)
+			}
+			byName[pv.Name] = pv
+		}
+	}
+	for _, nm := range names {
+		out.PersistentVolumes = append(out.PersistentVolumes, byName[nm])
+	}
+	return out
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,9 +16,6 @@ import (
 	"strings"
 	"time"
 
-	v1 "k8s.io/api/core/v1"
-
-	"peapod/agent"
 	"peapod/config"
 	"peapod/cri"
 	"peapod/sandbox/infra"
@@ -71,27 +67,28 @@ func adminClient(cfg *config.Config) *http.Client {
 func adminSocket(cfg *config.Config) string { return filepath.Join(cfg.State, "admin.sock") }
 
 // runPods prints the agent's pods as a table, from GET /pods of the
-// running daemon.
+// running daemon (which asks peapod-agent; the agent renders the table, so
+// this binary links no Kubernetes API types).
 func runPods(args []string) error {
 	cfg, _, err := loadConfigFlag("pods", args)
 	if err != nil {
 		return err
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get("http://" + cfg.HTTP.Address + "/pods")
+	resp, err := client.Get("http://" + cfg.HTTP.Address + "/pods?format=table")
 	if err != nil {
 		return fmt.Errorf("is peapod serve running (http.address %s)? %w", cfg.HTTP.Address, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("GET /pods: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	var list v1.PodList
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
 		return fmt.Errorf("GET /pods: %w", err)
 	}
-	return agent.FormatTable(os.Stdout, &list)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /pods: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	_, err = os.Stdout.Write(body)
+	return err
 }
 
 func runImages(args []string) error {

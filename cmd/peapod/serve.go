@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
@@ -59,7 +60,19 @@ func runServe(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return serve(ctx, cfg)
+	// The agent child gets the same config file and overrides, and serve's
+	// log verbosity.
+	var agentProc *agentProcess
+	if cfg.Agent.Enabled {
+		v := ""
+		if f := fs.Lookup("v"); f != nil {
+			v = f.Value.String()
+		}
+		if agentProc, err = newAgentProcess(cfg, *path, v); err != nil {
+			return err
+		}
+	}
+	return serve(ctx, cfg, agentProc)
 }
 
 // daemon holds what serve wires together, for orderly shutdown.
@@ -72,7 +85,7 @@ type daemon struct {
 	admin  *http.Server
 }
 
-func serve(ctx context.Context, cfg *config.Config) error {
+func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) error {
 	if os.Geteuid() != 0 {
 		return errors.New("serve must run as root")
 	}
@@ -210,15 +223,19 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		}
 	}()
 
-	httpSrv := metrics.NewServer(reg, func() error { return nil })
+	gatherers := prometheus.Gatherers{reg}
+	if agentProc != nil {
+		gatherers = append(gatherers, agentProc.gatherer())
+	}
+	httpSrv := metrics.NewServer(reg, gatherers, func() error { return nil })
 	registerNodeMetrics(cfg, reg, mgr, httpSrv.Mux)
 	// Every handler is on the mux before the endpoint listens, so no
 	// client ever sees a 404 for /pods during start-up.
-	if cfg.Agent.Enabled {
-		if err := startAgent(ctx, cfg, reg, httpSrv.Mux); err != nil {
-			g.Stop()
-			return err
-		}
+	agentCtx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAgent()
+	if agentProc != nil {
+		httpSrv.Mux.Handle("GET /pods", agentProc.podsHandler())
+		go agentProc.run(agentCtx)
 	} else {
 		httpSrv.Mux.HandleFunc("GET /pods", func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, "the agent is disabled (agent.enabled = false): peapod runs as a CRI runtime only", http.StatusNotFound)
@@ -238,6 +255,11 @@ func serve(ctx context.Context, cfg *config.Config) error {
 
 	<-ctx.Done()
 	klog.InfoS("Shutting down; containers keep running under conmon")
+	// The agent first: it is a CRI client of this daemon.
+	if agentProc != nil {
+		stopAgent()
+		agentProc.wait()
+	}
 	done := make(chan struct{})
 	go func() { g.GracefulStop(); close(done) }()
 	select {

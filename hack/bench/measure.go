@@ -38,6 +38,7 @@ type result struct {
 		// containerd, which has no agent, its idle memory again.
 		idleDefault      rssSplit
 		idleDefaultRSS   mem
+		idleAgent        mem // peapod-agent alone (0: no agent)
 		daemonLoaded     mem
 		helpers, pauses  mem
 		nHelpers, nPause int
@@ -60,6 +61,7 @@ func measure(ctx context.Context, o options, rt *runtime) (*result, error) {
 	r.density.idleDefaultRSS, r.density.idleDefault = r.density.daemonIdle, r.density.daemonIdleSplit
 	if rt.idleWithAgent.rss > 0 {
 		r.density.idleDefaultRSS, r.density.idleDefault = rt.idleWithAgent, rt.idleWithAgentSplit
+		r.density.idleAgent = rt.idleAgent
 	}
 	logf("%s: idle Rss %s (RssAnon %s, RssFile %s)", rt.name, mib(r.density.daemonIdle.rss),
 		mib(r.density.daemonIdleSplit.anon), mib(r.density.daemonIdleSplit.file))

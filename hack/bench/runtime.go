@@ -38,6 +38,7 @@ type runtime struct {
 	// agent on); the workload runs with the agent off.
 	idleWithAgent      mem
 	idleWithAgentSplit rssSplit
+	idleAgent          mem // the peapod-agent process alone
 }
 
 // registry is the local docker-registry both runtimes pull from.
@@ -145,7 +146,7 @@ func startPeapod(ctx context.Context, o options, reg string, n int) (*runtime, e
 	// First, peapod with its default config (the agent on), only for its
 	// idle memory; the workload then runs against peapod as a CRI runtime
 	// only (agent.enabled = false), as containerd is one.
-	rt.idleWithAgent, rt.idleWithAgentSplit, err = peapodIdleWithAgent(ctx, o, d, rt.bridge, subnet, reg)
+	rt.idleWithAgent, rt.idleWithAgentSplit, rt.idleAgent, err = peapodIdleWithAgent(ctx, o, d, rt.bridge, subnet, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -191,28 +192,50 @@ func writePeapodConfig(cniDir, path, sock, httpAddr, bridge, subnet, reg string,
 
 // peapodIdleWithAgent starts a peapod with the agent on (its own dirs),
 // reads its memory as measure reads the idle daemon's (2 s after it first
-// answered), and stops it by its PID.
-func peapodIdleWithAgent(ctx context.Context, o options, cniDir, bridge, subnet, reg string) (mem, rssSplit, error) {
+// answered and its peapod-agent child serves), and stops it by its PID.
+// It returns serve + agent (the default install's two processes) and the
+// agent alone.
+func peapodIdleWithAgent(ctx context.Context, o options, cniDir, bridge, subnet, reg string) (mem, rssSplit, mem, error) {
 	d := filepath.Join(o.dir, "peapod-agent")
 	sock := filepath.Join(d, "run", "peapod.sock")
 	cfg, err := writePeapodConfig(cniDir, filepath.Join(d, "peapod.toml"), sock, "127.0.0.1:0", bridge, subnet, reg, true)
 	if err != nil {
-		return mem{}, rssSplit{}, err
+		return mem{}, rssSplit{}, mem{}, err
 	}
 	probe := &runtime{name: "peapod-agent", dir: d, seen: map[int]string{}}
 	probe.cmd = exec.Command(filepath.Join(o.repo, "bin/peapod"), "serve", "--config", cfg)
 	probe.endpoint = "unix://" + sock
 	probe.helpers = func() []int { return nil }
 	if err := probe.start(ctx, o); err != nil {
-		return mem{}, rssSplit{}, err
+		return mem{}, rssSplit{}, mem{}, err
+	}
+	agentSock := filepath.Join(d, "run", "agent.sock")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(agentSock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			probe.stop()
+			return mem{}, rssSplit{}, mem{}, fmt.Errorf("peapod-agent did not listen on %s within 30s", agentSock)
+		}
 	}
 	time.Sleep(2 * time.Second)
 	m, split := memOf(probe.cmd.Process.Pid), rssSplitOf(probe.cmd.Process.Pid)
-	logf("peapod with the agent on: idle Rss %s (RssAnon %s, RssFile %s)", mib(m.rss), mib(split.anon), mib(split.file))
-	if err := probe.stop(); err != nil {
-		return mem{}, rssSplit{}, err
+	var agent mem
+	for _, pid := range children()[probe.cmd.Process.Pid] {
+		if comm(pid) == "peapod-agent" {
+			agent = memOf(pid)
+		}
 	}
-	return m, split, nil
+	if agent.rss == 0 {
+		probe.stop()
+		return mem{}, rssSplit{}, mem{}, fmt.Errorf("no peapod-agent child of peapod serve %d", probe.cmd.Process.Pid)
+	}
+	logf("peapod with the agent on: serve idle Rss %s (RssAnon %s, RssFile %s), peapod-agent Rss %s", mib(m.rss), mib(split.anon), mib(split.file), mib(agent.rss))
+	if err := probe.stop(); err != nil {
+		return mem{}, rssSplit{}, mem{}, err
+	}
+	return m.add(agent), split, agent, nil
 }
 
 // startContainerd runs one containerd (in) on its own dirs, with the same

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,15 +34,25 @@ func (d *daemon) writeManifest(name, yaml string) {
 	}
 }
 
-// agentPods is GET /pods of the daemon.
+// agentPods is GET /pods of the daemon. The agent is serve's child
+// process: while it starts (or restarts) serve answers 503; wait that out.
 func (d *daemon) agentPods() *v1.PodList {
 	d.t.Helper()
-	resp, err := http.Get("http://" + d.httpAddr() + "/pods")
-	if err != nil {
-		d.t.Fatalf("GET /pods: %v", err)
+	var body []byte
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get("http://" + d.httpAddr() + "/pods")
+		if err != nil {
+			d.t.Fatalf("GET /pods: %v", err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			d.t.Fatalf("GET /pods: %s: %s", resp.Status, body)
+		}
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	var list v1.PodList
 	if err := json.Unmarshal(body, &list); err != nil {
 		d.t.Fatalf("GET /pods: %v\n%s", err, body)
@@ -442,4 +454,100 @@ spec:
 	if st, err := d.rt.Status(d.ctx(), &runtimeapi.StatusRequest{}); err != nil || st.GetStatus() == nil {
 		t.Errorf("CRI Status with the agent disabled: %v", err)
 	}
+}
+
+// agentPID finds the peapod-agent child of the daemon (0: none).
+func (d *daemon) agentPID() int {
+	d.t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// comm is in parentheses; ppid is the second field after it.
+		rest := string(stat[strings.LastIndexByte(string(stat), ')')+2:])
+		f := strings.Fields(rest)
+		if len(f) > 1 && f[1] == strconv.Itoa(d.cmd.Process.Pid) && strings.Contains(string(stat), "(peapod-agent)") {
+			return pid
+		}
+	}
+	return 0
+}
+
+// TestAgentOwnProcess: the agent is peapod serve's child process, not a
+// part of the runtime. Killed, it is restarted and adopts its pods without
+// restarting them; serve's /metrics still carries its series; stopping
+// serve stops it.
+func TestAgentOwnProcess(t *testing.T) {
+	t.Parallel()
+	reg := startRegistry(t)
+	d := newDaemon(t, daemonOpts{mirrors: map[string]string{"docker.io": "http://" + reg}})
+	d.writeManifest("own.yaml", `
+apiVersion: v1
+kind: Pod
+metadata:
+  name: own
+spec:
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+`)
+	p := d.waitPod("own", 60*time.Second, "Running", func(p *v1.Pod) bool { return p.Status.Phase == v1.PodRunning })
+	cid := containerStatus(p, "main").ContainerID
+	// serve's /metrics carries the agent's series (its pod start
+	// histogram) beside its own, one endpoint as before the split.
+	if m := d.metricsText(); !strings.Contains(m, "peapod_pod_start_duration_seconds_count 1") || !strings.Contains(m, "go_goroutines") {
+		t.Errorf("/metrics lacks the agent's pod start:\n%s", m)
+	}
+	pid := d.agentPID()
+	if pid == 0 {
+		t.Fatal("no peapod-agent child of peapod serve")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var newPID int
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if newPID = d.agentPID(); newPID != 0 && newPID != pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("peapod-agent not restarted within 20s of kill -9")
+		}
+	}
+	p = d.waitPod("own", 30*time.Second, "Running after the agent's restart", func(p *v1.Pod) bool { return p.Status.Phase == v1.PodRunning })
+	if cs := containerStatus(p, "main"); cs.ContainerID != cid || cs.RestartCount != 0 {
+		t.Errorf("the restarted agent did not adopt the pod: %+v (was %s)", cs, cid)
+	}
+	// The restarted agent's own series reach serve's /metrics again.
+	if m := d.metricsText(); !strings.Contains(m, "peapod_pod_start_duration_seconds_bucket") || !strings.Contains(m, "peapod_cri_pod_start_duration_seconds") {
+		t.Errorf("/metrics after the agent's restart lacks the agent's or the runtime's series")
+	}
+	d.stop()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", newPID)); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peapod-agent %d still running after serve stopped", newPID)
+		}
+	}
+}
+
+func (d *daemon) metricsText() string {
+	d.t.Helper()
+	resp, err := http.Get("http://" + d.httpAddr() + "/metrics")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binDir = dir
-	for _, b := range []struct{ out, pkg string }{{"peapod", "peapod/cmd/peapod"}, {"peapod-pause", "peapod/cmd/peapod-pause"}} {
+	for _, b := range []struct{ out, pkg string }{{"peapod", "peapod/cmd/peapod"}, {"peapod-agent", "peapod/cmd/peapod-agent"}, {"peapod-pause", "peapod/cmd/peapod-pause"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

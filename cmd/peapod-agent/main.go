@@ -1,0 +1,209 @@
+// Command peapod-agent is peapod's kubelet-like half: static pods from the
+// manifests dir, probes, volumes, downward API. It is its own process, as
+// the kubelet is beside its runtime, and reaches the runtime only through
+// the CRI (--runtime-endpoint: peapod's socket by default, or any CRI
+// runtime's). `peapod serve` starts it as a child when agent.enabled is
+// set; it also runs by itself.
+//
+// Its HTTP endpoint is a root-only unix socket (--listen, default
+// <state>/agent.sock): GET /pods, GET /metrics (the agent's own series:
+// peapod serve merges them into its /metrics), GET /healthz.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remote "k8s.io/cri-client/pkg"
+	"k8s.io/klog/v2"
+
+	"peapod/agent"
+	"peapod/config"
+	"peapod/probes"
+	"peapod/volumes"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "peapod-agent: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("peapod-agent", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	path := fs.String("config", "", "config file (default /etc/peapod/peapod.toml when it exists); the agent reads root, state, cri.socket and [agent]")
+	root := fs.String("root", "", "override root (the agent keeps its state in <root>/agent, <root>/pods, <root>/volumes)")
+	state := fs.String("state", "", "override state (where the default --listen socket goes)")
+	endpoint := fs.String("runtime-endpoint", "", "CRI endpoint (default unix://<cri.socket>): peapod's, or any CRI runtime's")
+	listen := fs.String("listen", "", "unix socket of the agent's HTTP endpoint (default <state>/agent.sock)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if *root != "" {
+		cfg.Root = *root
+	}
+	if *state != "" {
+		cfg.State = *state
+	}
+	if *endpoint == "" {
+		*endpoint = "unix://" + cfg.CRI.Socket
+	}
+	if !strings.HasPrefix(*endpoint, "unix://") {
+		return fmt.Errorf("--runtime-endpoint %q: only unix:// endpoints are supported", *endpoint)
+	}
+	if *listen == "" {
+		*listen = filepath.Join(cfg.State, "agent.sock")
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("peapod-agent must run as root (it mounts volumes and writes pod logs)")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serve(ctx, cfg, *endpoint, *listen)
+}
+
+// serve runs the agent until ctx ends. Its registry has only the agent's
+// own series (no Go or process collectors): peapod serve merges them into
+// its /metrics, which has its own.
+func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) error {
+	reg := prometheus.NewRegistry()
+	rs, err := remote.NewRemoteRuntimeService(ctx, endpoint, 2*time.Minute, nil, false)
+	if err != nil {
+		return fmt.Errorf("CRI runtime client %s: %w", endpoint, err)
+	}
+	is, err := remote.NewRemoteImageService(ctx, endpoint, 2*time.Minute, nil, false)
+	if err != nil {
+		return fmt.Errorf("CRI image client %s: %w", endpoint, err)
+	}
+	if err := waitRuntime(ctx, rs, endpoint); err != nil {
+		return err
+	}
+	prober := probes.NewManager(probes.Options{Runtime: rs, Registerer: reg})
+	defer prober.Stop()
+	vols, err := volumes.New(volumes.Options{
+		PodsDir:        filepath.Join(cfg.Root, "pods"),
+		PluginDir:      cfg.Agent.VolumePluginDir,
+		GlobalMountDir: filepath.Join(cfg.Root, "plugins"),
+		StateDir:       filepath.Join(cfg.Root, "volumes"),
+		Registerer:     reg,
+	})
+	if err != nil {
+		return fmt.Errorf("volumes: %w", err)
+	}
+	nodeName := cfg.Agent.NodeName
+	if nodeName == "" {
+		nodeName, _ = os.Hostname()
+	}
+	a, err := agent.New(agent.Options{
+		ManifestsDir: cfg.Agent.ManifestsDir,
+		StateDir:     filepath.Join(cfg.Root, "agent"),
+		PodLogsDir:   cfg.Agent.PodLogsDir,
+		NodeName:     nodeName,
+		Runtime:      rs,
+		Images:       is,
+		Prober:       prober,
+		Volumes:      vols,
+		Registerer:   reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /pods", a.Handler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	ln, err := listenUnix(listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.ErrorS(err, "Agent HTTP endpoint stopped", "socket", listen)
+		}
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+
+	go vols.Run(ctx)
+	klog.InfoS("Agent running", "manifests", cfg.Agent.ManifestsDir, "node", nodeName, "runtime", endpoint, "listen", listen)
+	return a.Run(ctx)
+}
+
+// waitRuntime waits for the runtime to answer Version: under peapod serve
+// the agent starts while the CRI socket comes up; on its own it may start
+// before its runtime.
+func waitRuntime(ctx context.Context, rs interface {
+	Version(context.Context, string) (*runtimeapi.VersionResponse, error)
+}, endpoint string) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		vctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		v, err := rs.Version(vctx, "v1")
+		cancel()
+		if err == nil {
+			klog.InfoS("CRI runtime answered", "endpoint", endpoint, "runtime", v.GetRuntimeName(), "version", v.GetRuntimeVersion())
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("CRI runtime at %s did not answer within 2m: %w", endpoint, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// listenUnix listens on a root-only socket, replacing a stale one but
+// never a live one (another agent on the same state dir).
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another agent is listening", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
