@@ -31,6 +31,10 @@ type Options struct {
 	// NodeIP is status.hostIP (default: the first non-loopback address of the
 	// host). Optional.
 	NodeIP string
+	// RuntimeName is the CRI runtime's name (VersionResponse.runtime_name):
+	// container IDs in pod status read <RuntimeName>://<id>, as the
+	// kubelet writes them. Default "peapod".
+	RuntimeName string
 
 	Runtime criapi.RuntimeService
 	Images  criapi.ImageManagerService

@@ -16,9 +16,18 @@ type statusInfo struct {
 	HostIPs   []string
 	FirstSeen time.Time
 	Message   string
+	// RuntimeName prefixes container IDs as the kubelet does,
+	// <runtime>://<id>, from the CRI's Version (default "peapod").
+	RuntimeName string
 }
 
-const containerIDPrefix = "peapod://"
+func (i statusInfo) containerID(id string) string {
+	name := i.RuntimeName
+	if name == "" {
+		name = "peapod"
+	}
+	return name + "://" + id
+}
 
 // computePodStatus derives the v1.PodStatus of pod from observed state, as
 // the kubelet's generateAPIPodStatus / getPhase.
@@ -142,9 +151,9 @@ func containerStatus(spec *v1.Container, c *ContainerObserved, st *PodStatusObse
 	}
 	cs.RestartCount = int32(c.Attempt)
 	cs.ImageID = c.ImageRef
-	cs.ContainerID = containerIDPrefix + c.ID
+	cs.ContainerID = info.containerID(c.ID)
 	if prev := st.previous(c); prev != nil && prev.exited() {
-		cs.LastTerminationState.Terminated = terminatedState(prev)
+		cs.LastTerminationState.Terminated = terminatedState(prev, info)
 	}
 	switch {
 	case c.running():
@@ -155,9 +164,9 @@ func containerStatus(spec *v1.Container, c *ContainerObserved, st *PodStatusObse
 	case c.exited() && hasWaiting:
 		// Waiting to restart: the exit is the last state.
 		cs.State.Waiting = &v1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
-		cs.LastTerminationState.Terminated = terminatedState(c)
+		cs.LastTerminationState.Terminated = terminatedState(c, info)
 	case c.exited():
-		cs.State.Terminated = terminatedState(c)
+		cs.State.Terminated = terminatedState(c, info)
 	default:
 		if !hasWaiting {
 			w = waitingInfo{Reason: "ContainerCreating"}
@@ -167,7 +176,7 @@ func containerStatus(spec *v1.Container, c *ContainerObserved, st *PodStatusObse
 	return cs
 }
 
-func terminatedState(c *ContainerObserved) *v1.ContainerStateTerminated {
+func terminatedState(c *ContainerObserved, info statusInfo) *v1.ContainerStateTerminated {
 	reason := c.Reason
 	if reason == "" {
 		reason = "Completed"
@@ -181,7 +190,7 @@ func terminatedState(c *ContainerObserved) *v1.ContainerStateTerminated {
 		Message:     c.Message,
 		StartedAt:   metav1.NewTime(c.StartedAt),
 		FinishedAt:  metav1.NewTime(c.FinishedAt),
-		ContainerID: containerIDPrefix + c.ID,
+		ContainerID: info.containerID(c.ID),
 	}
 }
 

@@ -932,10 +932,11 @@ func (w *worker) updateStatus(st *PodStatusObserved) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	info := statusInfo{
-		Waiting:   w.waiting,
-		HostIPs:   w.a.nodeIPs,
-		FirstSeen: w.firstSeen,
-		Message:   w.podError,
+		Waiting:     w.waiting,
+		HostIPs:     w.a.nodeIPs,
+		FirstSeen:   w.firstSeen,
+		Message:     w.podError,
+		RuntimeName: w.a.o.RuntimeName,
 	}
 	w.status = computePodStatus(w.pod, st, info)
 }

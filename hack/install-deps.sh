@@ -13,7 +13,8 @@
 #                        docker-registry     local registry (hack/registry.sh, hack/testenv)
 #                        busybox-static      /bin/busybox, the source of every test image
 #                        prometheus          a real Prometheus scrapes peapod in test/e2e/metrics_test.go
-#   bench              test, plus containerd (hack/bench runs the same workload against it)
+#                        containerd          Debian's 1.6: peapod-agent runs on it (test/e2e), the reference
+#   bench              test (hack/bench also runs containerd v2.4.2, built by make containerd)
 #
 # Idempotent: installs only what is missing; `apt-get update` runs at most
 # once, and only when a missing package has no install candidate (empty or
@@ -24,15 +25,15 @@
 set -euo pipefail
 
 runtime_pkgs=(runc crun conmon containernetworking-plugins iptables iproute2 e2fsprogs mount util-linux)
-test_pkgs=(docker-registry busybox-static prometheus)
-bench_pkgs=(containerd)
+test_pkgs=(docker-registry busybox-static prometheus containerd)
+bench_pkgs=()
 
 # What must exist afterwards, checked whatever apt said.
 runtime_files=(/usr/sbin/runc /usr/bin/crun /usr/bin/conmon /usr/lib/cni/bridge /usr/lib/cni/host-local
 	/usr/lib/cni/loopback /usr/lib/cni/portmap /usr/sbin/iptables /usr/sbin/iptables-restore /usr/sbin/ip
 	/usr/sbin/mkfs.ext4 /usr/sbin/losetup /usr/bin/nsenter)
-test_files=(/usr/bin/docker-registry /bin/busybox /usr/bin/prometheus)
-bench_files=(/usr/bin/containerd /usr/bin/containerd-shim-runc-v2)
+test_files=(/usr/bin/docker-registry /bin/busybox /usr/bin/prometheus /usr/bin/containerd /usr/bin/containerd-shim-runc-v2)
+bench_files=()
 
 log() { echo "install-deps: $*"; }
 die() { echo "install-deps: error: $*" >&2; exit 1; }

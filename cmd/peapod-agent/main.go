@@ -97,7 +97,8 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	if err != nil {
 		return fmt.Errorf("CRI image client %s: %w", endpoint, err)
 	}
-	if err := waitRuntime(ctx, rs, endpoint); err != nil {
+	runtimeName, err := waitRuntime(ctx, rs, endpoint)
+	if err != nil {
 		return err
 	}
 	prober := probes.NewManager(probes.Options{Runtime: rs, Registerer: reg})
@@ -126,6 +127,7 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 		Prober:       prober,
 		Volumes:      vols,
 		Registerer:   reg,
+		RuntimeName:  runtimeName,
 	})
 	if err != nil {
 		return err
@@ -156,12 +158,12 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	return a.Run(ctx)
 }
 
-// waitRuntime waits for the runtime to answer Version: under peapod serve
-// the agent starts while the CRI socket comes up; on its own it may start
-// before its runtime.
+// waitRuntime waits for the runtime to answer Version and returns its
+// name: under peapod serve the agent starts while the CRI socket comes up;
+// on its own it may start before its runtime.
 func waitRuntime(ctx context.Context, rs interface {
 	Version(context.Context, string) (*runtimeapi.VersionResponse, error)
-}, endpoint string) error {
+}, endpoint string) (string, error) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		vctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -169,13 +171,13 @@ func waitRuntime(ctx context.Context, rs interface {
 		cancel()
 		if err == nil {
 			klog.InfoS("CRI runtime answered", "endpoint", endpoint, "runtime", v.GetRuntimeName(), "version", v.GetRuntimeVersion())
-			return nil
+			return v.GetRuntimeName(), nil
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return "", ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("CRI runtime at %s did not answer within 2m: %w", endpoint, err)
+			return "", fmt.Errorf("CRI runtime at %s did not answer within 2m: %w", endpoint, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

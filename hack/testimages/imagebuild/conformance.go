@@ -181,17 +181,12 @@ func Conformance(o ConformanceOptions) ([]Named, error) {
 		steps = append(steps, func() error { return add("library/busybox", tag, plain, err) })
 	}
 	if o.Pause != "" {
-		pb, err := os.ReadFile(o.Pause)
-		if err != nil {
-			return nil, fmt.Errorf("pause: %w", err)
-		}
 		steps = append(steps, func() error {
-			l, err := newLayer(withParents([]entry{{path: "pause", typ: tar.TypeReg, mode: 0o755, data: pb}}), types.DockerLayer)
+			n, err := Pause(o.Pause)
 			if err != nil {
 				return err
 			}
-			img, err := image(false, p, v1.Config{Entrypoint: []string{"/pause"}}, layerAdd{l, history("COPY pause /pause")})
-			return add("pause", "3.6", img, err)
+			return add(n.Repo, n.Tag, n.Image, nil)
 		})
 	}
 	for _, s := range steps {
@@ -222,4 +217,23 @@ func shellBusybox(o ConformanceOptions, p v1.Platform, tools []entry) (v1.Image,
 		return nil, err
 	}
 	return image(false, p, v1.Config{Env: []string{"PATH=" + DefaultPath}, Cmd: []string{"sh"}}, layerAdd{l, history("busybox (sh without FEATURE_SH_STANDALONE) rootfs")})
+}
+
+// Pause is pause:3.6, containerd's default sandbox image: the static pause
+// binary pauseBin (peapod-pause) alone, as /pause.
+func Pause(pauseBin string) (Named, error) {
+	pb, err := os.ReadFile(pauseBin)
+	if err != nil {
+		return Named{}, fmt.Errorf("pause: %w", err)
+	}
+	l, err := newLayer(withParents([]entry{{path: "pause", typ: tar.TypeReg, mode: 0o755, data: pb}}), types.DockerLayer)
+	if err != nil {
+		return Named{}, err
+	}
+	p := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	img, err := image(false, p, v1.Config{Entrypoint: []string{"/pause"}}, layerAdd{l, history("COPY pause /pause")})
+	if err != nil {
+		return Named{}, err
+	}
+	return Named{Repo: "pause", Tag: "3.6", Image: img}, nil
 }
