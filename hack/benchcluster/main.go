@@ -145,7 +145,7 @@ func run(ctx context.Context, o options) error {
 		errs = append(errs, fmt.Errorf("%d figures missing although their phase ran: %s", len(missing), strings.Join(missing, "; ")))
 	}
 	if ctx.Err() != nil {
-		errs = append(errs, ctx.Err())
+		errs = append(errs, errors.New("interrupted"))
 	}
 	return errors.Join(errs...)
 }

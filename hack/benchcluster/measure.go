@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,11 +9,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	"peapod/hack/cluster/harness"
 )
+
+// versionRE is a release's major.minor.patch.
+var versionRE = regexp.MustCompile(`^v?\d+\.\d+\.\d+`)
 
 // app names the Deployment (and its pods' app label).
 const app = "bench"
@@ -98,6 +103,10 @@ func measure(ctx context.Context, o options, key string) (r *result) {
 	}()
 	if key != "peapod" {
 		if name, version, err := c.RuntimeVersion(ctx); err == nil {
+			// As hack/bench names it: containerd-1.6.20, not 1.6.20~ds1.
+			if m := versionRE.FindString(version); m != "" {
+				version = m
+			}
 			r.name = name + "-" + strings.TrimPrefix(version, "v")
 		}
 	}
@@ -122,7 +131,7 @@ func runWorkload(ctx context.Context, o options, c *harness.Cluster, r *result) 
 			return snapshot{}, fmt.Errorf("kubelet metrics: %w", err)
 		}
 		_ = os.WriteFile(filepath.Join(r.logs, "metrics-"+name+".txt"), b, 0o644)
-		return parseMetrics(strings.NewReader(string(b)))
+		return parseMetrics(bytes.NewReader(b))
 	}
 	ready := func(n int) func(context.Context) (bool, string, error) {
 		return func(ctx context.Context) (bool, string, error) { return a.deploymentReady(ctx, app, n) }
