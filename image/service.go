@@ -109,7 +109,7 @@ type Service struct {
 	o                          Options
 	blobsDir, snapsDir, tmpDir string
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	images  map[string]*record       // by ID
 	holders map[string]*holderRecord // by holder
 	leases  map[string]int           // "blob:<hex>" / "snap:<hex>" -> count
@@ -246,8 +246,8 @@ func (s *Service) sortedRecords() []*record {
 
 // List returns every image, ordered by ID.
 func (s *Service) List() []*Image {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	var out []*Image
 	for _, r := range s.sortedRecords() {
 		out = append(out, r.image())
@@ -258,8 +258,8 @@ func (s *Service) List() []*Image {
 // Get finds an image by full id ("sha256:<hex>"), bare hex id, unique id
 // prefix (12+ hex digits), tag, digest reference or short name.
 func (s *Service) Get(ref string) (*Image, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	r, err := s.resolveLocked(ref)
 	if err != nil {
 		return nil, err
@@ -390,6 +390,11 @@ func (s *Service) Remove(ctx context.Context, ref string) error {
 // for overlay's lowerdir=. The snapshots outlive a removal of the image
 // until Release(holder). Acquiring again for the same holder replaces the
 // previous hold.
+//
+// The hold is in memory (which is what GC reads) before the lock is let
+// go; its record is written to the store after, so ImageStatus and
+// ListImages (the kubelet asks before every container create) never wait
+// on a store sync. A new hold frees nothing: no GC here.
 func (s *Service) Acquire(ctx context.Context, holder, ref string) ([]string, *Image, error) {
 	if holder == "" {
 		return nil, nil, errors.New("acquire image: empty holder")
@@ -401,15 +406,22 @@ func (s *Service) Acquire(ctx context.Context, holder, ref string) ([]string, *I
 		return nil, nil, err
 	}
 	h := &holderRecord{Holder: holder, ImageID: r.ID, ChainIDs: slices.Clone(r.ChainIDs)}
+	prev := s.holders[holder]
+	s.holders[holder] = h
+	img := r.image()
+	s.mu.Unlock()
 	if err := s.o.Store.Put(BucketHolders, holder, h); err != nil {
+		s.mu.Lock()
+		if s.holders[holder] == h {
+			if prev != nil {
+				s.holders[holder] = prev
+			} else {
+				delete(s.holders, holder)
+			}
+		}
 		s.mu.Unlock()
 		return nil, nil, fmt.Errorf("acquire image %s for %s: %w", r.ID, holder, err)
 	}
-	s.holders[holder] = h
-	victims := s.gcLocked()
-	img := r.image()
-	s.mu.Unlock()
-	removeAll(victims)
 	dirs := make([]string, 0, len(h.ChainIDs))
 	for i := len(h.ChainIDs) - 1; i >= 0; i-- {
 		dirs = append(dirs, filepath.Join(s.snapPath(h.ChainIDs[i]), "fs"))
@@ -418,18 +430,32 @@ func (s *Service) Acquire(ctx context.Context, holder, ref string) ([]string, *I
 }
 
 // Release drops holder's hold (idempotent) and removes what nothing uses.
+// Only a hold on an image removed meanwhile can leave something unused, so
+// only then does it collect. The store write happens outside the lock, as
+// in Acquire; if it fails the hold is back, for the caller's retry.
 func (s *Service) Release(ctx context.Context, holder string) error {
 	s.mu.Lock()
-	if _, ok := s.holders[holder]; !ok {
-		s.mu.Unlock()
+	h, ok := s.holders[holder]
+	if ok {
+		delete(s.holders, holder)
+	}
+	s.mu.Unlock()
+	if !ok {
 		return nil
 	}
 	if err := s.o.Store.Delete(BucketHolders, holder); err != nil {
+		s.mu.Lock()
+		if _, again := s.holders[holder]; !again {
+			s.holders[holder] = h
+		}
 		s.mu.Unlock()
 		return fmt.Errorf("release %s: %w", holder, err)
 	}
-	delete(s.holders, holder)
-	victims := s.gcLocked()
+	s.mu.Lock()
+	var victims []string
+	if _, imageKept := s.images[h.ImageID]; !imageKept {
+		victims = s.gcLocked()
+	}
 	s.mu.Unlock()
 	removeAll(victims)
 	return nil
