@@ -21,8 +21,23 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 		return nil, toStatus(err)
 	}
 	rec := c.Record()
+	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(c, rec)}
+	if req.GetVerbose() {
+		info, _ := json.Marshal(map[string]any{
+			"sandboxID":   rec.SandboxID,
+			"pid":         rec.Pid,
+			"cgroupsPath": rec.CgroupsPath,
+			"config":      c.Config(),
+		})
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+// containerStatus is the CRI status of c as of rec.
+func containerStatus(c *sandbox.Container, rec sandbox.ContainerRecord) *runtimeapi.ContainerStatus {
 	cfg := c.Config()
-	st := &runtimeapi.ContainerStatus{
+	return &runtimeapi.ContainerStatus{
 		Id:          rec.ID,
 		Metadata:    cfg.GetMetadata(),
 		State:       rec.State,
@@ -44,17 +59,6 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 			Uid: rec.UID, Gid: rec.GID, SupplementalGroups: rec.GIDs,
 		}},
 	}
-	resp := &runtimeapi.ContainerStatusResponse{Status: st}
-	if req.GetVerbose() {
-		info, _ := json.Marshal(map[string]any{
-			"sandboxID":   rec.SandboxID,
-			"pid":         rec.Pid,
-			"cgroupsPath": rec.CgroupsPath,
-			"config":      cfg,
-		})
-		resp.Info = map[string]string{"info": string(info)}
-	}
-	return resp, nil
 }
 
 // ListContainers lists containers matching the filter (id prefix, state,

@@ -20,6 +20,29 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 		return nil, toStatus(err)
 	}
 	rec := sb.Record()
+	// The containers' statuses and a timestamp, as for the kubelet's
+	// EventedPLEG (it takes the pod's whole status from this one call).
+	resp := &runtimeapi.PodSandboxStatusResponse{
+		Status:             sandboxStatus(sb),
+		ContainersStatuses: s.containerStatusesOf(rec.ID),
+		Timestamp:          timeNow().UnixNano(),
+	}
+	if req.GetVerbose() {
+		info, _ := json.Marshal(map[string]any{
+			"pid":            rec.PausePid,
+			"netns":          rec.NetNS,
+			"runtimeHandler": rec.RuntimeHandler,
+			"cgroupParent":   rec.CgroupParent,
+			"config":         sb.Config(),
+		})
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+// sandboxStatus is the CRI status of sb now.
+func sandboxStatus(sb *sandbox.Sandbox) *runtimeapi.PodSandboxStatus {
+	rec := sb.Record()
 	cfg := sb.Config()
 	st := &runtimeapi.PodSandboxStatus{
 		Id:             rec.ID,
@@ -39,18 +62,7 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
 		}
 	}
-	resp := &runtimeapi.PodSandboxStatusResponse{Status: st}
-	if req.GetVerbose() {
-		info, _ := json.Marshal(map[string]any{
-			"pid":            rec.PausePid,
-			"netns":          rec.NetNS,
-			"runtimeHandler": rec.RuntimeHandler,
-			"cgroupParent":   rec.CgroupParent,
-			"config":         cfg,
-		})
-		resp.Info = map[string]string{"info": string(info)}
-	}
-	return resp, nil
+	return st
 }
 
 // ListPodSandbox lists sandboxes matching the filter (id prefix, state,

@@ -33,7 +33,8 @@ type Server struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	deps Deps
+	deps   Deps
+	events eventStream
 }
 
 // Deps are the domain services the CRI layer drives.
@@ -59,8 +60,15 @@ type NetworkStatus interface {
 	Ready() error
 }
 
-// New builds the server.
-func New(d Deps) *Server { return &Server{deps: d} }
+// New builds the server; it observes the sandbox manager's lifecycle
+// events for GetContainerEvents.
+func New(d Deps) *Server {
+	s := &Server{deps: d}
+	if d.Sandboxes != nil {
+		d.Sandboxes.OnEvent(s.publishEvent)
+	}
+	return s
+}
 
 // Register attaches both services to g.
 func (s *Server) Register(g *grpc.Server) {

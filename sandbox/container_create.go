@@ -204,6 +204,7 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 	m.containers[id] = c
 	m.mu.Unlock()
 	klog.InfoS("Container created", "id", id, "sandbox", sbRec.ID, "name", cfg.GetMetadata().GetName(), "steps", undo.timings())
+	m.emitContainer(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, c)
 	return id, nil
 }
 

@@ -63,6 +63,7 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 	}); err != nil {
 		return err
 	}
+	m.emitContainer(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, c)
 	// The process may have exited between start and here: conmon's exit
 	// file says so. A later exit reaches HandleExit through the monitor,
 	// so no `runtime state` here.
@@ -99,12 +100,15 @@ func (m *Manager) StopContainer(ctx context.Context, id string, timeout int64) e
 	m.deleteExitedRuntime(ctx, c)
 	if c.Record().State == runtimeapi.ContainerState_CONTAINER_CREATED {
 		// Never started: nothing ran, but it is done.
-		return c.update(m.o.Store, func(r *ContainerRecord) error {
+		if err := c.update(m.o.Store, func(r *ContainerRecord) error {
 			r.State = runtimeapi.ContainerState_CONTAINER_EXITED
 			r.FinishedAt = time.Now().UnixNano()
 			r.Reason = "Completed"
 			return nil
-		})
+		}); err != nil {
+			return err
+		}
+		m.emitContainer(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
 	}
 	return nil
 }
@@ -159,6 +163,7 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 	}
 	m.mu.Unlock()
 	klog.V(2).InfoS("Container removed", "id", rec.ID)
+	m.emitContainer(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, c)
 	return nil
 }
 
@@ -193,11 +198,16 @@ func (m *Manager) HandleExit(id string) {
 	sb, ok := m.sandboxes[id]
 	m.mu.RUnlock()
 	if ok {
+		stopped := false
 		_ = sb.update(m.o.Store, func(r *SandboxRecord) error {
+			stopped = r.State == runtimeapi.PodSandboxState_SANDBOX_READY
 			r.State = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 			return nil
 		})
 		klog.InfoS("Pod sandbox infra container exited", "id", id)
+		if stopped {
+			m.emitSandbox(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, id)
+		}
 	}
 }
 
@@ -242,10 +252,12 @@ func (m *Manager) recordExit(ctx context.Context, c *Container, full bool) bool 
 	if st.Status != "stopped" {
 		return false
 	}
+	changed := false
 	_ = c.update(m.o.Store, func(r *ContainerRecord) error {
 		if r.State == runtimeapi.ContainerState_CONTAINER_EXITED {
 			return nil
 		}
+		changed = true
 		r.State = runtimeapi.ContainerState_CONTAINER_EXITED
 		r.ExitCode = st.ExitCode
 		r.FinishedAt = st.FinishedAt.UnixNano()
@@ -265,7 +277,10 @@ func (m *Manager) recordExit(ctx context.Context, c *Container, full bool) bool 
 		}
 		return nil
 	})
-	klog.V(2).InfoS("Container exited", "id", rec.ID, "exitCode", st.ExitCode, "oomKilled", st.OOMKilled)
+	if changed {
+		klog.V(2).InfoS("Container exited", "id", rec.ID, "exitCode", st.ExitCode, "oomKilled", st.OOMKilled)
+		m.emitContainer(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
+	}
 	return true
 }
 

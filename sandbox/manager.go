@@ -103,6 +103,8 @@ type Manager struct {
 	stats *statsCache
 	// podStarts records pod start durations (pod_start.go).
 	podStarts podStarts
+	// events passes lifecycle events to cri/'s stream (events.go).
+	events eventHook
 }
 
 // New loads the records and reconciles them with the kernel (restore.go)

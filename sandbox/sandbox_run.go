@@ -198,6 +198,8 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		return "", err
 	}
 	m.watchPause(sb, pause)
+	m.emitSandbox(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, id)
+	m.emitSandbox(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, id)
 	klog.InfoS("Pod sandbox ready", "id", id, "pod", klog.KRef(md.GetNamespace(), md.GetName()), "ips", ips, "handler", handler, "duration", time.Since(began).Round(time.Millisecond/10), "pauseStart", ps.took.Round(time.Millisecond/10), "steps", undo.timings())
 	return id, nil
 }

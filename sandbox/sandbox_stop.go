@@ -46,7 +46,11 @@ func (m *Manager) stopSandboxLocked(ctx context.Context, sb *Sandbox) error {
 	if err := m.stopPause(ctx, sb); err != nil {
 		return fmt.Errorf("stop sandbox %s: pause: %w", id, err)
 	}
+	// One STOPPED event per sandbox: from here, or from HandleExit when the
+	// pause's exit was noticed first.
+	stopped := false
 	if err := sb.update(m.o.Store, func(r *SandboxRecord) error {
+		stopped = r.State == runtimeapi.PodSandboxState_SANDBOX_READY
 		r.State = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 		return nil
 	}); err != nil {
@@ -73,6 +77,9 @@ func (m *Manager) stopSandboxLocked(ctx context.Context, sb *Sandbox) error {
 		}
 	}
 	klog.V(2).InfoS("Pod sandbox stopped", "id", id)
+	if stopped {
+		m.emitSandbox(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, id)
+	}
 	return nil
 }
 
@@ -120,6 +127,7 @@ func (m *Manager) RemoveSandbox(ctx context.Context, id string) error {
 	}
 	m.mu.Unlock()
 	klog.V(2).InfoS("Pod sandbox removed", "id", id)
+	m.emitSandbox(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, id)
 	return nil
 }
 

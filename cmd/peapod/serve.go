@@ -206,6 +206,10 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 		DefaultHandler: cfg.CRI.DefaultRuntime,
 		CgroupDriver:   runtimeapi.CgroupDriver_CGROUPFS,
 	})
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "peapod_cri_container_events_dropped_total",
+		Help: "Container events a GetContainerEvents client missed because it fell more than 1000 events behind (the kubelet relists).",
+	}, func() float64 { return float64(server.EventsDropped()) }))
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(calls.Unary),
 		grpc.ChainStreamInterceptor(calls.Stream),
