@@ -285,7 +285,8 @@ func (m *Manager) recordExit(ctx context.Context, c *Container, full bool) bool 
 }
 
 // deleteExitedRuntime deletes an EXITED container's OCI runtime instance
-// (`runtime delete`, conmon's dir, its cgroup) and marks the record, so
+// (`runtime delete`, conmon's dir, its cgroup), unmounts its rootfs and
+// marks the record, so
 // RemoveContainer later only removes peapod's own files. The caller holds
 // c.op. A failure is logged: RemoveContainer deletes it then.
 func (m *Manager) deleteExitedRuntime(ctx context.Context, c *Container) {
@@ -307,8 +308,15 @@ func (m *Manager) deleteExitedRuntime(ctx context.Context, c *Container) {
 		klog.V(2).InfoS("Deleting exited container's runtime state", "id", rec.ID, "err", err)
 		return
 	}
+	// Its rootfs too, as containerd's shim unmounts it at task delete:
+	// nothing enters an exited container. The writable layer stays until
+	// RemoveContainer.
+	unmounted := unmountAll(filepath.Join(m.containerStateDir(rec.ID), "rootfs")) == nil
 	_ = c.update(m.o.Store, func(r *ContainerRecord) error {
 		r.RuntimeDeleted = true
+		if unmounted {
+			r.Mounted = false
+		}
 		return nil
 	})
 }

@@ -212,6 +212,9 @@ func TestPodLifecycle(t *testing.T) {
 	if !runtimeGone(cid) {
 		t.Errorf("runtime state of stopped container %s still there", cid)
 	}
+	if mounts, _ := os.ReadFile("/proc/self/mounts"); strings.Contains(string(mounts), cid) {
+		t.Errorf("rootfs of stopped container %s still mounted", cid)
+	}
 	// A container that exits by itself: its runtime instance goes shortly
 	// after its exit is recorded, and its exit code stays.
 	quick, err := d.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: containerConfig("quick", "sh", "-c", "exit 7"), SandboxConfig: cfg})
