@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -81,8 +82,12 @@ func leftovers(t *testing.T, d *daemon) []string {
 		}
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	agent := d.agentPID()
 	for _, p := range procs {
 		cmd, _ := os.ReadFile(p)
+		if filepath.Base(filepath.Dir(p)) == strconv.Itoa(agent) {
+			continue // the daemon's own peapod-agent child
+		}
 		if strings.Contains(string(cmd), d.dir) && !strings.Contains(string(cmd), "serve") {
 			out = append(out, "process "+strings.ReplaceAll(string(cmd), "\x00", " "))
 		}
