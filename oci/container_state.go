@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -100,6 +101,14 @@ func (r *Runtime) State(ctx context.Context, id string) (*State, error) {
 		st.ExitCode = ExitCodeUnknown
 		st.Message = "container stopped but conmon recorded no exit code"
 		st.OOMKilled = r.oomKilled(id, rs)
+		if st.OOMKilled {
+			// conmon runs in the pod's memory cgroup: an OOM there can take
+			// it too, right after the container's process, before it wrote
+			// the exit file (seen with a pod at its limit). The OOM killer
+			// sends SIGKILL, so the code is known: 128+9.
+			st.ExitCode = 128 + int32(syscall.SIGKILL)
+			st.Message = "OOM-killed; conmon was killed before it recorded the exit code"
+		}
 	case rs == nil:
 		st.Message = fmt.Sprintf("%s does not know the container and conmon recorded no exit code", r.name)
 	}
