@@ -3,8 +3,10 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
@@ -60,9 +62,67 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, res *runtimeap
 		ociRes.Memory.Swap = nil
 	}
 	if err := rt.UpdateResources(ctx, rec.ID, ociRes); err != nil {
+		if msg := err.Error(); res.GetMemoryLimitInBytes() > 0 && (strings.Contains(msg, "unable to set memory limit") || strings.Contains(msg, "device or resource busy")) {
+			// cgroup v1 refuses a limit below what it cannot reclaim
+			// (runc says so, or passes the kernel's EBUSY on).
+			return fmt.Errorf("%w: update container %s: memory limit %d bytes is below the memory the container uses and the kernel cannot reclaim: %v",
+				ErrFailedPrecondion, rec.ID, res.GetMemoryLimitInBytes(), err)
+		}
 		return fmt.Errorf("update container %s: %w", rec.ID, err)
 	}
-	return nil
+	// ContainerStatus reports the resources in force (the kubelet's
+	// in-place resize reads them back).
+	cfg := proto.Clone(c.Config()).(*runtimeapi.ContainerConfig)
+	if cfg.Linux == nil {
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{}
+	}
+	cfg.Linux.Resources = mergeResources(cfg.Linux.Resources, res)
+	return c.setConfig(m.o.Store, cfg)
+}
+
+// mergeResources is old with every field new sets, as the OCI runtime
+// applied them: an update that leaves a field zero leaves it as it was.
+func mergeResources(old, upd *runtimeapi.LinuxContainerResources) *runtimeapi.LinuxContainerResources {
+	out := &runtimeapi.LinuxContainerResources{}
+	if old != nil {
+		out = proto.Clone(old).(*runtimeapi.LinuxContainerResources)
+	}
+	if upd == nil {
+		return out
+	}
+	if upd.CpuPeriod != 0 {
+		out.CpuPeriod = upd.CpuPeriod
+	}
+	if upd.CpuQuota != 0 {
+		out.CpuQuota = upd.CpuQuota
+	}
+	if upd.CpuShares != 0 {
+		out.CpuShares = upd.CpuShares
+	}
+	if upd.MemoryLimitInBytes != 0 {
+		out.MemoryLimitInBytes = upd.MemoryLimitInBytes
+	}
+	if upd.MemorySwapLimitInBytes != 0 {
+		out.MemorySwapLimitInBytes = upd.MemorySwapLimitInBytes
+	}
+	if upd.CpusetCpus != "" {
+		out.CpusetCpus = upd.CpusetCpus
+	}
+	if upd.CpusetMems != "" {
+		out.CpusetMems = upd.CpusetMems
+	}
+	if len(upd.HugepageLimits) > 0 {
+		out.HugepageLimits = upd.HugepageLimits
+	}
+	if len(upd.Unified) > 0 {
+		if out.Unified == nil {
+			out.Unified = map[string]string{}
+		}
+		for k, v := range upd.Unified {
+			out.Unified[k] = v
+		}
+	}
+	return out
 }
 
 // ReopenLog asks conmon to reopen the container's log file (after the

@@ -170,8 +170,32 @@ func (c *Container) Record() ContainerRecord {
 	return r
 }
 
-// Config is the CRI config the container was created with (read-only).
-func (c *Container) Config() *runtimeapi.ContainerConfig { return c.config }
+// Config is the CRI config of the container: as created, with the
+// resources of its last UpdateContainerResources (read-only).
+func (c *Container) Config() *runtimeapi.ContainerConfig {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.config
+}
+
+// setConfig persists and publishes cfg (the caller's copy: never modified
+// after this).
+func (c *Container) setConfig(st *store.Store, cfg *runtimeapi.ContainerConfig) error {
+	b, err := proto.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("encode config of container %s: %w", c.ID(), err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := c.rec
+	next.ConfigProto = b
+	if err := st.Put(store.BucketContainers, next.ID, &next); err != nil {
+		return fmt.Errorf("persist container %s: %w", next.ID, err)
+	}
+	c.rec = next
+	c.config = cfg
+	return nil
+}
 
 // ID is the container id.
 func (c *Container) ID() string { return c.rec.ID }
