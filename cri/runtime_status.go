@@ -81,8 +81,10 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 		}}, resp.RuntimeHandlers...)
 	}
 	if req.GetVerbose() {
+		// Not "runtimeHandlers": crictl info merges this map over the CRI's
+		// handler list (names and features) under that key and would hide it.
 		resp.Info = map[string]string{
-			"runtimeHandlers": "{" + strings.Join(info, ", ") + "}",
+			"runtimeHandlerStatus": "{" + strings.Join(info, ", ") + "}",
 			"defaultRuntime":  fmt.Sprintf("%q", s.deps.DefaultHandler),
 		}
 	}

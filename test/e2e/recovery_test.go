@@ -83,8 +83,8 @@ func TestCrunRefusedCleanly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(st.Info["runtimeHandlers"], "hybrid") {
-		t.Skipf("crun works on this host (%s); nothing to refuse", st.Info["runtimeHandlers"])
+	if !strings.Contains(st.Info["runtimeHandlerStatus"], "hybrid") {
+		t.Skipf("crun works on this host (%s); nothing to refuse", st.Info["runtimeHandlerStatus"])
 	}
 	netnsBefore, _ := os.ReadDir("/run/netns")
 	_, err = d.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig(d, "crun"), RuntimeHandler: "crun"})
