@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # hack/conformance/run.sh — cri-tools' critest v1.34.0 against a CRI runtime, offline.
 #
-#   hack/conformance/run.sh [peapod|containerd|containerd-debian|unix:///path/to.sock] [critest flags...]
+#   [CRITEST=/path/to/critest] hack/conformance/run.sh [peapod|containerd|containerd-debian|unix:///path/to.sock] [critest flags...]
+#
+# CRITEST runs another critest binary instead of bin/critest (the v1.34.0 that
+# hack/build-tools.sh builds from hack/tools/go.mod), e.g. critest v1.37.0 from
+# `hack/build-tools.sh critest-v1.37.0` (make conformance-v1.37).
 #
 #   peapod      (default) build bin/peapod and run `peapod serve` with private
 #               root, state, socket, CNI conf, bridge and /24 subnet
@@ -10,15 +14,18 @@
 #               hosts; hack/containerdref); the reference runtime
 #   containerd-debian  the same with Debian's containerd 1.6
 #   unix://...  any CRI endpoint already running (its mirrors must send
-#               registry.k8s.io, gcr.io and docker.io to the registry this
+#               registry.k8s.io, gcr.io, docker.io and, for critest v1.37,
+#               k8s.gcr.io to the registry this
 #               script starts: set CONFORMANCE_REGISTRY_PORT to pin its port)
 #
-# Steps: build crictl and critest (hack/build-tools.sh); start a local
-# docker-registry on 127.0.0.1; push the images critest pulls under their
-# original repository paths (go run ./hack/testimages conformance-push);
-# start the runtime with registry mirrors for registry.k8s.io, gcr.io,
-# docker.io and public.ecr.aws that point at that registry and never fall
-# back upstream; run critest with a JUnit report; print passed / failed /
+# Steps: build crictl and critest (hack/build-tools.sh; only crictl when
+# CRITEST is set); start a local docker-registry on 127.0.0.1; push the
+# images critest pulls under their original repository paths (go run
+# ./hack/testimages conformance-push); start the runtime with registry
+# mirrors for registry.k8s.io, gcr.io, docker.io, public.ecr.aws and
+# k8s.gcr.io (critest v1.37 pulls pause:3.9 from both registry.k8s.io and
+# k8s.gcr.io) that point at that registry and never fall back upstream; run
+# critest with a JUnit report; print passed / failed /
 # skipped and each failure (hack/conformance/summary); remove every pod the
 # suite left, stop the daemon and the registry by their PIDs, and delete the
 # bridge and the work dir. Extra arguments go to critest, e.g.
@@ -90,7 +97,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # 1. Tools.
-bash hack/build-tools.sh all >&2
+critest=${CRITEST:-$repo/bin/critest}
+if [ -n "${CRITEST:-}" ]; then
+	[ -x "$CRITEST" ] || die "CRITEST=$CRITEST is not an executable file"
+	bash hack/build-tools.sh crictl >&2
+else
+	bash hack/build-tools.sh all >&2
+fi
+log "critest: $critest ($("$critest" -version 2>/dev/null | awk '/^critest version/ { print $3 }'))"
 
 # 2. Registry with the images critest pulls.
 port=${CONFORMANCE_REGISTRY_PORT:-}
@@ -152,7 +166,8 @@ wait_socket() { # wait_socket SOCK LOG
 	die "daemon did not answer on $1"
 }
 
-# 4. The runtime.
+# 4. The runtime. Every registry critest names goes to the local one.
+mirrored="registry.k8s.io gcr.io docker.io public.ecr.aws k8s.gcr.io"
 case $target in
 peapod)
 	make -s build >&2
@@ -166,7 +181,7 @@ peapod)
 		printf '[runtimes.runc]\npath = "/usr/sbin/runc"\nroot = "%s"\n' "$work/peapod/run/runc"
 		printf '[runtimes.crun]\npath = "/usr/bin/crun"\nroot = "%s"\n' "$work/peapod/run/crun"
 		printf '[agent]\nmanifests_dir = "%s"\npod_logs_dir = "%s"\n' "$work/peapod/manifests" "$work/peapod/pods"
-		for h in registry.k8s.io gcr.io docker.io public.ecr.aws; do
+		for h in $mirrored; do
 			printf '[registry.mirrors."%s"]\nendpoints = ["http://%s"]\n' "$h" "$reg"
 		done
 	} >"$work/peapod/peapod.toml"
@@ -183,7 +198,7 @@ containerd | containerd-debian)
 	# The config every reference run here shares (hack/containerdref):
 	# own root, state, sockets; registry hosts failing closed.
 	mapfile -t ref < <(cd "$repo" && go run ./hack/containerdref/write -which "$which" -dir "$d" \
-		-cni-conf-dir "$work/cni" -registry "$reg")
+		-cni-conf-dir "$work/cni" -registry "$reg" -mirrored "${mirrored// /,}")
 	[ "${#ref[@]}" -ge 3 ] || die "containerdref/write gave no config"
 	containerd_made_dirs=${ref[3]:-}
 	had_k8s_cgroup=$(ls -d /sys/fs/cgroup/*/k8s.io 2>/dev/null || true)
@@ -202,7 +217,7 @@ log "runtime: $target at $endpoint (setup $((SECONDS - start_time))s)"
 # 5. critest.
 suite_start=$SECONDS
 set +e
-"$repo/bin/critest" -runtime-endpoint "$endpoint" -image-endpoint "$endpoint" \
+"$critest" -runtime-endpoint "$endpoint" -image-endpoint "$endpoint" \
 	-ginkgo.junit-report "$work/junit.xml" -ginkgo.no-color "$@" >"$work/critest.log" 2>&1
 crit_rc=$?
 set -e

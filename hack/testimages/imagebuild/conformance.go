@@ -18,7 +18,8 @@ type ConformanceOptions struct {
 	// (nginx, httpd) and the setuid nonewprivs probe.
 	Ctrbin string
 	// Pause, if set, is a static pause binary (peapod-pause) for
-	// pause:3.6 (containerd's sandbox image); empty leaves that image out.
+	// pause:3.6 (containerd's sandbox image) and pause:3.9 (critest v1.37);
+	// empty leaves those images out.
 	Pause string
 	// ShellBusybox, if set, is a busybox built WITHOUT FEATURE_SH_STANDALONE
 	// (Debian's dynamic `busybox` package) for e2e-test-images/busybox, with
@@ -30,7 +31,7 @@ type ConformanceOptions struct {
 	ShellLibs    []string
 }
 
-// Conformance builds the images cri-tools' critest v1.34 pulls, under their
+// Conformance builds the images cri-tools' critest v1.34 and v1.37 pull, under their
 // ORIGINAL repository paths (the registry host stripped), so a runtime whose
 // mirrors send registry.k8s.io, gcr.io and docker.io to one local registry
 // finds them by the names critest asks for. Every image is the busybox
@@ -56,6 +57,10 @@ type ConformanceOptions struct {
 //	                                     addgroup default-user group-defined-in-image`
 //	library/busybox:{1,1-glibc,1-musl}   busybox (critest -benchmark)
 //	pause:3.6                            Pause alone, as /pause (for containerd)
+//	pause:3.9                            Pause alone, as /pause, USER 65535:65535 (critest
+//	                                     v1.37 pulls it as registry.k8s.io/pause:3.9 and
+//	                                     k8s.gcr.io/pause:3.9, expecting one image with
+//	                                     exactly those two tags: so not pause:3.6's id)
 //
 // Not rebuildable: test-image-digest@sha256:9700f9…, pinned by digest.
 func Conformance(o ConformanceOptions) ([]Named, error) {
@@ -187,6 +192,12 @@ func Conformance(o ConformanceOptions) ([]Named, error) {
 				return err
 			}
 			return add(n.Repo, n.Tag, n.Image, nil)
+		}, func() error {
+			n, err := pauseImage(o.Pause, "3.9", PauseUser)
+			if err != nil {
+				return err
+			}
+			return add(n.Repo, n.Tag, n.Image, nil)
 		})
 	}
 	for _, s := range steps {
@@ -222,6 +233,12 @@ func shellBusybox(o ConformanceOptions, p v1.Platform, tools []entry) (v1.Image,
 // Pause is pause:3.6, containerd's default sandbox image: the static pause
 // binary pauseBin (peapod-pause) alone, as /pause.
 func Pause(pauseBin string) (Named, error) {
+	return pauseImage(pauseBin, "3.6", "")
+}
+
+// pauseImage is pause:TAG: pauseBin alone, as /pause, running as user (empty:
+// the image sets none).
+func pauseImage(pauseBin, tag, user string) (Named, error) {
 	pb, err := os.ReadFile(pauseBin)
 	if err != nil {
 		return Named{}, fmt.Errorf("pause: %w", err)
@@ -231,9 +248,9 @@ func Pause(pauseBin string) (Named, error) {
 		return Named{}, err
 	}
 	p := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
-	img, err := image(false, p, v1.Config{Entrypoint: []string{"/pause"}}, layerAdd{l, history("COPY pause /pause")})
+	img, err := image(false, p, v1.Config{Entrypoint: []string{"/pause"}, User: user}, layerAdd{l, history("COPY pause /pause")})
 	if err != nil {
 		return Named{}, err
 	}
-	return Named{Repo: "pause", Tag: "3.6", Image: img}, nil
+	return Named{Repo: "pause", Tag: tag, Image: img}, nil
 }
