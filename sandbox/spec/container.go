@@ -110,6 +110,10 @@ func Container(in ContainerInput) (*specs.Spec, Warnings, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	cwd, err := WorkingDir(cfg, img)
+	if err != nil {
+		return nil, nil, err
+	}
 
 	s := &specs.Spec{
 		Version: specs.Version,
@@ -118,7 +122,7 @@ func Container(in ContainerInput) (*specs.Spec, Warnings, error) {
 			User:            specs.User{UID: uid, GID: gid, AdditionalGids: gids},
 			Args:            args,
 			Env:             Env(cfg, img, hostname),
-			Cwd:             WorkingDir(cfg, img),
+			Cwd:             cwd,
 			Capabilities:    caps,
 			NoNewPrivileges: sc.GetNoNewPrivs(),
 		},

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"path"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -86,12 +87,18 @@ func (e *envList) set(kv string) {
 }
 
 // WorkingDir is the CRI working_dir, else the image WorkingDir, else "/".
-func WorkingDir(cfg *runtimeapi.ContainerConfig, img *v1.Config) string {
+// The OCI runtime needs an absolute path: a relative working_dir is the
+// caller's mistake (refused, as docker run -w refuses it); a relative image
+// WorkingDir is taken from "/", as the image builder meant it.
+func WorkingDir(cfg *runtimeapi.ContainerConfig, img *v1.Config) (string, error) {
 	if wd := cfg.GetWorkingDir(); wd != "" {
-		return wd
+		if !path.IsAbs(wd) {
+			return "", fieldErr("working_dir", "%q must be an absolute path", wd)
+		}
+		return path.Clean(wd), nil
 	}
 	if img != nil && img.WorkingDir != "" {
-		return img.WorkingDir
+		return path.Join("/", img.WorkingDir), nil
 	}
-	return "/"
+	return "/", nil
 }

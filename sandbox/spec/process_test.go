@@ -95,11 +95,21 @@ func TestEnv(t *testing.T) {
 }
 
 func TestWorkingDir(t *testing.T) {
-	for _, tt := range []struct{ cri, img, want string }{
-		{"", "", "/"}, {"", "/img", "/img"}, {"/cri", "/img", "/cri"},
+	for _, tt := range []struct {
+		cri, img, want string
+		wantErr        bool
+	}{
+		{cri: "", img: "", want: "/"}, {cri: "", img: "/img", want: "/img"}, {cri: "/cri", img: "/img", want: "/cri"},
+		{cri: "/a/../b/", want: "/b"},
+		{cri: "rel", wantErr: true}, {cri: "0", img: "/img", wantErr: true},
+		{img: "app", want: "/app"}, {img: "../x", want: "/x"},
 	} {
-		if got := WorkingDir(&runtimeapi.ContainerConfig{WorkingDir: tt.cri}, &v1.Config{WorkingDir: tt.img}); got != tt.want {
-			t.Errorf("WorkingDir(%q, %q) = %q, want %q", tt.cri, tt.img, got, tt.want)
+		got, err := WorkingDir(&runtimeapi.ContainerConfig{WorkingDir: tt.cri}, &v1.Config{WorkingDir: tt.img})
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("WorkingDir(%q, %q) = %q, %v; want %q (error %v)", tt.cri, tt.img, got, err, tt.want, tt.wantErr)
+		}
+		if err != nil && !IsInvalidArgument(err) {
+			t.Errorf("WorkingDir(%q): %v is not an InvalidArgument field error", tt.cri, err)
 		}
 	}
 }
