@@ -30,6 +30,8 @@ func toStatus(err error) error {
 		code = codes.AlreadyExists
 	case errors.Is(err, sandbox.ErrFailedPrecondion):
 		code = codes.FailedPrecondition
+	case errors.Is(err, sandbox.ErrUnimplemented):
+		code = codes.Unimplemented
 	case errors.Is(err, oci.ErrExecTimeout), errors.Is(err, context.DeadlineExceeded):
 		// The kubelet's CRI client turns DeadlineExceeded from ExecSync
 		// into a timed-out probe.

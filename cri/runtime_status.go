@@ -85,7 +85,7 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 		// handler list (names and features) under that key and would hide it.
 		resp.Info = map[string]string{
 			"runtimeHandlerStatus": "{" + strings.Join(info, ", ") + "}",
-			"defaultRuntime":  fmt.Sprintf("%q", s.deps.DefaultHandler),
+			"defaultRuntime":       fmt.Sprintf("%q", s.deps.DefaultHandler),
 		}
 	}
 	return resp, nil

@@ -112,6 +112,9 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 	}
 	sp, warnings, err := spec.Container(in)
 	if err != nil {
+		if errors.Is(err, spec.ErrUnsupported) {
+			return "", fmt.Errorf("%w: %v", ErrUnimplemented, err)
+		}
 		if spec.IsInvalidArgument(err) {
 			return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 		}

@@ -31,6 +31,8 @@ var (
 	ErrAlreadyExists    = errors.New("already exists")
 	ErrInvalid          = errors.New("invalid argument")
 	ErrFailedPrecondion = errors.New("failed precondition")
+	// ErrUnimplemented: a valid request for a CRI feature peapod lacks.
+	ErrUnimplemented = errors.New("unimplemented")
 )
 
 // OCIRuntime is the seam to one OCI runtime under conmon (peapod/oci).

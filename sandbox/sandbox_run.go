@@ -216,6 +216,9 @@ func (m *Manager) startPause(sb *Sandbox) (*infra.Process, map[string]string, er
 	cfg := sb.Config()
 	nss, err := spec.SandboxNamespaces(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(), rec.NetNS)
 	if err != nil {
+		if errors.Is(err, spec.ErrUnsupported) {
+			return nil, nil, fmt.Errorf("%w: %v", ErrUnimplemented, err)
+		}
 		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	in := spec.SandboxInput{

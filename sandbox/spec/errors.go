@@ -22,6 +22,15 @@ func IsInvalidArgument(err error) bool {
 	return errors.As(err, &fe)
 }
 
+// ErrUnsupported marks a FieldError for a CRI feature peapod does not
+// implement (the caller answers Unimplemented, not InvalidArgument: the
+// request is valid, peapod cannot do it).
+var ErrUnsupported = errors.New("not supported by peapod")
+
+func unsupported(field, what string) error {
+	return &FieldError{Field: field, Err: fmt.Errorf("%s: %w", what, ErrUnsupported)}
+}
+
 func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Err: fmt.Errorf(format, args...)}
 }

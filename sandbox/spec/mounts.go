@@ -34,7 +34,7 @@ func defaultMounts(privileged bool) []specs.Mount {
 func bindMount(m *runtimeapi.Mount, field string) (specs.Mount, string, error) {
 	dst, src := m.GetContainerPath(), m.GetHostPath()
 	if m.GetImage() != nil && m.GetImage().GetImage() != "" {
-		return specs.Mount{}, "", fieldErr(field+".image", "image volumes are not supported by peapod")
+		return specs.Mount{}, "", unsupported(field+".image", "image volumes")
 	}
 	if dst == "" || !path.IsAbs(dst) {
 		return specs.Mount{}, "", fieldErr(field+".container_path", "must be an absolute path, got %q", dst)

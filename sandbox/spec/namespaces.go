@@ -63,7 +63,7 @@ func PodNamespaces(opt *runtimeapi.NamespaceOption, pausePID, targetPID int, net
 		return n, fieldErr(field+".pid", "unsupported mode %s", opt.GetPid())
 	}
 	if u := opt.GetUsernsOptions(); u != nil && u.GetMode() != runtimeapi.NamespaceMode_NODE {
-		return n, fieldErr(field+".userns_options", "user namespaces are not supported by peapod")
+		return n, unsupported(field+".userns_options", "user namespaces")
 	}
 	return n, nil
 }

@@ -63,7 +63,7 @@ func SandboxNamespaces(opt *runtimeapi.NamespaceOption, netnsPath string) (Names
 		return n, fieldErr(field+".pid", "TARGET is not valid for a sandbox")
 	}
 	if u := opt.GetUsernsOptions(); u != nil && u.GetMode() != runtimeapi.NamespaceMode_NODE {
-		return n, fieldErr(field+".userns_options", "user namespaces are not supported by peapod")
+		return n, unsupported(field+".userns_options", "user namespaces")
 	}
 	return n, nil
 }
