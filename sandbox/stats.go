@@ -25,6 +25,20 @@ type CgroupStats struct {
 	PageFaults     uint64
 	MajorFaults    uint64
 	HaveCPU, HaveM bool
+	// The rest of cAdvisor's per-container figures (CRI metrics), zero
+	// where the kernel does not say.
+	Extra CgroupExtra
+}
+
+// CgroupExtra are the cAdvisor figures beyond CRI stats.
+type CgroupExtra struct {
+	CPUUserNanos, CPUSystemNanos                       uint64
+	CFSPeriods, CFSThrottledPeriods, CFSThrottledNanos uint64
+	Cache, MappedFile, Swap, KernelUsage, MaxUsage     uint64
+	Failcnt, OOMKills                                  uint64
+	// Processes and Threads of the whole subtree; ThreadsMax is pids.max
+	// (0: no limit); FileDescriptors and Sockets summed over its processes.
+	Processes, Threads, ThreadsMax, FileDescriptors, Sockets uint64
 }
 
 // cgroupRoot is where the v1 hierarchies are mounted.
@@ -39,6 +53,17 @@ func readCgroupStats(path string) CgroupStats {
 	}
 	if v, err := readUint(filepath.Join(cgroupRoot, "cpuacct", path, "cpuacct.usage")); err == nil {
 		st.CPUUsageNanos, st.HaveCPU = v, true
+		x := &st.Extra
+		u, uerr := readUint(filepath.Join(cgroupRoot, "cpuacct", path, "cpuacct.usage_user"))
+		s, serr := readUint(filepath.Join(cgroupRoot, "cpuacct", path, "cpuacct.usage_sys"))
+		if uerr == nil && serr == nil {
+			x.CPUUserNanos, x.CPUSystemNanos = u, s
+		} else { // older kernels: USER_HZ ticks
+			kv := readKV(filepath.Join(cgroupRoot, "cpuacct", path, "cpuacct.stat"))
+			x.CPUUserNanos, x.CPUSystemNanos = kv["user"]*1e7, kv["system"]*1e7
+		}
+		cpu := readKV(filepath.Join(cgroupRoot, "cpu", path, "cpu.stat"))
+		x.CFSPeriods, x.CFSThrottledPeriods, x.CFSThrottledNanos = cpu["nr_periods"], cpu["nr_throttled"], cpu["throttled_time"]
 	}
 	memDir := filepath.Join(cgroupRoot, "memory", path)
 	if v, err := readUint(filepath.Join(memDir, "memory.usage_in_bytes")); err == nil {
@@ -56,8 +81,47 @@ func readCgroupStats(path string) CgroupStats {
 		st.RSS = kv["total_rss"]
 		st.PageFaults = kv["total_pgfault"]
 		st.MajorFaults = kv["total_pgmajfault"]
+		x := &st.Extra
+		x.Cache, x.MappedFile, x.Swap = kv["total_cache"], kv["total_mapped_file"], kv["total_swap"]
+		x.KernelUsage, _ = readUint(filepath.Join(memDir, "memory.kmem.usage_in_bytes"))
+		x.MaxUsage, _ = readUint(filepath.Join(memDir, "memory.max_usage_in_bytes"))
+		x.Failcnt, _ = readUint(filepath.Join(memDir, "memory.failcnt"))
+		x.OOMKills = readKV(filepath.Join(memDir, "memory.oom_control"))["oom_kill"]
 	}
+	readTasks(filepath.Join(cgroupRoot, "pids", path), &st.Extra)
 	return st
+}
+
+// readTasks fills the process, thread, descriptor and socket counts of the
+// cgroup subtree at dir (the pids hierarchy on v1, the cgroup on v2).
+func readTasks(dir string, x *CgroupExtra) {
+	x.Threads, _ = readUint(filepath.Join(dir, "pids.current"))
+	if b, err := os.ReadFile(filepath.Join(dir, "pids.max")); err == nil {
+		x.ThreadsMax, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64) // "max": 0
+	}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		if err != nil {
+			return nil
+		}
+		for _, f := range strings.Fields(string(data)) {
+			x.Processes++
+			fds, err := os.ReadDir(filepath.Join("/proc", f, "fd"))
+			if err != nil {
+				continue
+			}
+			x.FileDescriptors += uint64(len(fds))
+			for _, fd := range fds {
+				if l, err := os.Readlink(filepath.Join("/proc", f, "fd", fd.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+					x.Sockets++
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // unifiedOnly says whether the host is pure cgroup v2, checked once.
@@ -70,6 +134,9 @@ func readCgroup2(dir string, st CgroupStats) CgroupStats {
 	cpu := readKV(filepath.Join(dir, "cpu.stat"))
 	if v, ok := cpu["usage_usec"]; ok {
 		st.CPUUsageNanos, st.HaveCPU = v*1000, true
+		x := &st.Extra
+		x.CPUUserNanos, x.CPUSystemNanos = cpu["user_usec"]*1000, cpu["system_usec"]*1000
+		x.CFSPeriods, x.CFSThrottledPeriods, x.CFSThrottledNanos = cpu["nr_periods"], cpu["nr_throttled"], cpu["throttled_usec"]*1000
 	}
 	if v, err := readUint(filepath.Join(dir, "memory.current")); err == nil {
 		st.MemoryUsage, st.HaveM = v, true
@@ -84,7 +151,14 @@ func readCgroup2(dir string, st CgroupStats) CgroupStats {
 		st.RSS = kv["anon"]
 		st.PageFaults = kv["pgfault"]
 		st.MajorFaults = kv["pgmajfault"]
+		x := &st.Extra
+		x.Cache, x.MappedFile, x.KernelUsage = kv["file"], kv["file_mapped"], kv["kernel"]
+		x.Swap, _ = readUint(filepath.Join(dir, "memory.swap.current"))
+		x.MaxUsage, _ = readUint(filepath.Join(dir, "memory.peak"))
+		ev := readKV(filepath.Join(dir, "memory.events"))
+		x.Failcnt, x.OOMKills = ev["max"], ev["oom_kill"]
 	}
+	readTasks(dir, &st.Extra)
 	return st
 }
 
@@ -174,6 +248,9 @@ type FsUsage struct {
 	Path      string // the overlay upper dir
 	Bytes     uint64
 	Inodes    uint64
+	// The file system holding it (statfs): what cAdvisor reports as the
+	// container's fs limit and inodes.
+	CapacityBytes, InodesTotal, InodesFree uint64
 }
 
 // InterfaceStats are the counters of one network interface of a pod, as
@@ -200,6 +277,8 @@ type ContainerStats struct {
 	State         runtimeapi.ContainerState
 	StartedAt     time.Time // zero before it started
 	CgroupsPath   string
+	// Resources in force (the create config's, updated by resizes).
+	Resources *runtimeapi.LinuxContainerResources
 	// Usage figures; zero unless State is RUNNING.
 	Cgroup        CgroupStats
 	WritableLayer FsUsage
@@ -247,7 +326,13 @@ func newStatsCache() *statsCache {
 		readCgroup: readCgroupStats,
 		readFs: func(dir string) FsUsage {
 			b, i := dirUsage(dir)
-			return FsUsage{Timestamp: time.Now(), Path: dir, Bytes: b, Inodes: i}
+			u := FsUsage{Timestamp: time.Now(), Path: dir, Bytes: b, Inodes: i}
+			var sfs syscall.Statfs_t
+			if syscall.Statfs(dir, &sfs) == nil {
+				u.CapacityBytes = sfs.Blocks * uint64(sfs.Bsize)
+				u.InodesTotal, u.InodesFree = sfs.Files, sfs.Ffree
+			}
+			return u
 		},
 		readNet: readNetDev,
 	}
@@ -366,8 +451,10 @@ func parseNetDev(data string) []InterfaceStats {
 // ContainerStats describes c; its usage figures come from the cache.
 func (m *Manager) ContainerStats(c *Container) ContainerStats {
 	rec := c.Record()
-	md := c.Config().GetMetadata()
+	cfg := c.Config()
+	md := cfg.GetMetadata()
 	out := ContainerStats{
+		Resources:   cfg.GetLinux().GetResources(),
 		ID:          rec.ID,
 		SandboxID:   rec.SandboxID,
 		Name:        md.GetName(),

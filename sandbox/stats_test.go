@@ -1,6 +1,9 @@
 package sandbox
 
 import (
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -81,5 +84,35 @@ func TestStatsCacheReadsOncePerSecond(t *testing.T) {
 	c.mu.Unlock()
 	if kept {
 		t.Errorf("stale entry not evicted")
+	}
+}
+
+func TestReadTasks(t *testing.T) {
+	dir := t.TempDir()
+	child := filepath.Join(dir, "child")
+	if err := os.Mkdir(child, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self := strconv.Itoa(os.Getpid())
+	for p, v := range map[string]string{
+		filepath.Join(dir, "pids.current"):   "7\n",
+		filepath.Join(dir, "pids.max"):       "max\n",
+		filepath.Join(dir, "cgroup.procs"):   "",
+		filepath.Join(child, "cgroup.procs"): self + "\n",
+	} {
+		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var x CgroupExtra
+	readTasks(dir, &x)
+	if x.Threads != 7 || x.ThreadsMax != 0 || x.Processes != 1 || x.FileDescriptors == 0 {
+		t.Errorf("readTasks = %+v: want 7 threads, no limit, 1 process (this test's) with its descriptors", x)
+	}
+	os.WriteFile(filepath.Join(dir, "pids.max"), []byte("512\n"), 0o644)
+	x = CgroupExtra{}
+	readTasks(dir, &x)
+	if x.ThreadsMax != 512 {
+		t.Errorf("ThreadsMax = %d, want 512", x.ThreadsMax)
 	}
 }
