@@ -113,15 +113,23 @@ func (s *Server) ListPodSandboxMetrics(context.Context, *runtimeapi.ListPodSandb
 		if !p.Ready {
 			continue
 		}
-		resp.PodMetrics = append(resp.PodMetrics, podSandboxMetrics(p, now))
+		resp.PodMetrics = append(resp.PodMetrics, podSandboxMetrics(p, now, s.deps.Sandboxes))
 	}
 	return resp, nil
 }
 
-func podSandboxMetrics(p sandbox.PodStats, now time.Time) *runtimeapi.PodSandboxMetrics {
+// cgroupDetails reads what only CRI metrics need (its own cached reads:
+// more files per cgroup, the processes' descriptors).
+type cgroupDetails interface {
+	CgroupDetails(path string, cg sandbox.CgroupStats) sandbox.CgroupStats
+	TaskCounts(path string) sandbox.TaskCounts
+}
+
+func podSandboxMetrics(p sandbox.PodStats, now time.Time, d cgroupDetails) *runtimeapi.PodSandboxMetrics {
 	pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: p.ID}
 	podLV := []string{p.Name, p.Namespace, "", p.ID, ""}
-	pm.Metrics = cgroupMetrics(p.Cgroup, podLV, now)
+	pm.Metrics = cgroupMetrics(d.CgroupDetails(p.CgroupParent, p.Cgroup), podLV, now)
+	pm.Metrics = append(pm.Metrics, taskMetrics(d.TaskCounts(p.CgroupParent), podLV, now)...)
 	pm.Metrics = append(pm.Metrics, metric(mStartTime, podLV, now, uint64(p.CreatedAt.Unix())))
 	ts := p.Network.Timestamp
 	if ts.IsZero() {
@@ -142,7 +150,8 @@ func podSandboxMetrics(p sandbox.PodStats, now time.Time) *runtimeapi.PodSandbox
 			continue
 		}
 		lv := []string{p.Name, p.Namespace, c.Name, c.ID, c.Image}
-		cm := &runtimeapi.ContainerMetrics{ContainerId: c.ID, Metrics: cgroupMetrics(c.Cgroup, lv, now)}
+		cm := &runtimeapi.ContainerMetrics{ContainerId: c.ID, Metrics: cgroupMetrics(d.CgroupDetails(c.CgroupsPath, c.Cgroup), lv, now)}
+		cm.Metrics = append(cm.Metrics, taskMetrics(d.TaskCounts(c.CgroupsPath), lv, now)...)
 		devLV := append(append([]string(nil), lv...), c.WritableLayer.Path)
 		r := c.Resources
 		cm.Metrics = append(cm.Metrics,
@@ -197,15 +206,17 @@ func cgroupMetrics(cg sandbox.CgroupStats, lv []string, now time.Time) []*runtim
 			metric(mMemFailures, fail("pgmajfault", "container"), ts, cg.MajorFaults),
 			metric(mOOMEvents, lv, ts, x.OOMKills))
 	}
-	if cg.HaveCPU || cg.HaveM {
-		out = append(out,
-			metric(mProcesses, lv, ts, x.Processes),
-			metric(mThreads, lv, ts, x.Threads),
-			metric(mThreadsMax, lv, ts, x.ThreadsMax),
-			metric(mFDs, lv, ts, x.FileDescriptors),
-			metric(mSockets, lv, ts, x.Sockets))
-	}
 	return out
+}
+
+func taskMetrics(tc sandbox.TaskCounts, lv []string, ts time.Time) []*runtimeapi.Metric {
+	return []*runtimeapi.Metric{
+		metric(mProcesses, lv, ts, tc.Processes),
+		metric(mThreads, lv, ts, tc.Threads),
+		metric(mThreadsMax, lv, ts, tc.ThreadsMax),
+		metric(mFDs, lv, ts, tc.FileDescriptors),
+		metric(mSockets, lv, ts, tc.Sockets),
+	}
 }
 
 func metric(m metricDef, lv []string, ts time.Time, v uint64) *runtimeapi.Metric {

@@ -23,7 +23,7 @@ func TestPodSandboxMetrics(t *testing.T) {
 			{ID: "c0", Name: "old", Image: "busybox", State: runtimeapi.ContainerState_CONTAINER_EXITED},
 		},
 	}
-	pm := podSandboxMetrics(p, now)
+	pm := podSandboxMetrics(p, now, fakeDetails{})
 	if pm.PodSandboxId != "sb1" {
 		t.Fatalf("id %q", pm.PodSandboxId)
 	}
@@ -76,9 +76,21 @@ func TestPodSandboxMetrics(t *testing.T) {
 		"container_fs_usage_bytes":           4096,
 		"container_start_time_seconds":       uint64(started.Unix()),
 		"container_last_seen":                uint64(now.Unix()),
+		"container_oom_events_total":         1,
+		"container_threads":                  2,
 	} {
 		if m := find(cm, name, "web", "default", "app", "c1", "busybox"); m == nil || m.Value.Value != want {
 			t.Errorf("%s = %v, want %d", name, m, want)
 		}
 	}
+}
+
+type fakeDetails struct{}
+
+func (fakeDetails) CgroupDetails(_ string, cg sandbox.CgroupStats) sandbox.CgroupStats {
+	cg.Extra.OOMKills = 1
+	return cg
+}
+func (fakeDetails) TaskCounts(string) sandbox.TaskCounts {
+	return sandbox.TaskCounts{Processes: 1, Threads: 2}
 }

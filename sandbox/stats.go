@@ -30,14 +30,22 @@ type CgroupStats struct {
 	Extra CgroupExtra
 }
 
-// CgroupExtra are the cAdvisor figures beyond CRI stats.
+// CgroupExtra are the cAdvisor figures beyond CRI stats. The ones that
+// come from memory.stat (and, on v2, cpu.stat) are filled with every
+// read; the others cost files of their own and are read only for CRI
+// metrics (Manager.CgroupDetails).
 type CgroupExtra struct {
 	CPUUserNanos, CPUSystemNanos                       uint64
 	CFSPeriods, CFSThrottledPeriods, CFSThrottledNanos uint64
 	Cache, MappedFile, Swap, KernelUsage, MaxUsage     uint64
 	Failcnt, OOMKills                                  uint64
-	// Processes and Threads of the whole subtree; ThreadsMax is pids.max
-	// (0: no limit); FileDescriptors and Sockets summed over its processes.
+}
+
+// TaskCounts are a cgroup subtree's processes and threads (ThreadsMax is
+// pids.max, 0: no limit) and its processes' file descriptors and sockets.
+// Counting descriptors walks /proc/<pid>/fd of every process, so they are
+// read only for CRI metrics (Manager.TaskCounts), not with every stats call.
+type TaskCounts struct {
 	Processes, Threads, ThreadsMax, FileDescriptors, Sockets uint64
 }
 
@@ -53,17 +61,6 @@ func readCgroupStats(path string) CgroupStats {
 	}
 	if v, err := readUint(filepath.Join(cgroupRoot, "cpuacct", path, "cpuacct.usage")); err == nil {
 		st.CPUUsageNanos, st.HaveCPU = v, true
-		x := &st.Extra
-		u, uerr := readUint(filepath.Join(cgroupRoot, "cpuacct", path, "cpuacct.usage_user"))
-		s, serr := readUint(filepath.Join(cgroupRoot, "cpuacct", path, "cpuacct.usage_sys"))
-		if uerr == nil && serr == nil {
-			x.CPUUserNanos, x.CPUSystemNanos = u, s
-		} else { // older kernels: USER_HZ ticks
-			kv := readKV(filepath.Join(cgroupRoot, "cpuacct", path, "cpuacct.stat"))
-			x.CPUUserNanos, x.CPUSystemNanos = kv["user"]*1e7, kv["system"]*1e7
-		}
-		cpu := readKV(filepath.Join(cgroupRoot, "cpu", path, "cpu.stat"))
-		x.CFSPeriods, x.CFSThrottledPeriods, x.CFSThrottledNanos = cpu["nr_periods"], cpu["nr_throttled"], cpu["throttled_time"]
 	}
 	memDir := filepath.Join(cgroupRoot, "memory", path)
 	if v, err := readUint(filepath.Join(memDir, "memory.usage_in_bytes")); err == nil {
@@ -81,20 +78,14 @@ func readCgroupStats(path string) CgroupStats {
 		st.RSS = kv["total_rss"]
 		st.PageFaults = kv["total_pgfault"]
 		st.MajorFaults = kv["total_pgmajfault"]
-		x := &st.Extra
-		x.Cache, x.MappedFile, x.Swap = kv["total_cache"], kv["total_mapped_file"], kv["total_swap"]
-		x.KernelUsage, _ = readUint(filepath.Join(memDir, "memory.kmem.usage_in_bytes"))
-		x.MaxUsage, _ = readUint(filepath.Join(memDir, "memory.max_usage_in_bytes"))
-		x.Failcnt, _ = readUint(filepath.Join(memDir, "memory.failcnt"))
-		x.OOMKills = readKV(filepath.Join(memDir, "memory.oom_control"))["oom_kill"]
+		st.Extra.Cache, st.Extra.MappedFile, st.Extra.Swap = kv["total_cache"], kv["total_mapped_file"], kv["total_swap"]
 	}
-	readTasks(filepath.Join(cgroupRoot, "pids", path), &st.Extra)
 	return st
 }
 
 // readTasks fills the process, thread, descriptor and socket counts of the
 // cgroup subtree at dir (the pids hierarchy on v1, the cgroup on v2).
-func readTasks(dir string, x *CgroupExtra) {
+func readTasks(dir string, x *TaskCounts) {
 	x.Threads, _ = readUint(filepath.Join(dir, "pids.current"))
 	if b, err := os.ReadFile(filepath.Join(dir, "pids.max")); err == nil {
 		x.ThreadsMax, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64) // "max": 0
@@ -134,6 +125,7 @@ func readCgroup2(dir string, st CgroupStats) CgroupStats {
 	cpu := readKV(filepath.Join(dir, "cpu.stat"))
 	if v, ok := cpu["usage_usec"]; ok {
 		st.CPUUsageNanos, st.HaveCPU = v*1000, true
+		// cpu.stat is read anyway on v2: its extra figures are free.
 		x := &st.Extra
 		x.CPUUserNanos, x.CPUSystemNanos = cpu["user_usec"]*1000, cpu["system_usec"]*1000
 		x.CFSPeriods, x.CFSThrottledPeriods, x.CFSThrottledNanos = cpu["nr_periods"], cpu["nr_throttled"], cpu["throttled_usec"]*1000
@@ -151,14 +143,8 @@ func readCgroup2(dir string, st CgroupStats) CgroupStats {
 		st.RSS = kv["anon"]
 		st.PageFaults = kv["pgfault"]
 		st.MajorFaults = kv["pgmajfault"]
-		x := &st.Extra
-		x.Cache, x.MappedFile, x.KernelUsage = kv["file"], kv["file_mapped"], kv["kernel"]
-		x.Swap, _ = readUint(filepath.Join(dir, "memory.swap.current"))
-		x.MaxUsage, _ = readUint(filepath.Join(dir, "memory.peak"))
-		ev := readKV(filepath.Join(dir, "memory.events"))
-		x.Failcnt, x.OOMKills = ev["max"], ev["oom_kill"]
+		st.Extra.Cache, st.Extra.MappedFile, st.Extra.KernelUsage = kv["file"], kv["file_mapped"], kv["kernel"]
 	}
-	readTasks(dir, &st.Extra)
 	return st
 }
 
@@ -310,6 +296,8 @@ type statsCache struct {
 	cgroups    map[string]*statsEntry[CgroupStats]  // by cgroupfs path
 	fs         map[string]*statsEntry[FsUsage]      // by upper dir
 	nets       map[string]*statsEntry[NetworkStats] // by sandbox id
+	tasks      map[string]*statsEntry[TaskCounts]   // by cgroupfs path
+	detail     map[string]*statsEntry[CgroupExtra]  // by cgroupfs path
 	lastSweep  time.Time
 	now        func() time.Time
 	readCgroup func(path string) CgroupStats
@@ -322,6 +310,8 @@ func newStatsCache() *statsCache {
 		cgroups:    map[string]*statsEntry[CgroupStats]{},
 		fs:         map[string]*statsEntry[FsUsage]{},
 		nets:       map[string]*statsEntry[NetworkStats]{},
+		tasks:      map[string]*statsEntry[TaskCounts]{},
+		detail:     map[string]*statsEntry[CgroupExtra]{},
 		now:        time.Now,
 		readCgroup: readCgroupStats,
 		readFs: func(dir string) FsUsage {
@@ -371,6 +361,8 @@ func (c *statsCache) sweepLocked(now time.Time) {
 	sweep(c.cgroups, now)
 	sweep(c.fs, now)
 	sweep(c.nets, now)
+	sweep(c.tasks, now)
+	sweep(c.detail, now)
 }
 
 func sweep[T any](m map[string]*statsEntry[T], now time.Time) {
@@ -384,6 +376,72 @@ func sweep[T any](m map[string]*statsEntry[T], now time.Time) {
 func (c *statsCache) cgroup(path string) CgroupStats {
 	return cached(c, c.cgroups, path, StatsMaxAge, func() CgroupStats { return c.readCgroup(path) })
 }
+
+// readCgroupDetails reads the figures of CgroupExtra that the stats read
+// leaves out (v1: their own files; v2: memory.swap.current, peak, events).
+func readCgroupDetails(path string) CgroupExtra {
+	var x CgroupExtra
+	if unifiedOnly() {
+		dir := filepath.Join(cgroupRoot, path)
+		x.Swap, _ = readUint(filepath.Join(dir, "memory.swap.current"))
+		x.MaxUsage, _ = readUint(filepath.Join(dir, "memory.peak"))
+		ev := readKV(filepath.Join(dir, "memory.events"))
+		x.Failcnt, x.OOMKills = ev["max"], ev["oom_kill"]
+		return x
+	}
+	acct := filepath.Join(cgroupRoot, "cpuacct", path)
+	u, uerr := readUint(filepath.Join(acct, "cpuacct.usage_user"))
+	sy, serr := readUint(filepath.Join(acct, "cpuacct.usage_sys"))
+	if uerr == nil && serr == nil {
+		x.CPUUserNanos, x.CPUSystemNanos = u, sy
+	} else { // older kernels: USER_HZ ticks
+		kv := readKV(filepath.Join(acct, "cpuacct.stat"))
+		x.CPUUserNanos, x.CPUSystemNanos = kv["user"]*1e7, kv["system"]*1e7
+	}
+	cpu := readKV(filepath.Join(cgroupRoot, "cpu", path, "cpu.stat"))
+	x.CFSPeriods, x.CFSThrottledPeriods, x.CFSThrottledNanos = cpu["nr_periods"], cpu["nr_throttled"], cpu["throttled_time"]
+	mem := filepath.Join(cgroupRoot, "memory", path)
+	x.KernelUsage, _ = readUint(filepath.Join(mem, "memory.kmem.usage_in_bytes"))
+	x.MaxUsage, _ = readUint(filepath.Join(mem, "memory.max_usage_in_bytes"))
+	x.Failcnt, _ = readUint(filepath.Join(mem, "memory.failcnt"))
+	x.OOMKills = readKV(filepath.Join(mem, "memory.oom_control"))["oom_kill"]
+	return x
+}
+
+// details merges the cached detailed figures of path into extra (the
+// ones the stats read filled stay).
+func (c *statsCache) details(path string, extra CgroupExtra) CgroupExtra {
+	d := cached(c, c.detail, path, StatsMaxAge, func() CgroupExtra { return readCgroupDetails(path) })
+	if unifiedOnly() {
+		extra.Swap, extra.MaxUsage, extra.Failcnt, extra.OOMKills = d.Swap, d.MaxUsage, d.Failcnt, d.OOMKills
+		return extra
+	}
+	d.Cache, d.MappedFile, d.Swap = extra.Cache, extra.MappedFile, extra.Swap
+	return d
+}
+
+// CgroupDetails completes cg (a stats read of path) with the figures only
+// CRI metrics need, cached like the rest.
+func (m *Manager) CgroupDetails(path string, cg CgroupStats) CgroupStats {
+	cg.Extra = m.stats.details(path, cg.Extra)
+	return cg
+}
+
+func (c *statsCache) taskCounts(path string) TaskCounts {
+	return cached(c, c.tasks, path, StatsMaxAge, func() TaskCounts {
+		var t TaskCounts
+		dir := filepath.Join(cgroupRoot, "pids", path)
+		if unifiedOnly() {
+			dir = filepath.Join(cgroupRoot, path)
+		}
+		readTasks(dir, &t)
+		return t
+	})
+}
+
+// TaskCounts of the cgroup at path (a pod's parent or a container's),
+// cached like the rest.
+func (m *Manager) TaskCounts(path string) TaskCounts { return m.stats.taskCounts(path) }
 
 func (c *statsCache) writable(dir string) FsUsage {
 	return cached(c, c.fs, dir, FsStatsMaxAge, func() FsUsage { return c.readFs(dir) })
