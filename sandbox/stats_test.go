@@ -104,13 +104,13 @@ func TestReadTasks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var x CgroupExtra
+	var x TaskCounts
 	readTasks(dir, &x)
 	if x.Threads != 7 || x.ThreadsMax != 0 || x.Processes != 1 || x.FileDescriptors == 0 {
 		t.Errorf("readTasks = %+v: want 7 threads, no limit, 1 process (this test's) with its descriptors", x)
 	}
 	os.WriteFile(filepath.Join(dir, "pids.max"), []byte("512\n"), 0o644)
-	x = CgroupExtra{}
+	x = TaskCounts{}
 	readTasks(dir, &x)
 	if x.ThreadsMax != 512 {
 		t.Errorf("ThreadsMax = %d, want 512", x.ThreadsMax)
