@@ -15,7 +15,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -32,6 +31,7 @@ import (
 
 	"peapod/agent"
 	"peapod/config"
+	"peapod/internal/unixsock"
 	"peapod/probes"
 	"peapod/volumes"
 )
@@ -137,7 +137,7 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	mux.Handle("GET /pods", a.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	ln, err := listenUnix(listen)
+	ln, err := unixsock.Listen(listen, 0o600)
 	if err != nil {
 		return err
 	}
@@ -181,31 +181,4 @@ func waitRuntime(ctx context.Context, rs interface {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// listenUnix listens on a root-only socket, replacing a stale one but
-// never a live one (another agent on the same state dir).
-func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
-		return nil, err
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("%s exists and is not a socket", path)
-		}
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s: another agent is listening", path)
-		}
-		os.Remove(path)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -24,6 +23,7 @@ import (
 	"peapod/cri"
 	"peapod/cri/streaming"
 	"peapod/image"
+	"peapod/internal/unixsock"
 	"peapod/metrics"
 	"peapod/oci"
 	"peapod/sandbox"
@@ -217,7 +217,7 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 		grpc.MaxSendMsgSize(16<<20),
 	)
 	server.Register(g)
-	ln, err := listenUnix(cfg.CRI.Socket, 0o660)
+	ln, err := unixsock.Listen(cfg.CRI.Socket, 0o660)
 	if err != nil {
 		return err
 	}
@@ -292,37 +292,11 @@ func findPause() (string, []string, error) {
 	return self, []string{"pause"}, nil
 }
 
-// listenUnix replaces a stale socket and sets its mode before serving.
-func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
-		return nil, err
-	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("%s exists and is not a socket", path)
-		}
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s: another daemon is listening", path)
-		}
-		os.Remove(path)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", path, err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
-}
-
 // startAdmin serves the root-only admin API (image import/export) on a
 // unix socket: it writes to the image store, so it is not on the TCP
 // endpoint that any local user or hostNetwork pod could reach.
 func startAdmin(cfg *config.Config, images *image.Service) (*http.Server, error) {
-	ln, err := listenUnix(adminSocket(cfg), 0o600)
+	ln, err := unixsock.Listen(adminSocket(cfg), 0o600)
 	if err != nil {
 		return nil, err
 	}
