@@ -40,6 +40,7 @@ type options struct {
 	first   int           // replicas of the first scale-up
 	pods    int           // replicas of the second
 	idle    time.Duration // idle window with pods Ready
+	gates   string        // the kubelet's feature gates ("Name=true,…")
 	timeout time.Duration // limit of each wait
 }
 
@@ -55,6 +56,7 @@ func main() {
 	flag.IntVar(&o.pods, "pods", 100, "replicas of the second scale-up")
 	flag.DurationVar(&o.idle, "idle", 2*time.Minute, "idle window with every pod Ready, for CPU and memory")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "limit of each wait (pods Ready, pods gone, sandboxes gone)")
+	flag.StringVar(&o.gates, "kubelet-feature-gates", "", "the kubelet's feature gates, e.g. EventedPLEG=true,PLEGOnDemandRelist=true (compare runs with and without)")
 	flag.Parse()
 	if abs, err := filepath.Abs(o.out); err == nil {
 		o.out = abs

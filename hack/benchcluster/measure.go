@@ -79,7 +79,7 @@ func measure(ctx context.Context, o options, key string) (r *result) {
 		r.err = err
 		return r
 	}
-	c, err := harness.Up(ctx, harness.Options{Dir: dir, Repo: o.repo, BinDir: o.binDir, Runtime: key, Log: os.Stderr})
+	c, err := harness.Up(ctx, harness.Options{Dir: dir, Repo: o.repo, BinDir: o.binDir, Runtime: key, Log: os.Stderr, KubeletFeatureGates: o.gates})
 	if err != nil {
 		// Up has torn down what it made (and removed dir) already.
 		if c == nil {

@@ -194,6 +194,9 @@ func render(o options, rs []*result, loadBefore, loadAfter string) (string, []st
 	fmt.Fprintf(&b, "\nkubelet v1.37.2 on %s — %s, load avg before %s, after %s\n", strings.Join(heads, " vs "),
 		time.Now().UTC().Format(time.RFC3339), loadBefore, loadAfter)
 	fmt.Fprintf(&b, "Deployment of busybox httpd (readiness httpGet every 1 s), replicas 0→%d→%d, idle %s, deleted; one node at a time\n", o.first, o.pods, o.idle)
+	if o.gates != "" {
+		fmt.Fprintf(&b, "kubelet feature gates: %s\n", o.gates)
+	}
 	fmt.Fprintf(&b, "pod start SLI: kubelet_pod_start_sli_duration_seconds, the histogram's delta over each scale-up (the warm-up pod before it excluded),\n")
 	fmt.Fprintf(&b, "  quantiles as PromQL histogram_quantile: linear within the bucket (bounds 0.5 1 2 3 4 5 6 8 10 20 30 … s)\n\n")
 	b.WriteString(t.format())
