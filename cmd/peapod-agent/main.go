@@ -67,6 +67,9 @@ func run(args []string) error {
 	if *state != "" {
 		cfg.State = *state
 	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	if *endpoint == "" {
 		*endpoint = "unix://" + cfg.CRI.Socket
 	}
