@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -116,7 +117,7 @@ func TestAgentOnContainerd(t *testing.T) {
 		after, _ := filepath.Glob("/sys/fs/cgroup/memory/*")
 		for _, p := range after {
 			// peapod's own parent belongs to the daemons of other tests.
-			if !containsString(cgroupsBefore, p) && filepath.Base(p) != "peapod" {
+			if !slices.Contains(cgroupsBefore, p) && filepath.Base(p) != "peapod" {
 				if fi, err := os.Stat(p); err == nil && fi.IsDir() {
 					for _, h := range hierarchies() {
 						removeTree(filepath.Join("/sys/fs/cgroup", h, filepath.Base(p)))
@@ -263,15 +264,6 @@ func unmountBelow(t *testing.T, dir string) {
 			syscall.Unmount(f[1], syscall.MNT_DETACH)
 		}
 	}
-}
-
-func containsString(xs []string, s string) bool {
-	for _, x := range xs {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // hierarchies are the cgroup mounts below /sys/fs/cgroup.
