@@ -74,6 +74,9 @@ type Agent struct {
 	reaping      map[types.UID]bool
 	scanned      bool
 	wg           sync.WaitGroup
+
+	// cluster is set in node mode.
+	cluster *clusterState
 }
 
 // New checks o, fills in defaults and returns an Agent; Run starts it.
@@ -118,15 +121,34 @@ func New(o Options) (*Agent, error) {
 	if o.NodeIP != "" {
 		a.nodeIPs = []string{o.NodeIP}
 	} else {
-		a.nodeIPs = detectNodeIPs()
+		a.nodeIPs = DetectNodeIPs()
 	}
 	a.nodeAllocatable = downward.NodeAllocatable()
+	if o.Cluster != nil {
+		cs, err := newClusterState(*o.Cluster, o.NodeName)
+		if err != nil {
+			return nil, err
+		}
+		a.cluster = cs
+	}
 	return a, nil
+}
+
+func (a *Agent) dnsSettings() dnsSettings {
+	return dnsSettings{ResolvConf: a.resolvConf, ClusterDNS: a.o.ClusterDNS, ClusterDomain: a.o.ClusterDomain}
 }
 
 // Run watches the manifest directory and runs its pods until ctx ends. It
 // leaves the pods running when it returns.
 func (a *Agent) Run(ctx context.Context) error {
+	if a.cluster != nil {
+		// Before the first reconcile: until the API server's pods are
+		// listed, their running sandboxes would look like orphans.
+		if err := a.runCluster(ctx); err != nil {
+			a.wg.Wait()
+			return err
+		}
+	}
 	a.rescan(ctx)
 	a.reapOrphans(ctx)
 	if p := a.o.Prober; p != nil {
@@ -139,7 +161,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	poll := min(max(a.syncPeriod, 100*time.Millisecond), 2*time.Second)
 	t := time.NewTicker(poll)
 	defer t.Stop()
-	lastReap := a.clock.Now()
+	lastReap, lastObjects := a.clock.Now(), a.clock.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -148,6 +170,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		a.rescan(ctx)
+		if a.cluster != nil && a.clock.Now().Sub(lastObjects) > apiObjectsRefresh {
+			lastObjects = a.clock.Now()
+			a.updateVolumeObjects(ctx)
+		}
 		if a.clock.Now().Sub(lastReap) > time.Minute {
 			lastReap = a.clock.Now()
 			a.reapOrphans(ctx)
@@ -171,6 +197,9 @@ func (a *Agent) forwardProbeUpdates(ctx context.Context, ch <-chan ProbeUpdate) 
 			if w == nil {
 				continue
 			}
+			if u.Result == ProbeFailure {
+				w.a.event(w.pod, v1.EventTypeWarning, "Unhealthy", "%s probe failed: %s", u.Kind, u.Message)
+			}
 			if u.Kind == ProbeLiveness && u.Result == ProbeFailure {
 				klog.InfoS("Liveness probe failed; the container will be restarted", "pod", klog.KObj(w.pod), "container", u.ContainerName, "message", u.Message)
 				w.mu.Lock()
@@ -191,6 +220,14 @@ func (a *Agent) rescan(ctx context.Context) {
 	a.mu.Unlock()
 	if changed {
 		set := readManifestDir(a.o.ManifestsDir, a.o.NodeName)
+		if a.cluster != nil {
+			// In a cluster, static pods are named <name>-<node> as the
+			// kubelet names them, so that their mirror pods of several
+			// nodes do not clash.
+			for _, p := range set.Pods {
+				p.Name += "-" + strings.ToLower(a.o.NodeName)
+			}
+		}
 		for _, e := range set.Errors {
 			klog.ErrorS(e.Err, "Invalid manifest", "file", e.File, "document", e.Doc, "pod", e.Namespace+"/"+e.Name)
 		}
@@ -203,9 +240,7 @@ func (a *Agent) rescan(ctx context.Context) {
 		a.mu.Unlock()
 		// ConfigMaps and Secrets may have changed: volumes that project
 		// them are updated in place, as the kubelet does.
-		if u, ok := a.o.Volumes.(ObjectsUpdater); ok {
-			u.UpdateObjects(set.Objects)
-		}
+		a.updateVolumeObjects(ctx)
 	}
 	a.reconcile(ctx)
 }
@@ -216,16 +251,18 @@ func (a *Agent) rescan(ctx context.Context) {
 func (a *Agent) reconcile(ctx context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	want := map[types.UID]*v1.Pod{}
-	for _, p := range a.desired {
-		want[p.UID] = p
-	}
+	want := a.wantLocked()
 	terminatingNames := map[string]bool{}
 	for uid, w := range a.workers {
-		if _, ok := want[uid]; !ok && !a.removing[uid] {
-			klog.InfoS("Pod removed from the manifests; terminating", "pod", klog.KObj(w.pod), "podUID", uid)
-			a.removing[uid] = true
-			close(w.terminate)
+		p, ok := want[uid]
+		switch {
+		case a.removing[uid]:
+		case !ok:
+			klog.InfoS("Pod removed from its source; terminating", "pod", klog.KObj(w.pod), "podUID", uid)
+			a.terminateLocked(w, nil)
+		case p.DeletionTimestamp != nil:
+			klog.InfoS("Pod deleted in the API server; terminating", "pod", klog.KObj(w.pod), "podUID", uid, "gracePeriod", p.DeletionGracePeriodSeconds)
+			a.terminateLocked(w, p.DeletionGracePeriodSeconds)
 		}
 		if a.removing[uid] {
 			terminatingNames[objects.Key(w.pod.Namespace, w.pod.Name)] = true
@@ -236,7 +273,39 @@ func (a *Agent) reconcile(ctx context.Context) {
 			continue
 		}
 		a.startWorkerLocked(ctx, p)
+		if p.DeletionTimestamp != nil {
+			// Deleted while the agent was away or before it ran: stop
+			// whatever runs of it, start nothing.
+			a.terminateLocked(a.workers[uid], p.DeletionGracePeriodSeconds)
+		}
 	}
+}
+
+// wantLocked is every pod that should have a worker: the static pods and,
+// in node mode, the admitted API pods.
+func (a *Agent) wantLocked() map[types.UID]*v1.Pod {
+	want := map[types.UID]*v1.Pod{}
+	for _, p := range a.desired {
+		want[p.UID] = p
+	}
+	if cs := a.cluster; cs != nil {
+		cs.admitLocked(a)
+		cs.wantLocked(want)
+	}
+	return want
+}
+
+// terminateLocked tells w to stop its pod, within grace seconds when set
+// (a deletion's grace period) instead of the pod's own.
+func (a *Agent) terminateLocked(w *worker, grace *int64) {
+	if grace != nil {
+		w.mu.Lock()
+		g := *grace
+		w.deletionGrace = &g
+		w.mu.Unlock()
+	}
+	a.removing[w.pod.UID] = true
+	close(w.terminate)
 }
 
 func (a *Agent) startWorkerLocked(ctx context.Context, pod *v1.Pod) {
@@ -264,6 +333,7 @@ func (a *Agent) startWorkerLocked(ctx context.Context, pod *v1.Pod) {
 		}
 		a.mu.Unlock()
 		if ctx.Err() == nil {
+			a.workerDone(ctx, pod)
 			a.reconcile(ctx)
 		}
 	}()
@@ -289,9 +359,13 @@ func (a *Agent) reapOrphans(ctx context.Context) {
 		return
 	}
 	a.mu.Lock()
+	if cs := a.cluster; cs != nil && !cs.synced {
+		a.mu.Unlock()
+		return
+	}
 	want := map[types.UID]bool{}
-	for _, p := range a.desired {
-		want[p.UID] = true
+	for uid := range a.wantLocked() {
+		want[uid] = true
 	}
 	orphans := map[types.UID]*v1.Pod{}
 	for _, s := range sbs {
@@ -469,9 +543,9 @@ func writeFileAtomic(path string, b []byte) error {
 	return os.Rename(tmp, path)
 }
 
-// detectNodeIPs returns the first global unicast IPv4 (then IPv6) address
-// of the host.
-func detectNodeIPs() []string {
+// DetectNodeIPs returns the first global unicast IPv4 (then IPv6) address
+// of the host: the node IP when none is configured.
+func DetectNodeIPs() []string {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil
@@ -493,4 +567,41 @@ func detectNodeIPs() []string {
 		return []string{v6}
 	}
 	return nil
+}
+
+// apiObjectsRefresh is how often, in node mode, the volumes get the API
+// server's current ConfigMaps and Secrets (the object source caches them
+// for a minute, as the kubelet's TTL cache does).
+const apiObjectsRefresh = 30 * time.Second
+
+// updateVolumeObjects hands the volume manager every object a running pod
+// may project: the manifest directory's and, in node mode, those of each
+// API pod, so that ConfigMap and Secret volumes follow their objects.
+func (a *Agent) updateVolumeObjects(ctx context.Context) {
+	u, ok := a.o.Volumes.(ObjectsUpdater)
+	if !ok {
+		return
+	}
+	a.mu.Lock()
+	all := objects.New().Merge(a.objects)
+	var apiPods []*v1.Pod
+	if cs := a.cluster; cs != nil && cs.o.Objects != nil {
+		for _, w := range a.workers {
+			if !isStaticPod(w.pod) && !a.removing[w.pod.UID] {
+				apiPods = append(apiPods, w.pod)
+			}
+		}
+	}
+	a.mu.Unlock()
+	for _, p := range apiPods {
+		objs, err := a.cluster.o.Objects.Objects(ctx, p)
+		if err != nil {
+			klog.V(2).InfoS("Refreshing the objects of a pod failed; its volumes keep the last ones", "pod", klog.KObj(p), "error", err)
+			// Keep what the volumes have: a pod that lost its objects
+			// for a moment must not see its files vanish.
+			return
+		}
+		all = all.Merge(objs)
+	}
+	u.UpdateObjects(all)
 }

@@ -279,7 +279,7 @@ func TestAgentAdoptsRunningPodAfterRestart(t *testing.T) {
 		// container labelled with the pod's UID, restarted 3 times.
 		set := readManifestDir(e.dir, "node1")
 		p := set.Pods[0]
-		sbCfg, err := makeSandboxConfig(p, 0, "/var/log/pods", "/nonexistent")
+		sbCfg, err := makeSandboxConfig(p, 0, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"})
 		if err != nil {
 			panic(err)
 		}
@@ -378,7 +378,7 @@ func TestAgentRemovesOrphansAndReportsInvalidManifests(t *testing.T) {
 	e := newTestEnv(t, map[string]string{"bad.yaml": "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec: {containers: []}\n"}, func(e *testEnv) {
 		orphan := &v1.Pod{}
 		orphan.Name, orphan.Namespace, orphan.UID = "gone", "default", "olduid"
-		cfg, _ := makeSandboxConfig(orphan, 0, "/var/log/pods", "/nonexistent")
+		cfg, _ := makeSandboxConfig(orphan, 0, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"})
 		_, _ = e.rt.RunPodSandbox(context.Background(), cfg, "")
 		// A sandbox somebody else (crictl, a kubelet) made: left alone.
 		foreign := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "k", Namespace: "kube-system", Uid: "x"},

@@ -76,7 +76,7 @@ func podLabels(pod *v1.Pod) map[string]string {
 }
 
 // makeSandboxConfig is the PodSandboxConfig of pod.
-func makeSandboxConfig(pod *v1.Pod, attempt uint32, logsRoot, resolvConf string) (*runtimeapi.PodSandboxConfig, error) {
+func makeSandboxConfig(pod *v1.Pod, attempt uint32, logsRoot string, dnsSet dnsSettings) (*runtimeapi.PodSandboxConfig, error) {
 	cfg := &runtimeapi.PodSandboxConfig{
 		Metadata: &runtimeapi.PodSandboxMetadata{
 			Name: pod.Name, Namespace: pod.Namespace, Uid: string(pod.UID), Attempt: attempt,
@@ -91,7 +91,7 @@ func makeSandboxConfig(pod *v1.Pod, attempt uint32, logsRoot, resolvConf string)
 	if !pod.Spec.HostNetwork {
 		cfg.Hostname = podHostname(pod)
 	}
-	dns, err := makeDNSConfig(pod, resolvConf)
+	dns, err := makeDNSConfig(pod, dnsSet)
 	if err != nil {
 		return nil, err
 	}
@@ -200,23 +200,44 @@ func supplementalGroups(psc *v1.PodSecurityContext) []int64 {
 	return g
 }
 
-// makeDNSConfig follows the kubelet's dns.Configurer without cluster DNS:
-// ClusterFirst falls back to Default; Default with no pod dnsConfig is nil
+// dnsSettings are the node's DNS facts a pod's resolv.conf derives from.
+type dnsSettings struct {
+	ResolvConf string // the node's, for Default and as the base of a pod dnsConfig
+	// ClusterDNS and ClusterDomain: agent.cluster_dns / cluster_domain.
+	ClusterDNS    []string
+	ClusterDomain string
+}
+
+// makeDNSConfig follows the kubelet's dns.Configurer: ClusterFirst (and
+// ClusterFirstWithHostNet on the host network) use the cluster DNS servers
+// with the <ns>.svc.<domain>, svc.<domain>, <domain> searches before the
+// node's and ndots:5; without cluster DNS, or ClusterFirst on the host
+// network, they fall back to Default. Default with no pod dnsConfig is nil
 // (the runtime copies the node's resolv.conf); a pod dnsConfig is merged
-// into the node's resolv.conf; None takes the pod dnsConfig alone.
-func makeDNSConfig(pod *v1.Pod, resolvConf string) (*runtimeapi.DNSConfig, error) {
+// into the result; None takes the pod dnsConfig alone.
+func makeDNSConfig(pod *v1.Pod, set dnsSettings) (*runtimeapi.DNSConfig, error) {
 	pc := pod.Spec.DNSConfig
-	if pod.Spec.DNSPolicy != v1.DNSNone && pc == nil {
+	policy := pod.Spec.DNSPolicy
+	hostNet := pod.Spec.HostNetwork
+	clusterFirst := len(set.ClusterDNS) > 0 && set.ClusterDomain != "" &&
+		((policy == v1.DNSClusterFirst && !hostNet) || policy == v1.DNSClusterFirstWithHostNet)
+	if policy != v1.DNSNone && pc == nil && !clusterFirst {
 		return nil, nil
 	}
 	cfg := &runtimeapi.DNSConfig{}
 	var opts []string
-	if pod.Spec.DNSPolicy != v1.DNSNone {
-		servers, searches, o, err := parseResolvConf(resolvConf)
+	if policy != v1.DNSNone {
+		servers, searches, o, err := parseResolvConf(set.ResolvConf)
 		if err != nil {
 			return nil, err
 		}
 		cfg.Servers, cfg.Searches, opts = servers, searches, o
+		if clusterFirst {
+			d := set.ClusterDomain
+			cfg.Servers = append([]string(nil), set.ClusterDNS...)
+			cfg.Searches = append([]string{pod.Namespace + ".svc." + d, "svc." + d, d}, searches...)
+			opts = []string{"ndots:5"}
+		}
 	}
 	if pc != nil {
 		cfg.Servers = dedupe(append(cfg.Servers, pc.Nameservers...))

@@ -49,7 +49,7 @@ func TestSandboxConfig(t *testing.T) {
 	pod := testPod(v1.RestartPolicyAlways, nil, "app")
 	pod.Spec.Containers[0].Ports = []v1.ContainerPort{{ContainerPort: 80, HostPort: 8080, Protocol: v1.ProtocolTCP}, {ContainerPort: 53, Protocol: v1.ProtocolUDP}}
 	pod.Spec.Hostname = "h"
-	cfg, err := makeSandboxConfig(pod, 2, "/var/log/pods", "/nonexistent")
+	cfg, err := makeSandboxConfig(pod, 2, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestSandboxConfig(t *testing.T) {
 	pod.Spec.DNSConfig = &v1.PodDNSConfig{Nameservers: []string{"1.1.1.1"}, Searches: []string{"svc.local"}}
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver 10.0.0.53\nsearch example.com\noptions ndots:2\n"), 0o644)
-	cfg, _ = makeSandboxConfig(pod, 0, "/var/log/pods", resolv)
+	cfg, _ = makeSandboxConfig(pod, 0, "/var/log/pods", dnsSettings{ResolvConf: resolv})
 	if cfg.Hostname != "" || cfg.Linux.SecurityContext.NamespaceOptions.Network != runtimeapi.NamespaceMode_NODE {
 		t.Errorf("hostNetwork: hostname %q ns %v", cfg.Hostname, cfg.Linux.SecurityContext.NamespaceOptions)
 	}
@@ -76,7 +76,7 @@ func TestSandboxConfig(t *testing.T) {
 		t.Errorf("dns %v", cfg.DnsConfig)
 	}
 	pod.Spec.DNSPolicy = v1.DNSNone
-	cfg, _ = makeSandboxConfig(pod, 0, "/var/log/pods", resolv)
+	cfg, _ = makeSandboxConfig(pod, 0, "/var/log/pods", dnsSettings{ResolvConf: resolv})
 	if !reflect.DeepEqual(cfg.DnsConfig.Servers, []string{"1.1.1.1"}) {
 		t.Errorf("dnsPolicy None: %v", cfg.DnsConfig)
 	}
@@ -129,5 +129,48 @@ func TestContainerConfigSecurity(t *testing.T) {
 		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
 			t.Errorf("runAs %v image %v/%q: err %v, want %q", tc.runAs, tc.imgUID, tc.imgUser, err, tc.wantErr)
 		}
+	}
+}
+
+func TestClusterDNS(t *testing.T) {
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 10.0.0.53\nsearch example.com\noptions ndots:2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cluster := dnsSettings{ResolvConf: resolv, ClusterDNS: []string{"10.96.0.10"}, ClusterDomain: "cluster.local"}
+	podSearch := []string{"default.svc.cluster.local", "svc.cluster.local", "cluster.local", "example.com"}
+	for _, tc := range []struct {
+		name     string
+		policy   v1.DNSPolicy
+		hostNet  bool
+		set      dnsSettings
+		servers  []string
+		searches []string
+		options  []string
+		isNil    bool
+	}{
+		{"ClusterFirst", v1.DNSClusterFirst, false, cluster, []string{"10.96.0.10"}, podSearch, []string{"ndots:5"}, false},
+		{"ClusterFirst on the host network is Default", v1.DNSClusterFirst, true, cluster, nil, nil, nil, true},
+		{"ClusterFirstWithHostNet", v1.DNSClusterFirstWithHostNet, true, cluster, []string{"10.96.0.10"}, podSearch, []string{"ndots:5"}, false},
+		{"ClusterFirst without cluster DNS is Default", v1.DNSClusterFirst, false, dnsSettings{ResolvConf: resolv}, nil, nil, nil, true},
+		{"Default", v1.DNSDefault, false, cluster, nil, nil, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := testPod(v1.RestartPolicyAlways, nil, "app")
+			pod.Spec.DNSPolicy, pod.Spec.HostNetwork = tc.policy, tc.hostNet
+			got, err := makeDNSConfig(pod, tc.set)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.isNil {
+				if got != nil {
+					t.Fatalf("got %v, want the node's resolv.conf (nil)", got)
+				}
+				return
+			}
+			if !reflect.DeepEqual(got.Servers, tc.servers) || !reflect.DeepEqual(got.Searches, tc.searches) || !reflect.DeepEqual(got.Options, tc.options) {
+				t.Errorf("got %v", got)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	criapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -51,8 +52,46 @@ type Options struct {
 	// but not more often than every 100ms and not less than every 2s.
 	SyncPeriod time.Duration
 
+	// ClusterDNS and ClusterDomain: the nameservers and search suffix of
+	// ClusterFirst pods (agent.cluster_dns, agent.cluster_domain); no
+	// cluster DNS means such pods get the node's resolv.conf.
+	ClusterDNS    []string
+	ClusterDomain string
+
+	// Cluster turns on node mode; nil runs the static pods only.
+	Cluster *ClusterOptions
+
 	// clock is replaced by tests.
 	clock clock
+}
+
+// ClusterOptions make the agent a node of a cluster: it runs the pods the
+// API server binds to it besides the static pods (mirrored there), reports
+// their status and deletes them once stopped, as the kubelet does.
+type ClusterOptions struct {
+	// Client talks to the API server with the node's credentials.
+	Client kubernetes.Interface
+	// Node is the registered Node (node/): admission reads its labels,
+	// taints and allocatable, mirror pods name it as their owner.
+	Node NodeView
+	// Objects fetches what API pods refer to (agent/apiobjects).
+	Objects ObjectSource
+	// MaxPods is the admission limit on pods (agent.max_pods).
+	MaxPods int
+}
+
+// NodeView is what the agent reads of the node (*node.Node has it).
+type NodeView interface {
+	// Current is the last known Node object, nil before registration.
+	Current() *v1.Node
+}
+
+// ObjectSource gives API pods their ConfigMaps, Secrets, claims and
+// service links (*apiobjects.Source has it).
+type ObjectSource interface {
+	Objects(ctx context.Context, pod *v1.Pod) (*Objects, error)
+	Forget(pod *v1.Pod)
+	ServiceEnv(pod *v1.Pod) ([]v1.EnvVar, error)
 }
 
 // Prober is what the agent needs of probes.Manager; *probes.Manager

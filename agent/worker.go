@@ -64,6 +64,9 @@ type worker struct {
 	startObserved bool
 	terminated    bool
 	nextWake      time.Time
+	// deletionGrace is the grace period of the pod's deletion in the API
+	// server, which wins over spec.terminationGracePeriodSeconds.
+	deletionGrace *int64
 }
 
 func newWorker(a *Agent, pod *v1.Pod) *worker {
@@ -98,6 +101,14 @@ func (w *worker) run(ctx context.Context) {
 	terminating := false
 	term := w.terminate
 	for {
+		if !terminating {
+			// Told to stop before (or while) running: never sync first.
+			select {
+			case <-term:
+				terminating, term = true, nil
+			default:
+			}
+		}
 		if terminating {
 			if err := w.terminatePod(ctx, true); err != nil {
 				w.log().Error(err, "Terminating pod failed; retrying")
@@ -371,12 +382,14 @@ func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podAct
 		changed = true
 		c := findObserved(st, k.ID)
 		w.log().Info("Killing container", "container", k.Name, "reason", k.Reason)
+		w.a.event(w.pod, v1.EventTypeNormal, "Killing", "%s", k.Reason)
 		if err := w.killContainer(ctx, c, gracePeriod(w.pod), k.Reason); err != nil {
 			w.log().Error(err, "Killing container failed", "container", k.Name)
 		}
 	}
 	for _, b := range acts.BackOff {
 		w.setWaiting(b.Name, "CrashLoopBackOff", b.Message)
+		w.a.event(w.pod, v1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s", b.Name, klog.KObj(w.pod))
 		w.wakeAt(b.Until)
 	}
 	if acts.Terminal {
@@ -401,7 +414,7 @@ func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podAct
 		attempt = sb.Attempt
 		podIPs = sb.IPs
 	}
-	sbCfg, err := makeSandboxConfig(w.pod, attempt, w.a.o.PodLogsDir, w.a.resolvConf)
+	sbCfg, err := makeSandboxConfig(w.pod, attempt, w.a.o.PodLogsDir, w.a.dnsSettings())
 	if err != nil {
 		w.setPodError("sandbox config: " + err.Error())
 		return changed
@@ -489,8 +502,15 @@ func (w *worker) ensureVolumes(ctx context.Context) error {
 		w.mounts, w.volumesReady = m, true
 		return nil
 	}
-	m, err := w.a.o.Volumes.SetupPod(ctx, w.pod, w.a.currentObjects())
+	objs, err := w.podObjects(ctx)
 	if err != nil {
+		msg := "volume setup: " + err.Error()
+		w.markAllWaiting("ContainerCreating", msg)
+		return errors.New(msg)
+	}
+	m, err := w.a.o.Volumes.SetupPod(ctx, w.pod, objs)
+	if err != nil {
+		w.a.event(w.pod, v1.EventTypeWarning, "FailedMount", "Unable to attach or mount volumes: %v", err)
 		msg := "volume setup: " + err.Error()
 		w.markAllWaiting("ContainerCreating", msg)
 		return errors.New(msg)
@@ -552,11 +572,21 @@ func (w *worker) startContainer(ctx context.Context, sandboxID string, sbCfg *ru
 	if err != nil {
 		return err
 	}
+	objs, err := w.podObjects(ctx)
+	if err != nil {
+		w.setWaiting(c.Name, "CreateContainerConfigError", err.Error())
+		return err
+	}
+	services, err := w.serviceEnv()
+	if err != nil {
+		w.setWaiting(c.Name, "CreateContainerConfigError", err.Error())
+		return err
+	}
 	p := containerParams{
 		Attempt:  attempt,
 		ImageRef: img.GetId(),
 		Env: envContext{
-			PodIPs: podIPs, HostIPs: w.a.nodeIPs, Objects: w.a.currentObjects(), Node: w.a.nodeAllocatable,
+			PodIPs: podIPs, HostIPs: w.a.nodeIPs, Objects: objs, Node: w.a.nodeAllocatable, Services: services,
 		},
 		Mounts:     w.mounts[c.Name],
 		NodeMemory: w.a.nodeAllocatable.Memory().Value(),
@@ -587,12 +617,16 @@ func (w *worker) startContainer(ctx context.Context, sandboxID string, sbCfg *ru
 	id, err := w.a.o.Runtime.CreateContainer(ctx, sandboxID, cfg, sbCfg)
 	if err != nil {
 		w.setWaiting(c.Name, "CreateContainerError", err.Error())
+		w.a.event(w.pod, v1.EventTypeWarning, "Failed", "Error: %v", err)
 		return err
 	}
+	w.a.event(w.pod, v1.EventTypeNormal, "Created", "Created container: %s", c.Name)
 	if err := w.a.o.Runtime.StartContainer(ctx, id); err != nil {
 		w.setWaiting(c.Name, "RunContainerError", err.Error())
+		w.a.event(w.pod, v1.EventTypeWarning, "Failed", "Error: %v", err)
 		return err
 	}
+	w.a.event(w.pod, v1.EventTypeNormal, "Started", "Started container %s", c.Name)
 	w.log().Info("Started container", "container", c.Name, "containerID", id, "attempt", attempt)
 	w.clearWaiting(c.Name)
 	if prev != nil {
@@ -640,6 +674,7 @@ func (w *worker) ensureImage(ctx context.Context, c *v1.Container, sbCfg *runtim
 		w.setWaiting(c.Name, "ErrImageNeverPull", msg)
 		return nil, errors.New(msg)
 	case c.ImagePullPolicy != v1.PullAlways && present != nil:
+		w.a.event(w.pod, v1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
 		return present, nil
 	}
 	key := "pull_" + string(w.pod.UID) + "_" + c.Image
@@ -650,11 +685,14 @@ func (w *worker) ensureImage(ctx context.Context, c *v1.Container, sbCfg *runtim
 		if until, _, ok := w.a.backOff.Get(key, failedAt); ok && w.a.clock.Now().Before(until) {
 			msg := fmt.Sprintf("Back-off pulling image %q", c.Image)
 			w.setWaiting(c.Name, "ImagePullBackOff", msg)
+			w.a.event(w.pod, v1.EventTypeNormal, "BackOff", "%s", msg)
 			w.wakeAt(until)
 			return nil, errors.New(msg)
 		}
 	}
 	w.setWaiting(c.Name, "ContainerCreating", fmt.Sprintf("Pulling image %q", c.Image))
+	w.a.event(w.pod, v1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
+	pullStart := w.a.clock.Now()
 	ref, err := images.PullImage(ctx, spec, nil, sbCfg)
 	if err != nil {
 		now := w.a.clock.Now()
@@ -664,9 +702,11 @@ func (w *worker) ensureImage(ctx context.Context, c *v1.Container, sbCfg *runtim
 		w.mu.Unlock()
 		msg := fmt.Sprintf("Failed to pull image %q: %v", c.Image, err)
 		w.setWaiting(c.Name, "ErrImagePull", msg)
+		w.a.event(w.pod, v1.EventTypeWarning, "Failed", "%s", msg)
 		return nil, errors.New(msg)
 	}
 	w.a.backOff.Reset(key)
+	w.a.event(w.pod, v1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, w.a.clock.Now().Sub(pullStart).Round(time.Millisecond))
 	w.mu.Lock()
 	delete(w.pullFailedAt, c.Image)
 	w.mu.Unlock()
@@ -753,6 +793,13 @@ func (w *worker) killPod(ctx context.Context, st *PodStatusObserved, _ bool) err
 
 func killPodContainers(ctx context.Context, a *Agent, pod *v1.Pod, st *PodStatusObserved, w *worker) error {
 	grace := gracePeriod(pod)
+	if w != nil {
+		w.mu.Lock()
+		if w.deletionGrace != nil {
+			grace = *w.deletionGrace
+		}
+		w.mu.Unlock()
+	}
 	isInit := map[string]bool{}
 	for _, c := range pod.Spec.InitContainers {
 		isInit[c.Name] = true
@@ -768,6 +815,9 @@ func killPodContainers(ctx context.Context, a *Agent, pod *v1.Pod, st *PodStatus
 			wg.Add(1)
 			go func(c *ContainerObserved) {
 				defer wg.Done()
+				if w != nil && c.running() {
+					a.event(pod, v1.EventTypeNormal, "Killing", "Stopping container %s", c.Name)
+				}
 				if err := killObserved(ctx, a, pod, c, grace, w); err != nil {
 					mu.Lock()
 					errs = append(errs, fmt.Errorf("stop container %s: %w", c.Name, err))
@@ -946,4 +996,33 @@ func (w *worker) podStatus() v1.PodStatus {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return *w.status.DeepCopy()
+}
+
+// podObjects are the ConfigMaps, Secrets and claims the pod may refer to:
+// the manifest directory's for a static pod, the API server's for a pod
+// from there.
+func (w *worker) podObjects(ctx context.Context) (*Objects, error) {
+	cs := w.a.cluster
+	if cs == nil || cs.o.Objects == nil || isStaticPod(w.pod) {
+		return w.a.currentObjects(), nil
+	}
+	objs, err := cs.o.Objects.Objects(ctx, w.pod)
+	if err != nil {
+		return nil, fmt.Errorf("objects of pod %s/%s: %w", w.pod.Namespace, w.pod.Name, err)
+	}
+	return objs, nil
+}
+
+// serviceEnv are the service-link variables in node mode (none without
+// an API server: there are no Services).
+func (w *worker) serviceEnv() ([]v1.EnvVar, error) {
+	cs := w.a.cluster
+	if cs == nil || cs.o.Objects == nil {
+		return nil, nil
+	}
+	return cs.o.Objects.ServiceEnv(w.pod)
+}
+
+func isStaticPod(p *v1.Pod) bool {
+	return p.Annotations[annotationConfigSource] == "file"
 }

@@ -103,8 +103,25 @@ type Agent struct {
 	// VolumePluginDir holds external FlexVolume drivers in the kubelet's
 	// layout, <dir>/<vendor>~<driver>/<driver>.
 	VolumePluginDir string `toml:"volume_plugin_dir"`
-	// NodeName is spec.nodeName of the agent's pods; default the hostname.
+	// NodeName is spec.nodeName of the agent's pods and, in node mode, the
+	// Node's name; default the hostname.
 	NodeName string `toml:"node_name"`
+	// Kubeconfig turns on node mode: the agent registers NodeName with
+	// this API server, keeps its Lease and runs the pods bound to it
+	// (besides the static pods, which it mirrors there). Empty: static
+	// pods only.
+	Kubeconfig string `toml:"kubeconfig"`
+	// NodeIP is the node's InternalIP and the pods' hostIP; default the
+	// host's first global unicast address.
+	NodeIP string `toml:"node_ip"`
+	// MaxPods is the node's pod capacity (the kubelet's maxPods).
+	MaxPods int `toml:"max_pods"`
+	// ClusterDNS are the nameservers of pods with dnsPolicy ClusterFirst
+	// (the kubelet's clusterDNS); empty: such pods get the host's
+	// resolv.conf, as the kubelet does.
+	ClusterDNS []string `toml:"cluster_dns"`
+	// ClusterDomain is the DNS search suffix of ClusterFirst pods.
+	ClusterDomain string `toml:"cluster_domain"`
 }
 
 // Duration is a time.Duration that reads and writes as "1m30s" in TOML.
@@ -154,6 +171,9 @@ func Default() *Config {
 			ManifestsDir:    "/etc/peapod/manifests",
 			PodLogsDir:      "/var/log/pods",
 			VolumePluginDir: "/usr/libexec/kubernetes/kubelet-plugins/volume/exec",
+			MaxPods:         110,
+			ClusterDNS:      []string{},
+			ClusterDomain:   "cluster.local",
 		},
 	}
 }
@@ -205,6 +225,23 @@ func (c *Config) Validate() error {
 		if p == "" || !filepath.IsAbs(p) {
 			return fmt.Errorf("%s: %q must be an absolute path", key, p)
 		}
+	}
+	if k := c.Agent.Kubeconfig; k != "" && !filepath.IsAbs(k) {
+		return fmt.Errorf("agent.kubeconfig: %q must be an absolute path", k)
+	}
+	if ip := c.Agent.NodeIP; ip != "" && net.ParseIP(ip) == nil {
+		return fmt.Errorf("agent.node_ip: %q is not an IP address", ip)
+	}
+	if c.Agent.MaxPods <= 0 {
+		return fmt.Errorf("agent.max_pods: must be positive, got %d", c.Agent.MaxPods)
+	}
+	for _, ip := range c.Agent.ClusterDNS {
+		if net.ParseIP(ip) == nil {
+			return fmt.Errorf("agent.cluster_dns: %q is not an IP address", ip)
+		}
+	}
+	if d := c.Agent.ClusterDomain; d == "" || strings.ContainsAny(d, " /") {
+		return fmt.Errorf("agent.cluster_domain: %q is not a DNS domain", d)
 	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Address); err != nil {
 		return fmt.Errorf("http.address: %w", err)

@@ -44,6 +44,15 @@ func TestParse(t *testing.T) {
 		{name: "unknown default runtime", toml: "[cri]\ndefault_runtime = \"kata\"\n", wantErr: "cri.default_runtime"},
 		{name: "mirror without scheme", toml: "[registry.mirrors.\"docker.io\"]\nendpoints = [\"127.0.0.1:5000\"]\n", wantErr: "must start with http"},
 		{name: "long bridge", toml: "[cni]\nbridge = \"a-very-long-bridge-name\"\n", wantErr: "cni.bridge"},
+		{name: "node mode", toml: "[agent]\nkubeconfig = \"/etc/peapod/node.kubeconfig\"\nnode_ip = \"10.0.0.2\"\ncluster_dns = [\"10.96.0.10\"]\n", check: func(t *testing.T, c *Config) {
+			if c.Agent.Kubeconfig != "/etc/peapod/node.kubeconfig" || c.Agent.MaxPods != 110 || c.Agent.ClusterDomain != "cluster.local" || c.Agent.ClusterDNS[0] != "10.96.0.10" {
+				t.Fatalf("agent = %+v", c.Agent)
+			}
+		}},
+		{name: "relative kubeconfig", toml: "[agent]\nkubeconfig = \"node.kubeconfig\"\n", wantErr: "agent.kubeconfig"},
+		{name: "bad node ip", toml: "[agent]\nnode_ip = \"node-1\"\n", wantErr: "agent.node_ip"},
+		{name: "zero max pods", toml: "[agent]\nmax_pods = 0\n", wantErr: "agent.max_pods"},
+		{name: "bad cluster dns", toml: "[agent]\ncluster_dns = [\"kube-dns\"]\n", wantErr: "agent.cluster_dns"},
 		{name: "bad subnet", toml: "[cni]\nsubnet = \"10.88.0.0\"\n", wantErr: "cni.subnet"},
 	}
 	for _, tt := range tests {

@@ -34,6 +34,11 @@ type Context struct {
 	// Node is the node's allocatable resources: the value of a
 	// resourceFieldRef limit the container does not set.
 	Node v1.ResourceList
+	// Services are the service-link variables of the pod's namespace
+	// (KUBERNETES_SERVICE_HOST, FOO_SERVICE_PORT, …): the lowest
+	// precedence, and $(VAR) references in env may use them, as the
+	// kubelet's makeEnvironmentVariables does.
+	Services []v1.EnvVar
 }
 
 // FromStatus is the Context a pod's own status gives (IPs only).

@@ -42,6 +42,9 @@ func Environment(pod *v1.Pod, c *v1.Container, ctx Context) ([]EnvVar, error) {
 		}
 		vals[k] = v
 	}
+	for _, e := range ctx.Services {
+		set(e.Name, e.Value)
+	}
 	ns := pod.Namespace
 	for _, from := range c.EnvFrom {
 		var data map[string]string

@@ -137,3 +137,23 @@ func TestEnvironmentWithoutObjects(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// Service links are the lowest precedence: envFrom and env override them,
+// and env may expand them.
+func TestEnvironmentServiceLinks(t *testing.T) {
+	pod := &v1.Pod{}
+	pod.Name, pod.Namespace = "web", "default"
+	ec := Context{Services: []v1.EnvVar{{Name: "KUBERNETES_SERVICE_HOST", Value: "10.96.0.1"}, {Name: "DB_SERVICE_PORT", Value: "5432"}}}
+	c := &v1.Container{Name: "app", Env: []v1.EnvVar{{Name: "DB_SERVICE_PORT", Value: "6543"}, {Name: "API", Value: "https://$(KUBERNETES_SERVICE_HOST)"}}}
+	env, err := Environment(pod, c, ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range env {
+		got = append(got, e.Name+"="+e.Value)
+	}
+	if g, want := strings.Join(got, ";"), "KUBERNETES_SERVICE_HOST=10.96.0.1;DB_SERVICE_PORT=6543;API=https://10.96.0.1"; g != want {
+		t.Errorf("env\n got  %s\n want %s", g, want)
+	}
+}

@@ -19,9 +19,10 @@
 // A pod volume:
 //
 //	           SetupPod                    [device MOUNTED] setup: mkdir, tmpfs,
-//	(absent) ──────────► DESIRED ───────────────────────────────────────────► READY ──┐ objects changed:
-//	                        │            bind mount / driver mount / project     ▲    │ re-project (..data swap)
-//	                        │                                                    └────┘
+//	(absent) ──────────► DESIRED ───────────────────────────────────────────► READY ──┐ objects changed, or each
+//	                        │            bind mount / driver mount / project     ▲    │ minute for a volume with a
+//	                        │                                                    │    │ service account token:
+//	                        │                                                    └────┘ re-project (..data swap)
 //	                        │ TeardownPod (from DESIRED or READY)
 //	                        ▼
 //	                   TERMINATING ── teardown: subPath unmounts, unmount, rm dir ──► (absent); then
@@ -38,7 +39,8 @@
 // Files: manager.go (API), spec.go (pod volumes → volumeSpecs),
 // binding.go (PVC → PV), reconciler.go (the state machines, back-off,
 // reconstruction), state.go (records), atomic_writer.go + projection.go
-// (configMap, secret, downwardAPI, projected), hostpath.go, subpath.go,
+// (configMap, secret, downwardAPI, projected; serviceAccountToken sources
+// from Options.Tokens), hostpath.go, subpath.go,
 // flexvolume.go (driver protocol, built-in peapod/loop), loop.go (loop
 // ioctls), mount.go (mountinfo, mount helpers, format), metrics.go.
 package volumes

@@ -30,6 +30,21 @@ type Options struct {
 	GlobalMountDir string // device (global) mounts: <dir>/<vendor>~<driver>/<volume>
 	StateDir       string // pod and device records
 	Registerer     prometheus.Registerer
+	// Tokens issues the service account tokens of projected
+	// serviceAccountToken sources; nil (no API server) makes such volumes
+	// fail with an error saying so.
+	Tokens TokenSource
+}
+
+// TokenSource issues service account tokens bound to a pod (the
+// TokenRequest API); *apiobjects.Source is one. It is expected to cache:
+// token-bearing volumes ask for their token every tokenResyncPeriod, and a
+// new token should come only when the current one nears its end.
+type TokenSource interface {
+	// Token returns a token for pod's service account with audience ("":
+	// the API server's) and expirationSeconds (0: the default), and when it
+	// expires.
+	Token(ctx context.Context, pod *v1.Pod, audience string, expirationSeconds int64) (string, time.Time, error)
 }
 
 // Manager prepares pods' volumes and keeps them in their desired state.
@@ -67,7 +82,11 @@ type volState struct {
 	ready    bool
 	hostPath string // what containers get (the pod volume dir, or the host path)
 	gen      uint64 // objects generation a projection was written from
-	err      error  // last setup error
+	// projected is when a projection was last written (or found
+	// unchanged): token-bearing ones are written again each
+	// tokenResyncPeriod.
+	projected time.Time
+	err       error // last setup error
 }
 
 // deviceState is a node-wide device: attached (flex attach) and mounted at

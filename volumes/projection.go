@@ -3,17 +3,35 @@ package volumes
 import (
 	"peapod/downward"
 
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 )
 
 // Payloads of the projected kinds: configMap, secret, downwardAPI and
-// projected (any mix of them), rendered into fileProjections for the
-// atomicWriter.
+// projected (any mix of them, service account tokens included), rendered
+// into fileProjections for the atomicWriter.
 
 const defaultFileMode = 0o644
+
+// errNoTokenSource: a static-pod-only agent has no API server to issue
+// tokens.
+var errNoTokenSource = errors.New("serviceAccountToken needs an API server: run the agent as a node (agent.kubeconfig)")
+
+var (
+	// tokenResyncPeriod is how often a token-bearing projected volume is
+	// written again (the kubelet remounts such volumes on each pod sync,
+	// about once a minute).
+	tokenResyncPeriod = time.Minute
+	// tokenRequestTimeout bounds one token fetch: it runs under the
+	// Manager's lock, so an unresponsive API server must not hold every
+	// other volume operation for long. A failure is retried with back-off.
+	tokenRequestTimeout = 10 * time.Second
+)
 
 func modeOr(p *int32, def int32) os.FileMode {
 	if p != nil {
@@ -126,7 +144,30 @@ func downwardAPIPayload(pod *v1.Pod, items []v1.DownwardAPIVolumeFile, defMode i
 	return out, nil
 }
 
-func projectedPayload(pod *v1.Pod, src *v1.ProjectedVolumeSource, objs *Objects) (map[string]fileProjection, error) {
+// tokenPayload is a serviceAccountToken source: the token, at its path,
+// with the volume's default mode (the kubelet narrows it to 0600 only when
+// it also chowns the file to fsGroup or a user, which peapod does not).
+func tokenPayload(ctx context.Context, pod *v1.Pod, src *v1.ServiceAccountTokenProjection, defMode int32, tokens TokenSource) (map[string]fileProjection, error) {
+	if tokens == nil {
+		return nil, errNoTokenSource
+	}
+	if err := validatePayloadPath(src.Path); err != nil {
+		return nil, fmt.Errorf("serviceAccountToken: %w", err)
+	}
+	var exp int64
+	if src.ExpirationSeconds != nil {
+		exp = *src.ExpirationSeconds
+	}
+	ctx, cancel := context.WithTimeout(ctx, tokenRequestTimeout)
+	defer cancel()
+	tok, _, err := tokens.Token(ctx, pod, src.Audience, exp)
+	if err != nil {
+		return nil, fmt.Errorf("serviceAccountToken %q: %w", src.Path, err)
+	}
+	return map[string]fileProjection{src.Path: {Data: []byte(tok), Mode: os.FileMode(defMode) & 0o777}}, nil
+}
+
+func projectedPayload(ctx context.Context, pod *v1.Pod, src *v1.ProjectedVolumeSource, objs *Objects, tokens TokenSource) (map[string]fileProjection, error) {
 	def := int32(defaultFileMode)
 	if src.DefaultMode != nil {
 		def = *src.DefaultMode
@@ -171,10 +212,14 @@ func projectedPayload(pod *v1.Pod, src *v1.ProjectedVolumeSource, objs *Objects)
 				return nil, err
 			}
 			merge(p)
+		case s.ServiceAccountToken != nil:
+			p, err := tokenPayload(ctx, pod, s.ServiceAccountToken, def, tokens)
+			if err != nil {
+				return nil, fmt.Errorf("projected source %d: %w", i, err)
+			}
+			merge(p)
 		default:
-			// serviceAccountToken, clusterTrustBundle, podCertificate need an
-			// API server; peapod has none.
-			return nil, fmt.Errorf("projected source %d: only configMap, secret and downwardAPI are supported", i)
+			return nil, fmt.Errorf("projected source %d: only configMap, secret, downwardAPI and serviceAccountToken are supported", i)
 		}
 	}
 	return out, nil

@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -144,7 +145,7 @@ func TestProjectedPayloadMix(t *testing.T) {
 		{Secret: &v1.SecretProjection{LocalObjectReference: v1.LocalObjectReference{Name: "absent"}, Optional: bptr(true)}},
 		{DownwardAPI: &v1.DownwardAPIProjection{Items: []v1.DownwardAPIVolumeFile{{Path: "podname", FieldRef: &v1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}},
 	}}
-	p, err := projectedPayload(pod, src, objs)
+	p, err := projectedPayload(context.Background(), pod, src, objs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +156,7 @@ func TestProjectedPayloadMix(t *testing.T) {
 		t.Errorf("pw mode %o", p["pw"].Mode)
 	}
 	src.Sources = append(src.Sources, v1.VolumeProjection{Secret: &v1.SecretProjection{LocalObjectReference: v1.LocalObjectReference{Name: "absent"}}})
-	if _, err := projectedPayload(pod, src, objs); err == nil {
+	if _, err := projectedPayload(context.Background(), pod, src, objs, nil); err == nil {
 		t.Error("missing non-optional secret accepted")
 	}
 }

@@ -129,7 +129,7 @@ func (m *Manager) setupVolume(ctx context.Context, pe *podEntry, vs *volumeSpec,
 			}
 		}
 	}
-	if st.ready && !(vs.projection() && st.gen < m.objsGen) {
+	if st.ready && !m.reprojectDue(vs, st) {
 		return nil
 	}
 	op := "setup"
@@ -142,9 +142,25 @@ func (m *Manager) setupVolume(ctx context.Context, pe *podEntry, vs *volumeSpec,
 		if err != nil {
 			return err
 		}
-		st.ready, st.hostPath, st.gen = true, p, m.objsGen
+		st.ready, st.hostPath, st.gen, st.projected = true, p, m.objsGen, time.Now()
 		return nil
 	})
+}
+
+// reprojectDue says whether a ready projection is written again: when the
+// objects changed since it was written, or, for one carrying a service
+// account token, each tokenResyncPeriod, so the token is renewed well before
+// it expires (10 minutes at the shortest). The token source decides when a
+// new token is actually requested, and the atomicWriter leaves the volume
+// as it is when nothing changed.
+func (m *Manager) reprojectDue(vs *volumeSpec, st *volState) bool {
+	if !vs.projection() {
+		return false
+	}
+	if st.gen < m.objsGen {
+		return true
+	}
+	return vs.hasToken() && time.Since(st.projected) >= tokenResyncPeriod
 }
 
 // ensureDevice returns the device a volume names, creating its state on
@@ -374,7 +390,7 @@ func (m *Manager) setupPodVolume(ctx context.Context, pe *podEntry, vs *volumeSp
 	var payload map[string]fileProjection
 	if vs.projection() {
 		var err error
-		if payload, err = m.payload(pod, vs); err != nil {
+		if payload, err = m.payload(ctx, pod, vs); err != nil {
 			return "", err
 		}
 	}
@@ -473,7 +489,7 @@ func (m *Manager) flexMount(ctx context.Context, pe *podEntry, vs *volumeSpec, d
 	return err
 }
 
-func (m *Manager) payload(pod *v1.Pod, vs *volumeSpec) (map[string]fileProjection, error) {
+func (m *Manager) payload(ctx context.Context, pod *v1.Pod, vs *volumeSpec) (map[string]fileProjection, error) {
 	switch vs.Kind {
 	case kindConfigMap:
 		return configMapPayload(pod, vs.Source.ConfigMap, m.objs)
@@ -486,7 +502,7 @@ func (m *Manager) payload(pod *v1.Pod, vs *volumeSpec) (map[string]fileProjectio
 		}
 		return downwardAPIPayload(pod, vs.Source.DownwardAPI.Items, def)
 	case kindProjected:
-		return projectedPayload(pod, vs.Source.Projected, m.objs)
+		return projectedPayload(ctx, pod, vs.Source.Projected, m.objs, m.opts.Tokens)
 	}
 	return nil, fmt.Errorf("%s is not a projection", vs.Kind)
 }

@@ -56,6 +56,20 @@ func (vs *volumeSpec) projection() bool {
 	return false
 }
 
+// hasToken: a projected volume with a serviceAccountToken source, which
+// must be written again before its token expires.
+func (vs *volumeSpec) hasToken() bool {
+	if vs.Kind != kindProjected || vs.Source.Projected == nil {
+		return false
+	}
+	for _, s := range vs.Source.Projected.Sources {
+		if s.ServiceAccountToken != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // onTmpfs: the kubelet wraps secret and projected volumes in a memory
 // emptyDir so secrets never touch the disk.
 func (vs *volumeSpec) onTmpfs() bool {
@@ -133,7 +147,13 @@ func (m *Manager) resolveClaim(ctx context.Context, pod *v1.Pod, vs *volumeSpec,
 	ps := pv.Spec.PersistentVolumeSource
 	switch {
 	case ps.FlexVolume != nil:
-		return m.setFlex(ctx, vs, ps.FlexVolume.DeepCopy(), pv.Name)
+		f := ps.FlexVolume.DeepCopy()
+		if f.SecretRef != nil && f.SecretRef.Namespace == "" {
+			// A PV's secret without a namespace is in the claim's, as the
+			// kubelet's flex plugin reads it.
+			f.SecretRef.Namespace = pod.Namespace
+		}
+		return m.setFlex(ctx, vs, f, pv.Name)
 	case ps.HostPath != nil:
 		vs.Kind, vs.Plugin = kindHostPath, "kubernetes.io/host-path"
 		vs.HostPath = ps.HostPath.DeepCopy()

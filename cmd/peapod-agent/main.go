@@ -51,6 +51,9 @@ func run(args []string) error {
 	state := fs.String("state", "", "override state (where the default --listen socket goes)")
 	endpoint := fs.String("runtime-endpoint", "", "CRI endpoint (default unix://<cri.socket>): peapod's, or any CRI runtime's")
 	listen := fs.String("listen", "", "unix socket of the agent's HTTP endpoint (default <state>/agent.sock)")
+	kubeconfig := fs.String("kubeconfig", "", "override agent.kubeconfig: join the cluster of this kubeconfig as a node")
+	nodeName := fs.String("node-name", "", "override agent.node_name")
+	nodeIP := fs.String("node-ip", "", "override agent.node_ip")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -66,6 +69,15 @@ func run(args []string) error {
 	}
 	if *state != "" {
 		cfg.State = *state
+	}
+	if *kubeconfig != "" {
+		cfg.Agent.Kubeconfig = *kubeconfig
+	}
+	if *nodeName != "" {
+		cfg.Agent.NodeName = *nodeName
+	}
+	if *nodeIP != "" {
+		cfg.Agent.NodeIP = *nodeIP
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -106,32 +118,63 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	}
 	prober := probes.NewManager(probes.Options{Runtime: rs, Registerer: reg})
 	defer prober.Stop()
-	vols, err := volumes.New(volumes.Options{
+	nodeName := strings.ToLower(cfg.Agent.NodeName)
+	if nodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("node name: %w", err)
+		}
+		nodeName = strings.ToLower(h)
+	}
+	nodeIPs := agent.DetectNodeIPs()
+	if cfg.Agent.NodeIP != "" {
+		nodeIPs = []string{cfg.Agent.NodeIP}
+	}
+	var cl *cluster
+	if cfg.Agent.Kubeconfig != "" {
+		cl, err = newCluster(ctx, cfg, nodeName, nodeIPs, rs)
+		if err != nil {
+			return err
+		}
+	}
+	vopts := volumes.Options{
 		PodsDir:        filepath.Join(cfg.Root, "pods"),
 		PluginDir:      cfg.Agent.VolumePluginDir,
 		GlobalMountDir: filepath.Join(cfg.Root, "plugins"),
 		StateDir:       filepath.Join(cfg.Root, "volumes"),
 		Registerer:     reg,
-	})
+	}
+	if cl != nil {
+		vopts.Tokens = cl.objects
+	}
+	vols, err := volumes.New(vopts)
 	if err != nil {
 		return fmt.Errorf("volumes: %w", err)
 	}
-	nodeName := cfg.Agent.NodeName
-	if nodeName == "" {
-		nodeName, _ = os.Hostname()
+	aopts := agent.Options{
+		ManifestsDir:  cfg.Agent.ManifestsDir,
+		StateDir:      filepath.Join(cfg.Root, "agent"),
+		PodLogsDir:    cfg.Agent.PodLogsDir,
+		NodeName:      nodeName,
+		Runtime:       rs,
+		Images:        is,
+		Prober:        prober,
+		Volumes:       vols,
+		Registerer:    reg,
+		RuntimeName:   runtimeName,
+		NodeIP:        firstOf(nodeIPs),
+		ClusterDNS:    cfg.Agent.ClusterDNS,
+		ClusterDomain: cfg.Agent.ClusterDomain,
 	}
-	a, err := agent.New(agent.Options{
-		ManifestsDir: cfg.Agent.ManifestsDir,
-		StateDir:     filepath.Join(cfg.Root, "agent"),
-		PodLogsDir:   cfg.Agent.PodLogsDir,
-		NodeName:     nodeName,
-		Runtime:      rs,
-		Images:       is,
-		Prober:       prober,
-		Volumes:      vols,
-		Registerer:   reg,
-		RuntimeName:  runtimeName,
-	})
+	if cl != nil {
+		aopts.Cluster = &agent.ClusterOptions{Client: cl.client, Node: cl.node, Objects: cl.objects, MaxPods: cfg.Agent.MaxPods}
+		go func() {
+			if err := cl.node.Run(ctx); err != nil {
+				klog.ErrorS(err, "Node registration stopped", "node", nodeName)
+			}
+		}()
+	}
+	a, err := agent.New(aopts)
 	if err != nil {
 		return err
 	}
@@ -157,7 +200,7 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	}()
 
 	go vols.Run(ctx)
-	klog.InfoS("Agent running", "manifests", cfg.Agent.ManifestsDir, "node", nodeName, "runtime", endpoint, "listen", listen)
+	klog.InfoS("Agent running", "manifests", cfg.Agent.ManifestsDir, "node", nodeName, "runtime", endpoint, "listen", listen, "cluster", cfg.Agent.Kubeconfig != "")
 	return a.Run(ctx)
 }
 
@@ -184,4 +227,11 @@ func waitRuntime(ctx context.Context, rs interface {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+func firstOf(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
 }

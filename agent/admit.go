@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"fmt"
+
+	v1 "k8s.io/api/core/v1"
+	resourcehelper "k8s.io/component-helpers/resource"
+	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+	"k8s.io/klog/v2"
+)
+
+// admitResult is the node's verdict on a pod, with the kubelet's reasons
+// (pkg/kubelet/lifecycle/predicate.go): OutOfcpu, OutOfmemory,
+// OutOfephemeral-storage, OutOfpods, NodeAffinity, NodePorts,
+// TaintToleration.
+type admitResult struct {
+	Admit   bool
+	Reason  string
+	Message string
+}
+
+// admit runs the kubelet's general predicates for pod against node and the
+// pods already running there: the scheduler checked them too, but a pod
+// may be bound directly (spec.nodeName) or the node may have changed since.
+// Only the first failure is reported, as the kubelet does.
+func admit(pod *v1.Pod, node *v1.Node, active []*v1.Pod, maxPods int) admitResult {
+	// Resources first, in the scheduler's order: pods, cpu, memory,
+	// ephemeral-storage.
+	alloc := node.Status.Allocatable
+	allowed := maxPods
+	if q, ok := alloc[v1.ResourcePods]; ok {
+		allowed = int(q.Value())
+	}
+	if len(active)+1 > allowed {
+		return insufficient(v1.ResourcePods, 1, int64(len(active)), int64(allowed))
+	}
+	req := podRequests(pod)
+	used := v1.ResourceList{}
+	for _, p := range active {
+		for name, q := range podRequests(p) {
+			u := used[name]
+			u.Add(q)
+			used[name] = u
+		}
+	}
+	for _, name := range []v1.ResourceName{v1.ResourceCPU, v1.ResourceMemory, v1.ResourceEphemeralStorage} {
+		r, ok := req[name]
+		if !ok || r.IsZero() {
+			continue
+		}
+		capQ, has := alloc[name]
+		if !has {
+			continue // the node does not report it: nothing to check against
+		}
+		u := used[name]
+		if name == v1.ResourceCPU {
+			if r.MilliValue() > capQ.MilliValue()-u.MilliValue() {
+				return insufficient(name, r.MilliValue(), u.MilliValue(), capQ.MilliValue())
+			}
+			continue
+		}
+		if r.Value() > capQ.Value()-u.Value() {
+			return insufficient(name, r.Value(), u.Value(), capQ.Value())
+		}
+	}
+	if ok, err := nodeaffinity.GetRequiredNodeAffinity(pod).Match(node); !ok || err != nil {
+		return predicateFailed("NodeAffinity", "node(s) didn't match Pod's node affinity/selector")
+	}
+	if conflict := hostPortConflict(pod, active); conflict != "" {
+		return predicateFailed("NodePorts", "node(s) didn't have free ports for the requested pod ports")
+	}
+	// The kubelet only looks at NoExecute taints: NoSchedule is the
+	// scheduler's business, and a pod bound directly may ignore it.
+	if _, untolerated := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), node.Spec.Taints, pod.Spec.Tolerations, func(t *v1.Taint) bool {
+		return t.Effect == v1.TaintEffectNoExecute
+	}, false); untolerated {
+		return predicateFailed("TaintToleration", "node(s) had taints that the pod didn't tolerate")
+	}
+	return admitResult{Admit: true}
+}
+
+func podRequests(p *v1.Pod) v1.ResourceList {
+	return resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{})
+}
+
+func insufficient(name v1.ResourceName, requested, used, capacity int64) admitResult {
+	reason := "OutOf" + string(name)
+	return admitResult{Reason: reason, Message: fmt.Sprintf("Pod was rejected: Node didn't have enough resource: %s, requested: %d, used: %d, capacity: %d",
+		name, requested, used, capacity)}
+}
+
+func predicateFailed(name, desc string) admitResult {
+	return admitResult{Reason: name, Message: fmt.Sprintf("Pod was rejected: Predicate %s failed: %s", name, desc)}
+}
+
+// hostPortConflict names a hostPort of pod another active pod holds.
+func hostPortConflict(pod *v1.Pod, active []*v1.Pod) string {
+	type key struct {
+		ip, proto string
+		port      int32
+	}
+	held := map[key]bool{}
+	add := func(p *v1.Pod, check bool) string {
+		for _, c := range p.Spec.Containers {
+			for _, cp := range c.Ports {
+				if cp.HostPort == 0 {
+					continue
+				}
+				proto := string(cp.Protocol)
+				if proto == "" {
+					proto = string(v1.ProtocolTCP)
+				}
+				ip := cp.HostIP
+				if ip == "" {
+					ip = "0.0.0.0"
+				}
+				k := key{ip, proto, cp.HostPort}
+				if check {
+					// 0.0.0.0 clashes with every address of the port.
+					for h := range held {
+						if h.proto == k.proto && h.port == k.port && (h.ip == k.ip || h.ip == "0.0.0.0" || k.ip == "0.0.0.0") {
+							return fmt.Sprintf("%s/%d", proto, cp.HostPort)
+						}
+					}
+					continue
+				}
+				held[k] = true
+			}
+		}
+		return ""
+	}
+	for _, p := range active {
+		if p.UID != pod.UID {
+			add(p, false)
+		}
+	}
+	return add(pod, true)
+}

@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestMergeStatus(t *testing.T) {
+	t0 := metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	now := time.Date(2026, 1, 1, 0, 5, 0, 0, time.UTC)
+	ours := v1.PodStatus{
+		Phase: v1.PodRunning, PodIP: "10.0.0.5", PodIPs: []v1.PodIP{{IP: "10.0.0.5"}}, HostIP: "192.168.1.2",
+		QOSClass:          v1.PodQOSBestEffort,
+		StartTime:         &metav1.Time{Time: now},
+		ContainerStatuses: []v1.ContainerStatus{{Name: "app", Ready: true}},
+		Conditions: []v1.PodCondition{
+			{Type: v1.PodReady, Status: v1.ConditionTrue, LastTransitionTime: metav1.NewTime(now)},
+			{Type: v1.ContainersReady, Status: v1.ConditionTrue, LastTransitionTime: metav1.NewTime(now)},
+			{Type: v1.PodScheduled, Status: v1.ConditionTrue, LastTransitionTime: metav1.NewTime(now)},
+		},
+	}
+	for _, tc := range []struct {
+		name  string
+		api   v1.PodStatus
+		check func(t *testing.T, got v1.PodStatus)
+	}{
+		{"scheduled pod: the scheduler's condition kept, ours added", v1.PodStatus{
+			Phase: v1.PodPending, QOSClass: v1.PodQOSBurstable,
+			Conditions: []v1.PodCondition{{Type: v1.PodScheduled, Status: v1.ConditionTrue, LastTransitionTime: t0}},
+		}, func(t *testing.T, got v1.PodStatus) {
+			if got.Phase != v1.PodRunning || got.PodIP != "10.0.0.5" || got.QOSClass != v1.PodQOSBurstable || len(got.Conditions) != 3 {
+				t.Fatalf("got %+v", got)
+			}
+			if got.Conditions[0].Type != v1.PodScheduled || !got.Conditions[0].LastTransitionTime.Equal(&t0) {
+				t.Errorf("PodScheduled changed: %+v", got.Conditions[0])
+			}
+			if got.Conditions[1].ObservedGeneration != 3 || got.ObservedGeneration != 3 {
+				t.Errorf("observedGeneration not set: %+v", got)
+			}
+		}},
+		{"bound by nodeName: PodScheduled added", v1.PodStatus{Phase: v1.PodPending}, func(t *testing.T, got v1.PodStatus) {
+			n := 0
+			for _, c := range got.Conditions {
+				if c.Type == v1.PodScheduled {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("PodScheduled %d times: %+v", n, got.Conditions)
+			}
+		}},
+		{"unchanged condition keeps its transition time, start time kept", v1.PodStatus{
+			Phase: v1.PodRunning, StartTime: &t0,
+			Conditions: []v1.PodCondition{{Type: v1.PodReady, Status: v1.ConditionTrue, LastTransitionTime: t0}, {Type: v1.ContainersReady, Status: v1.ConditionFalse, LastTransitionTime: t0}},
+		}, func(t *testing.T, got v1.PodStatus) {
+			if !got.StartTime.Equal(&t0) {
+				t.Errorf("startTime %v", got.StartTime)
+			}
+			for _, c := range got.Conditions {
+				switch c.Type {
+				case v1.PodReady:
+					if !c.LastTransitionTime.Equal(&t0) {
+						t.Errorf("Ready moved: %v", c.LastTransitionTime)
+					}
+				case v1.ContainersReady:
+					if !c.LastTransitionTime.Time.Equal(now) {
+						t.Errorf("ContainersReady flipped but kept its time: %v", c.LastTransitionTime)
+					}
+				}
+			}
+		}},
+		{"terminal phase is final", v1.PodStatus{Phase: v1.PodFailed, PodIP: "10.0.0.9", PodIPs: []v1.PodIP{{IP: "10.0.0.9"}}}, func(t *testing.T, got v1.PodStatus) {
+			if got.Phase != v1.PodFailed {
+				t.Errorf("phase %s", got.Phase)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := &v1.Pod{Status: tc.api}
+			api.Generation = 3
+			tc.check(t, mergeStatus(api, ours, now))
+		})
+	}
+}
+
+func TestStatusPatch(t *testing.T) {
+	old := v1.PodStatus{Phase: v1.PodPending, Conditions: []v1.PodCondition{{Type: v1.PodScheduled, Status: v1.ConditionTrue}}}
+	newS := *old.DeepCopy()
+	newS.Phase = v1.PodRunning
+	newS.PodIP = "10.0.0.5"
+	b, err := statusPatch("uid-1", old, newS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	if m["metadata"]["uid"] != "uid-1" || m["status"]["phase"] != "Running" || m["status"]["podIP"] != "10.0.0.5" {
+		t.Errorf("patch %s", b)
+	}
+	if _, ok := m["status"]["conditions"]; ok {
+		t.Errorf("unchanged conditions in the patch: %s", b)
+	}
+}
