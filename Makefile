@@ -59,12 +59,16 @@ containerd:
 	@bash hack/cluster/build.sh containerd >/dev/null
 
 # A real control plane on 127.0.0.1 and one node: the upstream kubelet on
-# peapod. Ends by printing KUBECONFIG=... and KUBECTL=...; CLUSTER_FLAGS:
-# e.g. --runtime containerd (v2.4.2; make containerd first), --runtime
-# containerd-debian (1.6), --dir DIR.
+# peapod, or with NODE=peapod-agent peapod-agent as the node (no kubelet).
+# Ends by printing KUBECONFIG=... and KUBECTL=...; CLUSTER_FLAGS: e.g.
+# --runtime containerd (v2.4.2; make containerd first), --runtime
+# containerd-debian (1.6), --dir DIR. NODE counts only on make's command
+# line: `hack/cluster env` prints NODE=<node name>, which a shell may have
+# exported.
 CLUSTER_FLAGS ?=
+CLUSTER_NODE := $(if $(filter command line,$(origin NODE)),$(NODE),kubelet)
 cluster: test-deps build k8s
-	@$(GO) run ./hack/cluster up $(CLUSTER_FLAGS)
+	@$(GO) run ./hack/cluster up --node $(CLUSTER_NODE) $(CLUSTER_FLAGS)
 
 cluster-down:
 	@$(GO) run ./hack/cluster down $(CLUSTER_FLAGS)

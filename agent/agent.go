@@ -605,3 +605,10 @@ func (a *Agent) updateVolumeObjects(ctx context.Context) {
 	}
 	u.UpdateObjects(all)
 }
+
+// LogDir is the directory of pod's container logs:
+// <pod_logs_dir>/<namespace>_<name>_<uid>, container attempt N in
+// <container>/<N>.log (the kubelet API's containerLogs reads them).
+func (a *Agent) LogDir(pod *v1.Pod) string {
+	return podLogDir(a.o.PodLogsDir, pod)
+}

@@ -41,6 +41,16 @@ pid_alive() {
 	[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
 }
 
+# pid_execing: the started process exists but has not exec'd the
+# registry yet ($! is the forked shell, then env, for a moment).
+pid_execing() {
+	local pid
+	pid=$(cat "$pidfile" 2>/dev/null) || return 1
+	[[ $pid =~ ^[0-9]+$ ]] && [ -d "/proc/$pid" ] || return 1
+	[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
+	[ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" != "$(readlink -f "$REGISTRY_BIN")" ]
+}
+
 addr_of() { sed -n 's/^  addr: //p' "$dir/config.yml" 2>/dev/null; }
 
 # port_taken HOST PORT: something already accepts connections there.
@@ -100,6 +110,10 @@ YAML
 	local i
 	for ((i = 0; i < 200; i++)); do
 		if ! pid_alive; then
+			if pid_execing; then
+				sleep 0.05
+				continue
+			fi
 			tail -n 20 "$dir/registry.log" >&2 || true
 			rm -f "$pidfile"
 			die "docker-registry exited at start (port $port in use?); log: $dir/registry.log"

@@ -37,8 +37,12 @@ func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs 
 		return nil, fmt.Errorf("API client: %w", err)
 	}
 	n, err := node.New(node.Options{
-		Client:    client,
-		NodeName:  nodeName,
+		Client:   client,
+		NodeName: nodeName,
+		// The hostname label and address follow the node name, as with
+		// the kubelet's --hostname-override: two nodes on one machine
+		// must not share kubernetes.io/hostname.
+		Hostname:  nodeName,
 		Addresses: nodeIPs,
 		MaxPods:   cfg.Agent.MaxPods,
 		Runtime:   rs,

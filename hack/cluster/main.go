@@ -1,7 +1,7 @@
 // Command cluster brings a real Kubernetes control plane and one node up on
 // this machine, and down again (see README.md beside it).
 //
-//	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node-name NAME]
+//	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME]
 //	go run ./hack/cluster down [--dir DIR]
 //	go run ./hack/cluster env [--dir DIR]
 //	go run ./hack/cluster conformance [--runtime peapod|containerd|containerd-debian] [--focus RE] [--skip RE] [--out DIR] [--procs N]
@@ -30,6 +30,7 @@ func main() {
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	dir := fs.String("dir", defaultDir, "where the cluster's certs, configs, data and logs live")
 	runtime := fs.String("runtime", "peapod", "the node's CRI runtime: peapod, containerd (the current release, the reference) or containerd-debian (Debian's 1.6)")
+	node := fs.String("node", harness.NodeKubelet, "the node agent: kubelet (the upstream one) or peapod-agent (bin/peapod-agent in node mode, on runtime peapod)")
 	nodeName := fs.String("node-name", "peapod-node", "the node's name")
 	gates := fs.String("kubelet-feature-gates", "", "extra kubelet feature gates, Name=true,Other=false")
 	focus := fs.String("focus", `\[NodeConformance\]`, "conformance: the specs to run (ginkgo focus)")
@@ -46,7 +47,7 @@ func main() {
 		bin, err := buildKubernetes(repo)
 		check(err)
 		c, err := harness.Up(ctx, harness.Options{
-			Dir: *dir, Repo: repo, BinDir: bin, Runtime: *runtime, NodeName: *nodeName,
+			Dir: *dir, Repo: repo, BinDir: bin, Runtime: *runtime, Node: *node, NodeName: *nodeName,
 			KubeletFeatureGates: *gates, Log: os.Stderr,
 		})
 		check(err)
@@ -86,6 +87,14 @@ func printEnv(c *harness.Cluster) {
 	fmt.Printf("KUBECTL=%s\n", c.Kubectl)
 	fmt.Printf("CONTAINER_RUNTIME_ENDPOINT=%s\n", c.RuntimeEndpoint)
 	fmt.Printf("NODE=%s NODE_IP=%s POD_CIDR=%s\n", c.NodeName, c.NodeIP, c.PodCIDR)
+	node := c.Node
+	if node == "" {
+		node = harness.NodeKubelet
+	}
+	fmt.Printf("NODE_AGENT=%s\n", node)
+	if c.ManifestsDir != "" {
+		fmt.Printf("STATIC_PODS=%s\n", c.ManifestsDir)
+	}
 }
 
 func check(err error) {
@@ -96,6 +105,6 @@ func check(err error) {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run ./hack/cluster up|down|env [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node-name NAME]")
+	fmt.Fprintln(os.Stderr, "usage: go run ./hack/cluster up|down|env [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME]")
 	os.Exit(2)
 }

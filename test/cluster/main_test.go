@@ -90,9 +90,14 @@ type kc struct {
 	ns string
 }
 
-// newNS makes a namespace for one test and deletes it (not waiting) at its end.
+// newNS makes a namespace for one test in the shared cluster and deletes
+// it (not waiting) at its end.
 func newNS(t *testing.T) *kc {
-	c := cluster(t)
+	return newNSIn(t, cluster(t))
+}
+
+// newNSIn is newNS in cluster c (a test's own cluster).
+func newNSIn(t *testing.T, c *harness.Cluster) *kc {
 	k := &kc{t: t, c: c}
 	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	if len(name) > 50 {

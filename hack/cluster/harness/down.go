@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -15,10 +16,12 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// Down undoes everything Up recorded, in reverse: the kubelet first (so it
-// restarts nothing), then the node's pods through the CRI, the runtime, the
-// control plane and the registry; then the bridge, mounts, cgroups and
-// sysctls; last the directory. It goes on past errors and returns them all.
+// Down undoes everything Up recorded, in reverse: the node agent first (the
+// kubelet or peapod-agent, so it restarts nothing), then the node's pods
+// through the CRI, the runtime, the control plane and the registry; then
+// the bridge, mounts, cgroups (the kubelet's root, and the pod cgroups the
+// runtime reported wherever they are) and sysctls; last the directory. It
+// goes on past errors and returns them all.
 func (c *Cluster) Down() error {
 	var errs []error
 	note := func(err error) {
@@ -27,11 +30,15 @@ func (c *Cluster) Down() error {
 			c.logf("down: %v", err)
 		}
 	}
-	if k := c.component("kubelet"); k != nil {
-		note(k.stop(30 * time.Second))
+	c.adoptRecorded()
+	if n := c.nodeComponent(); n != nil {
+		note(n.stop(30 * time.Second))
 	}
+	var podCgroups []string
 	if rt := c.runtimeComponent(); rt != nil && rt.alive() && c.RuntimeEndpoint != "" {
-		note(c.removeAllPods(context.Background()))
+		var err error
+		podCgroups, err = c.removeAllPods(context.Background())
+		note(err)
 	}
 	if rt := c.runtimeComponent(); rt != nil {
 		note(rt.stop(30 * time.Second))
@@ -61,6 +68,13 @@ func (c *Cluster) Down() error {
 	if c.CgroupRoot != "" {
 		note(removeCgroupTree(c.CgroupRoot))
 	}
+	for _, cg := range podCgroups {
+		// The runtime removes a pod cgroup it made itself; one it could
+		// not (busy at the time) or one a node agent named goes here.
+		if c.CgroupRoot == "" || !strings.HasPrefix(cg, c.CgroupRoot+"/") {
+			note(removeCgroupTree(cg))
+		}
+	}
 	for s, v := range c.Sysctls {
 		if err := os.WriteFile(filepath.Join("/proc/sys", s), []byte(v), 0o644); err != nil {
 			note(fmt.Errorf("restore sysctl %s=%s: %w", s, v, err))
@@ -74,6 +88,29 @@ func (c *Cluster) Down() error {
 	return errors.Join(errs...)
 }
 
+// adoptRecorded takes, from cluster.json, the live processes another
+// process started (RestartNode or RestartRuntime on its own Load of the
+// cluster) in place of this copy's dead records of the same name, so that
+// Down stops what runs, not what ran.
+func (c *Cluster) adoptRecorded() {
+	disk, err := Load(c.Dir)
+	if err != nil {
+		return
+	}
+	for _, d := range disk.Components {
+		if !d.alive() {
+			continue
+		}
+		mine := c.component(d.Name)
+		switch {
+		case mine == nil:
+			c.Components = append(c.Components, d)
+		case mine.PID != d.PID && !mine.alive():
+			*mine = *d
+		}
+	}
+}
+
 func (c *Cluster) runtimeComponent() *component {
 	if p := c.component("peapod"); p != nil {
 		return p
@@ -82,16 +119,24 @@ func (c *Cluster) runtimeComponent() *component {
 }
 
 // removeAllPods stops and removes every pod sandbox the runtime has (the
-// kubelet is gone, so nothing recreates them), so no netns, veth, mount or
-// process of the node outlives the cluster.
-func (c *Cluster) removeAllPods(ctx context.Context) error {
-	return criCall(ctx, c.RuntimeEndpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
+// node agent is gone, so nothing recreates them), so no netns, veth, mount
+// or process of the node outlives the cluster. It returns the pod-level
+// cgroups the runtime reports for them (peapod's verbose status has
+// cgroupParent), for Down to remove once the runtime is gone.
+func (c *Cluster) removeAllPods(ctx context.Context) ([]string, error) {
+	var cgroups []string
+	err := criCall(ctx, c.RuntimeEndpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
 		list, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 		if err != nil {
 			return fmt.Errorf("list pods: %w", err)
 		}
 		var errs []error
 		for _, p := range list.Items {
+			if st, err := rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: p.Id, Verbose: true}); err == nil {
+				if cg := podCgroup(st.GetInfo()["info"]); cg != "" {
+					cgroups = append(cgroups, cg)
+				}
+			}
 			if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {
 				errs = append(errs, fmt.Errorf("stop pod %s: %w", p.Id, err))
 			}
@@ -101,6 +146,24 @@ func (c *Cluster) removeAllPods(ctx context.Context) error {
 		}
 		return errors.Join(errs...)
 	})
+	return cgroups, err
+}
+
+// podCgroup returns the cgroupParent of a sandbox's verbose info when it
+// is a pod's own cgroup (last element pod<uid>, never a shared parent such
+// as the runtime's /peapod or a QoS level), else "".
+func podCgroup(info string) string {
+	var v struct {
+		CgroupParent string `json:"cgroupParent"`
+	}
+	if json.Unmarshal([]byte(info), &v) != nil {
+		return ""
+	}
+	cg := filepath.Clean(v.CgroupParent)
+	if !filepath.IsAbs(cg) || strings.Count(cg, "/") < 2 || !strings.HasPrefix(filepath.Base(cg), "pod") {
+		return ""
+	}
+	return cg
 }
 
 // unmountUnder lazily unmounts every mount below dir, deepest first (the

@@ -33,3 +33,22 @@ func TestRemoveLogLinksInto(t *testing.T) {
 		t.Errorf("absent dir: %v", err)
 	}
 }
+
+func TestPodCgroup(t *testing.T) {
+	for _, tt := range []struct{ info, want string }{
+		{`{"pid":1,"cgroupParent":"/peapod/pod1234-ab"}`, "/peapod/pod1234-ab"},
+		{`{"cgroupParent":"/peapod-cluster-pk120/kubepods/besteffort/podx"}`, "/peapod-cluster-pk120/kubepods/besteffort/podx"},
+		{`{"cgroupParent":"/peapod"}`, ""},             // a shared parent, never a pod's
+		{`{"cgroupParent":"/kubepods/burstable"}`, ""}, // a QoS level
+		{`{"cgroupParent":"/podtop"}`, ""},             // top level: too close to the root to touch
+		{`{"cgroupParent":"kubepods/podx"}`, ""},       // relative
+		{`{"cgroupParent":"/a/../../podx"}`, ""},       // cleans to /podx
+		{`{"cgroupParent":""}`, ""},
+		{`{"config":{}}`, ""}, // containerd's info has no such key
+		{`not json`, ""},
+	} {
+		if got := podCgroup(tt.info); got != tt.want {
+			t.Errorf("podCgroup(%s) = %q, want %q", tt.info, got, tt.want)
+		}
+	}
+}

@@ -1,11 +1,11 @@
 // Package harness brings up a real Kubernetes control plane on 127.0.0.1
 // (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and one
 // node of it: a CRI runtime (peapod, or containerd for reference runs) with
-// the upstream kubelet on top. Everything lives under one directory: certs,
-// kubeconfigs, configs, data, logs and cluster.json, which records every PID
-// started, every host change made (bridge, cgroup root, sysctls the kubelet
-// rewrites) and the ports, so Down can undo exactly that, from another
-// process if need be.
+// a node agent on top, which is the upstream kubelet or peapod-agent.
+// Everything lives under one directory: certs, kubeconfigs, configs, data,
+// logs and cluster.json, which records every PID started, every host change
+// made (bridge, cgroup root, sysctls the kubelet rewrites) and the ports, so
+// Down can undo exactly that, from another process if need be.
 //
 // Lifecycle of a cluster (cluster.json's Phase):
 //
@@ -13,9 +13,24 @@
 //	                   \--any step fails--> Down runs, error returned
 //
 // The node's address is the gateway address of its own pod bridge, which
-// the harness creates before the kubelet starts: the kubelet refuses a
+// the harness creates before the node agent starts: the kubelet refuses a
 // loopback node IP, and an address on peapod's own bridge keeps every packet
 // (API server → kubelet, host → pod) on this machine.
+//
+// Node agent mode (Options.Node "peapod-agent"): no kubelet. peapod runs
+// as the CRI runtime exactly as under the kubelet (agent.enabled = false,
+// so `peapod serve` starts no agent child), and bin/peapod-agent runs
+// beside it as its own component, the node itself: with the kubelet's
+// credentials (kubelet.kubeconfig, system:node:<name>) it registers the
+// Node, renews its Lease, runs the pods bound to it through the CRI socket
+// and mirrors the static pods of its manifests dir. Its config is
+// peapod-agent/peapod-agent.toml in the cluster dir (root, state,
+// manifests, pod logs and volume plugins all inside the dir). The host
+// changes the kubelet makes (its cgroup root, sysctls, /var/lib/kubelet)
+// are neither made nor recorded in this mode; Down removes the cgroups of
+// the pods it finds in the runtime wherever they are. The controller
+// manager's --node-monitor-grace-period is 20s instead of 50s in this mode
+// (see startControllers).
 package harness
 
 import (
@@ -51,10 +66,15 @@ type Options struct {
 	// "containerd" (the current release, the reference; built by
 	// hack/cluster/build.sh containerd) or "containerd-debian" (1.6).
 	Runtime string
+	// Node is the node agent: "kubelet" (default, the upstream kubelet)
+	// or "peapod-agent" (bin/peapod-agent in node mode; runtime peapod
+	// only). See the package doc.
+	Node string
 	// NodeName defaults to "peapod-node".
 	NodeName string
 	// KubeletFeatureGates, KubeletExtraConfig: added to the kubelet's
-	// config (gates as "Name=true,Other=false"; extra as YAML lines).
+	// config (gates as "Name=true,Other=false"; extra as YAML lines);
+	// kubelet node only.
 	KubeletFeatureGates string
 	KubeletExtraConfig  string
 	// E2EImages also pushes the images Kubernetes' node e2e specs pull
@@ -65,18 +85,28 @@ type Options struct {
 	Log io.Writer
 }
 
-// Ports of one cluster (all on 127.0.0.1, except the kubelet's on the node IP).
+// The node agents Options.Node names.
+const (
+	NodeKubelet     = "kubelet"
+	NodePeapodAgent = "peapod-agent"
+)
+
+// Ports of one cluster (all on 127.0.0.1, except the kubelet's on the node
+// IP; the kubelet's two are 0 with the peapod-agent node).
 type Ports struct {
 	Etcd, EtcdPeer, APIServer, ControllerManager, Scheduler, Kubelet, KubeletHealthz, Registry int
 }
 
 // Cluster is a running (or half-made) cluster, as recorded in cluster.json.
 type Cluster struct {
-	Phase       string `json:"phase"`
-	Dir         string `json:"dir"`
-	Repo        string `json:"repo"`
-	BinDir      string `json:"binDir"`
-	Runtime     string `json:"runtime"`
+	Phase   string `json:"phase"`
+	Dir     string `json:"dir"`
+	Repo    string `json:"repo"`
+	BinDir  string `json:"binDir"`
+	Runtime string `json:"runtime"`
+	// Node is the node agent, NodeKubelet or NodePeapodAgent ("" in a
+	// cluster.json of before: the kubelet).
+	Node        string `json:"node"`
 	NodeName    string `json:"nodeName"`
 	NodeIP      string `json:"nodeIP"`
 	Bridge      string `json:"bridge"`
@@ -91,14 +121,19 @@ type Cluster struct {
 	RuntimeEndpoint string `json:"runtimeEndpoint"`
 	Registry        string `json:"registry"`
 	// CgroupRoot is the kubelet's cgroupRoot, made by the harness in every
-	// hierarchy; everything of the node's pods sits below it.
+	// hierarchy; everything of the node's pods sits below it. Empty with
+	// the peapod-agent node.
 	CgroupRoot string `json:"cgroupRoot"`
 	// Sysctls the kubelet sets on start, with the values before it ran.
 	Sysctls map[string]string `json:"sysctls"`
 	// MadeHostDirs are host paths the kubelet uses whatever its root dir
 	// (its device-plugin socket dir, /var/log/containers) that did not
 	// exist before it started: Down removes them.
-	MadeHostDirs []string     `json:"madeHostDirs,omitempty"`
+	MadeHostDirs []string `json:"madeHostDirs,omitempty"`
+	// ManifestsDir is peapod-agent's static pod dir (peapod-agent node
+	// only): a Pod manifest written there runs on the node and shows up
+	// in the API server as its mirror pod.
+	ManifestsDir string       `json:"manifestsDir,omitempty"`
 	Components   []*component `json:"components"`
 
 	opts Options
@@ -148,8 +183,23 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 	if o.Runtime == "" {
 		o.Runtime = "peapod"
 	}
+	if o.Node == "" {
+		o.Node = NodeKubelet
+	}
 	if o.NodeName == "" {
 		o.NodeName = "peapod-node"
+	}
+	switch o.Node {
+	case NodeKubelet:
+	case NodePeapodAgent:
+		if o.Runtime != "peapod" {
+			return nil, fmt.Errorf("harness: node %s runs on runtime peapod only, not %s", o.Node, o.Runtime)
+		}
+		if o.KubeletFeatureGates != "" || o.KubeletExtraConfig != "" {
+			return nil, fmt.Errorf("harness: kubelet feature gates or config with node %s, which has no kubelet", o.Node)
+		}
+	default:
+		return nil, fmt.Errorf("harness: unknown node %q (%s or %s)", o.Node, NodeKubelet, NodePeapodAgent)
 	}
 	if o.Dir == "" || o.Repo == "" || o.BinDir == "" {
 		return nil, errors.New("harness: Dir, Repo and BinDir are required")
@@ -159,10 +209,10 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 	}
 	kubectl := filepath.Join(o.BinDir, "kubectl")
 	c = &Cluster{
-		Phase: "starting", Dir: o.Dir, Repo: o.Repo, BinDir: o.BinDir, Runtime: o.Runtime,
+		Phase: "starting", Dir: o.Dir, Repo: o.Repo, BinDir: o.BinDir, Runtime: o.Runtime, Node: o.Node,
 		NodeName: o.NodeName, Kubectl: kubectl, opts: o, Sysctls: map[string]string{},
 	}
-	for _, d := range []string{"pki", "logs", "etcd", "kubelet", "pod-logs", "volume-plugins", "cni", "runtime"} {
+	for _, d := range []string{"pki", "logs", "etcd", o.Node, "pod-logs", "volume-plugins", "cni", "runtime"} {
 		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
 			return nil, err
 		}
@@ -190,7 +240,7 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 		{"kube-controller-manager and kube-scheduler", c.startControllers},
 		{"node network", c.makeNodeNetwork},
 		{"runtime " + o.Runtime, c.startRuntime},
-		{"kubelet", c.startKubelet},
+		{o.Node, c.startNode},
 		{"node Ready", c.waitNodeReady},
 		{"default service account", c.waitDefaultServiceAccount},
 	}
@@ -208,7 +258,11 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 func (c *Cluster) pickAddresses(context.Context) error {
 	var err error
 	p := &c.Ports
-	for _, port := range []*int{&p.Etcd, &p.EtcdPeer, &p.APIServer, &p.ControllerManager, &p.Scheduler, &p.Kubelet, &p.KubeletHealthz, &p.Registry} {
+	ports := []*int{&p.Etcd, &p.EtcdPeer, &p.APIServer, &p.ControllerManager, &p.Scheduler, &p.Registry}
+	if c.kubeletNode() {
+		ports = append(ports, &p.Kubelet, &p.KubeletHealthz)
+	}
+	for _, port := range ports {
 		if *port, err = freePort(); err != nil {
 			return err
 		}
@@ -237,7 +291,9 @@ func (c *Cluster) pickAddresses(context.Context) error {
 		return errors.New("no free 10.x.0.0/16 for the pod network")
 	}
 	c.ServiceCIDR = "10.96.0.0/16"
-	c.CgroupRoot = "/peapod-cluster-" + c.Bridge
+	if c.kubeletNode() {
+		c.CgroupRoot = "/peapod-cluster-" + c.Bridge
+	}
 	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
 	return c.save()
 }
@@ -469,7 +525,16 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 
 func (c *Cluster) startControllers(ctx context.Context) error {
 	kcm := filepath.Join(c.Dir, "controller-manager.kubeconfig")
-	if _, err := c.start("kube-controller-manager", filepath.Join(c.BinDir, "kube-controller-manager"), []string{
+	var extra []string
+	if !c.kubeletNode() {
+		// test/cluster's agent node tests (TestAgentNode) kill the agent
+		// and wait for the node to go NotReady: with the default 50s grace
+		// that wait alone would about double their run (~1 min). 20s
+		// still leaves the agent (Lease renewed every 10s) one missed
+		// renewal.
+		extra = append(extra, "--node-monitor-grace-period=20s")
+	}
+	if _, err := c.start("kube-controller-manager", filepath.Join(c.BinDir, "kube-controller-manager"), append([]string{
 		"--kubeconfig=" + kcm, "--authentication-kubeconfig=" + kcm, "--authorization-kubeconfig=" + kcm,
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", c.Ports.ControllerManager),
 		"--leader-elect=false",
@@ -483,7 +548,7 @@ func (c *Cluster) startControllers(ctx context.Context) error {
 		// Its default is /usr/libexec/kubernetes/...: keep it in our dir.
 		"--flex-volume-plugin-dir=" + filepath.Join(c.Dir, "volume-plugins"),
 		"--profiling=false",
-	}, nil); err != nil {
+	}, extra...), nil); err != nil {
 		return err
 	}
 	sched := filepath.Join(c.Dir, "scheduler.kubeconfig")
@@ -568,13 +633,18 @@ func (c *Cluster) kubectl(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// waitNodeReady waits until the node (registered by the kubelet or
+// peapod-agent) is Ready and has the pod CIDR the runtime's CNI uses.
 func (c *Cluster) waitNodeReady(ctx context.Context) error {
-	kubelet := c.component("kubelet")
+	node := c.nodeComponent()
+	if node == nil {
+		return errors.New("no node agent recorded")
+	}
 	deadline := time.Now().Add(120 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
-		if !kubelet.alive() {
-			return fmt.Errorf("kubelet exited; its log ends:\n%s", tail(kubelet.Log, 30))
+		if !node.alive() {
+			return fmt.Errorf("%s exited; its log ends:\n%s", node.Name, tail(node.Log, 30))
 		}
 		out, err := c.kubectl(ctx, "get", "node", c.NodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.spec.podCIDR}`)
 		// Ready can come before the controller manager's CIDR allocation.
@@ -594,7 +664,7 @@ func (c *Cluster) waitNodeReady(ctx context.Context) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("node %s not Ready within 120s (last: %s); kubelet log ends:\n%s", c.NodeName, last, tail(kubelet.Log, 30))
+	return fmt.Errorf("node %s not Ready within 120s (last: %s); %s log ends:\n%s", c.NodeName, last, node.Name, tail(node.Log, 30))
 }
 
 func (c *Cluster) waitDefaultServiceAccount(ctx context.Context) error {

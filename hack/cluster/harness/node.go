@@ -20,9 +20,8 @@ import (
 const cgroupFS = "/sys/fs/cgroup"
 
 // makeNodeNetwork creates the node's pod bridge with the node's address
-// (the CNI bridge plugin finds it there and keeps it as the gateway), the
-// kubelet's cgroup root in every hierarchy, and records the sysctls the
-// kubelet is going to change.
+// (the CNI bridge plugin finds it there and keeps it as the gateway) and,
+// for the kubelet, its host changes (makeKubeletHost).
 func (c *Cluster) makeNodeNetwork(context.Context) error {
 	for _, args := range [][]string{
 		{"link", "add", c.Bridge, "type", "bridge"},
@@ -33,6 +32,17 @@ func (c *Cluster) makeNodeNetwork(context.Context) error {
 			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
 		}
 	}
+	if !c.kubeletNode() {
+		// peapod-agent makes no cgroup root, sets no sysctl and writes
+		// nothing outside its config's dirs: nothing more to record.
+		return c.save()
+	}
+	return c.makeKubeletHost()
+}
+
+// makeKubeletHost makes the kubelet's cgroup root in every hierarchy and
+// records the host dirs it will create and the sysctls it will change.
+func (c *Cluster) makeKubeletHost() error {
 	hier, err := cgroupHierarchies()
 	if err != nil {
 		return err
@@ -212,6 +222,27 @@ func criCall(ctx context.Context, endpoint string, fn func(context.Context, runt
 	return fn(ctx, runtimeapi.NewRuntimeServiceClient(conn))
 }
 
+// kubeletNode says whether the node agent is the kubelet (also for a
+// cluster.json written before Node was recorded).
+func (c *Cluster) kubeletNode() bool { return c.Node == "" || c.Node == NodeKubelet }
+
+// nodeComponent is the node agent's process: the kubelet or peapod-agent.
+func (c *Cluster) nodeComponent() *component {
+	if c.kubeletNode() {
+		return c.component("kubelet")
+	}
+	return c.component(c.Node)
+}
+
+// startNode starts the node agent. Readiness is waitNodeReady's: the
+// node's Ready condition in the API server.
+func (c *Cluster) startNode(ctx context.Context) error {
+	if c.kubeletNode() {
+		return c.startKubelet(ctx)
+	}
+	return c.startPeapodAgent(ctx)
+}
+
 func (c *Cluster) startKubelet(ctx context.Context) error {
 	kdir := filepath.Join(c.Dir, "kubelet")
 	config := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
@@ -279,44 +310,79 @@ func featureGatesYAML(gates string) string {
 // KillRuntime kills the node's CRI runtime with SIGKILL (a crash, as a
 // test wants it) and waits until it is gone.
 func (c *Cluster) KillRuntime() error {
-	rt := c.runtimeComponent()
-	if rt == nil || !rt.alive() {
-		return errors.New("runtime not running")
-	}
-	if err := syscall.Kill(rt.PID, syscall.SIGKILL); err != nil {
-		return err
-	}
-	for i := 0; i < 200 && rt.alive(); i++ {
-		time.Sleep(25 * time.Millisecond)
-	}
-	if rt.alive() {
-		return fmt.Errorf("%s (pid %d) survives SIGKILL", rt.Name, rt.PID)
-	}
-	return nil
+	return c.kill(c.runtimeComponent(), "runtime")
 }
 
 // RestartRuntime starts the node's runtime again with the arguments it had
 // and waits until it answers on its socket.
 func (c *Cluster) RestartRuntime(ctx context.Context) error {
-	rt := c.runtimeComponent()
-	if rt == nil {
-		return errors.New("no runtime recorded")
-	}
-	if rt.alive() {
-		return fmt.Errorf("%s still runs (pid %d)", rt.Name, rt.PID)
-	}
-	var kept []*component
-	for _, p := range c.Components {
-		if p != rt {
-			kept = append(kept, p)
-		}
-	}
-	c.Components = kept
-	comp, err := c.start(rt.Name, rt.Path, rt.Args, nil)
+	comp, err := c.restart(c.runtimeComponent(), "runtime")
 	if err != nil {
 		return err
 	}
 	return c.waitCRI(ctx, comp)
+}
+
+// KillNode kills the node agent (the kubelet or peapod-agent) with SIGKILL
+// and waits until it is gone; its pods keep running in the runtime.
+func (c *Cluster) KillNode() error {
+	return c.kill(c.nodeComponent(), "node agent")
+}
+
+// RestartNode starts the node agent again with the arguments it had and
+// waits until its health endpoint answers (the kubelet's healthz port,
+// peapod-agent's /healthz on its --listen socket). The node's Ready
+// condition is the caller's to wait for.
+func (c *Cluster) RestartNode(ctx context.Context) error {
+	comp, err := c.restart(c.nodeComponent(), "node agent")
+	if err != nil {
+		return err
+	}
+	return c.waitNodeHealthy(ctx, comp)
+}
+
+// kill sends SIGKILL to a recorded component and waits until it is gone.
+func (c *Cluster) kill(p *component, what string) error {
+	if p == nil || !p.alive() {
+		return fmt.Errorf("%s not running", what)
+	}
+	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
+		return err
+	}
+	for i := 0; i < 200 && p.alive(); i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
+	if p.alive() {
+		return fmt.Errorf("%s (pid %d) survives SIGKILL", p.Name, p.PID)
+	}
+	return nil
+}
+
+// restart starts a dead component again with its recorded path and
+// arguments, replacing its record.
+func (c *Cluster) restart(p *component, what string) (*component, error) {
+	if p == nil {
+		return nil, fmt.Errorf("no %s recorded", what)
+	}
+	if p.alive() {
+		return nil, fmt.Errorf("%s still runs (pid %d)", p.Name, p.PID)
+	}
+	var kept []*component
+	for _, q := range c.Components {
+		if q != p {
+			kept = append(kept, q)
+		}
+	}
+	c.Components = kept
+	return c.start(p.Name, p.Path, p.Args, p.Env)
+}
+
+// waitNodeHealthy waits until the node agent's health endpoint answers.
+func (c *Cluster) waitNodeHealthy(ctx context.Context, comp *component) error {
+	if c.kubeletNode() {
+		return c.waitHTTP(ctx, comp, fmt.Sprintf("http://127.0.0.1:%d/healthz", c.Ports.KubeletHealthz), nil, 60*time.Second)
+	}
+	return c.waitAgentHealthz(ctx, comp)
 }
 
 // RuntimeVersion asks the node's runtime for its name and version, as the

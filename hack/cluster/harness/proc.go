@@ -19,7 +19,10 @@ type component struct {
 	Name string   `json:"name"`
 	Path string   `json:"path"`
 	Args []string `json:"args"`
-	PID  int      `json:"pid"`
+	// Env is what start added to this process's environment (a restart
+	// passes it again).
+	Env []string `json:"env,omitempty"`
+	PID int      `json:"pid"`
 	// StartTime is /proc/<pid>/stat's field 22: with the executable path it
 	// tells our process from an unrelated one that got a recycled PID.
 	StartTime uint64 `json:"startTime"`
@@ -42,7 +45,7 @@ func (c *Cluster) start(name, path string, args []string, env []string) (*compon
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	st, _ := procStartTime(cmd.Process.Pid)
-	comp := &component{Name: name, Path: path, Args: args, PID: cmd.Process.Pid, StartTime: st, Log: logPath}
+	comp := &component{Name: name, Path: path, Args: args, Env: env, PID: cmd.Process.Pid, StartTime: st, Log: logPath}
 	// Reap it in the background while this process lives; once we exit,
 	// init adopts it.
 	go cmd.Wait() //nolint:errcheck

@@ -1,0 +1,102 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// startPeapodAgent starts bin/peapod-agent as the node (node mode: its
+// config names the kubelet's kubeconfig). Everything it keeps is under
+// <dir>/peapod-agent: its config, root (agent state, pod volumes), state
+// and --listen socket, and the static pod manifests dir; pod logs go to
+// <dir>/pod-logs as the kubelet's do. The flags say what the config does
+// not: the runtime's CRI endpoint, the HTTP socket and the log level.
+func (c *Cluster) startPeapodAgent(ctx context.Context) error {
+	dir := filepath.Join(c.Dir, NodePeapodAgent)
+	c.ManifestsDir = filepath.Join(dir, "manifests")
+	if err := os.MkdirAll(c.ManifestsDir, 0o755); err != nil {
+		return err
+	}
+	conf := filepath.Join(dir, "peapod-agent.toml")
+	if err := os.WriteFile(conf, []byte(c.peapodAgentConfig(dir)), 0o644); err != nil {
+		return err
+	}
+	comp, err := c.start(NodePeapodAgent, filepath.Join(c.Repo, "bin", "peapod-agent"), []string{
+		"--config", conf,
+		"--runtime-endpoint", c.RuntimeEndpoint,
+		"--listen", c.agentSocket(),
+		"--v=2",
+	}, nil)
+	if err != nil {
+		return err
+	}
+	// A flag or config the agent refuses shows here, with its log, rather
+	// than as a node that never turns Ready.
+	return c.waitAgentHealthz(ctx, comp)
+}
+
+// peapodAgentConfig renders the agent's peapod.toml: the keys of the
+// kubelet's config and flags that the agent has, with the same values.
+// cluster_dns stays empty as the kubelet's clusterDNS does (no cluster DNS
+// here: pods get the host's resolv.conf).
+func (c *Cluster) peapodAgentConfig(dir string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# peapod-agent of the cluster in %s (hack/cluster/harness)\n", c.Dir)
+	fmt.Fprintf(&b, "root = %q\nstate = %q\n", filepath.Join(dir, "root"), filepath.Join(dir, "run"))
+	fmt.Fprintf(&b, "[cri]\nsocket = %q\n", strings.TrimPrefix(c.RuntimeEndpoint, "unix://"))
+	fmt.Fprintf(&b, "[agent]\n")
+	fmt.Fprintf(&b, "kubeconfig = %q\n", filepath.Join(c.Dir, "kubelet.kubeconfig"))
+	fmt.Fprintf(&b, "node_name = %q\nnode_ip = %q\n", c.NodeName, c.NodeIP)
+	fmt.Fprintf(&b, "manifests_dir = %q\n", c.ManifestsDir)
+	fmt.Fprintf(&b, "pod_logs_dir = %q\n", filepath.Join(c.Dir, "pod-logs"))
+	fmt.Fprintf(&b, "volume_plugin_dir = %q\n", filepath.Join(c.Dir, "volume-plugins"))
+	fmt.Fprintf(&b, "max_pods = 110\ncluster_domain = \"cluster.local\"\n")
+	return b.String()
+}
+
+func (c *Cluster) agentSocket() string {
+	return filepath.Join(c.Dir, NodePeapodAgent, "agent.sock")
+}
+
+// waitAgentHealthz polls GET /healthz on the agent's unix socket.
+func (c *Cluster) waitAgentHealthz(ctx context.Context, comp *component) error {
+	sock := c.agentSocket()
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	defer client.CloseIdleConnections()
+	deadline := time.Now().Add(60 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		if !comp.alive() {
+			return fmt.Errorf("%s exited; its log ends:\n%s", comp.Name, tail(comp.Log, 20))
+		}
+		resp, err := client.Get("http://peapod-agent/healthz")
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s: no answer on %s within 60s (last: %s); its log ends:\n%s", comp.Name, sock, last, tail(comp.Log, 20))
+}
