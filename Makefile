@@ -8,7 +8,7 @@ export GOFLAGS := -buildvcs=false
 GOTESTFLAGS ?=
 OUT := _output
 
-.PHONY: all build deps test-deps bench-deps run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down conformance-k8s conformance-k8s-containerd conformance-k8s-containerd-debian conformance-containerd-debian containerd bench-cluster conformance-v1.37 conformance-containerd-v1.37 critest-v1.37 fuzz
+.PHONY: all build deps test-deps bench-deps run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down conformance-k8s conformance-k8s-agent conformance-k8s-containerd conformance-k8s-containerd-debian conformance-containerd-debian containerd bench-cluster conformance-v1.37 conformance-containerd-v1.37 critest-v1.37 fuzz
 
 all: build
 
@@ -84,6 +84,10 @@ conformance-k8s-containerd: bench-deps build containerd
 
 conformance-k8s-containerd-debian: bench-deps build
 	$(GO) run ./hack/cluster conformance --runtime containerd-debian $(CLUSTER_FLAGS)
+
+# The same specs with peapod-agent as the node (no kubelet), on peapod.
+conformance-k8s-agent: test-deps build
+	$(GO) run ./hack/cluster conformance --runtime peapod --node peapod-agent $(CLUSTER_FLAGS)
 
 # critest v1.34.0, every spec, against peapod / containerd v2.4.2 / Debian's
 # containerd 1.6.

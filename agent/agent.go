@@ -197,11 +197,12 @@ func (a *Agent) forwardProbeUpdates(ctx context.Context, ch <-chan ProbeUpdate) 
 			if w == nil {
 				continue
 			}
+			pod := w.currentPod()
 			if u.Result == ProbeFailure {
-				w.a.event(w.pod, v1.EventTypeWarning, "Unhealthy", "%s probe failed: %s", u.Kind, u.Message)
+				w.a.event(pod, v1.EventTypeWarning, "Unhealthy", "%s probe failed: %s", u.Kind, u.Message)
 			}
 			if u.Kind == ProbeLiveness && u.Result == ProbeFailure {
-				klog.InfoS("Liveness probe failed; the container will be restarted", "pod", klog.KObj(w.pod), "container", u.ContainerName, "message", u.Message)
+				klog.InfoS("Liveness probe failed; the container will be restarted", "pod", klog.KObj(pod), "container", u.ContainerName, "message", u.Message)
 				w.mu.Lock()
 				w.liveFailed[u.ContainerID] = true
 				w.mu.Unlock()
@@ -465,7 +466,7 @@ func (a *Agent) Pods() *v1.PodList {
 	// Items is never nil: an empty list is "items": [], as kubectl expects.
 	list := &v1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}, Items: []v1.Pod{}}
 	for _, w := range workers {
-		p := w.pod.DeepCopy()
+		p := w.currentPod().DeepCopy()
 		p.TypeMeta = metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}
 		p.CreationTimestamp = metav1.NewTime(w.firstSeen)
 		p.Status = w.podStatus()

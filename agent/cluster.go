@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -131,6 +132,11 @@ func (a *Agent) podSeen(ctx context.Context, obj any) {
 		return
 	}
 	cs.pods[pod.UID] = pod
+	if w := a.workers[pod.UID]; w != nil && !a.removing[pod.UID] {
+		if np := updatedPod(w.currentPod(), pod); np != nil {
+			w.updatePod(np)
+		}
+	}
 	a.mu.Unlock()
 	if pod.DeletionTimestamp != nil || !cs.isAdmitted(a, pod.UID) {
 		a.reconcile(ctx)
@@ -304,4 +310,30 @@ func (a *Agent) event(pod *v1.Pod, eventType, reason, format string, args ...any
 	if cs := a.cluster; cs != nil && cs.recorder != nil {
 		cs.recorder.Eventf(pod, eventType, reason, format, args...)
 	}
+}
+
+// updatedPod is the running pod cur with the changes of the API server's
+// version that a node acts on: labels and annotations (downward API
+// volumes follow them) and container images (the container restarts with
+// the new one, as the kubelet does on a changed spec). Other spec changes
+// are not applied: resources change through the resize path, and the rest
+// is immutable. nil when nothing of that changed.
+func updatedPod(cur, api *v1.Pod) *v1.Pod {
+	changed := !maps.Equal(cur.Labels, api.Labels) || !maps.Equal(cur.Annotations, api.Annotations)
+	np := cur.DeepCopy()
+	np.Labels, np.Annotations = maps.Clone(api.Labels), maps.Clone(api.Annotations)
+	for _, pair := range []struct{ have, want []v1.Container }{
+		{np.Spec.Containers, api.Spec.Containers}, {np.Spec.InitContainers, api.Spec.InitContainers},
+	} {
+		for i := range pair.have {
+			if i < len(pair.want) && pair.want[i].Name == pair.have[i].Name && pair.want[i].Image != pair.have[i].Image {
+				pair.have[i].Image = pair.want[i].Image
+				changed = true
+			}
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return np
 }

@@ -67,6 +67,49 @@ type worker struct {
 	// deletionGrace is the grace period of the pod's deletion in the API
 	// server, which wins over spec.terminationGracePeriodSeconds.
 	deletionGrace *int64
+	// pendingPod is a newer version of pod from the API server, taken
+	// over at the start of the next sync.
+	pendingPod *v1.Pod
+}
+
+// updatePod hands the worker a newer version of its pod.
+func (w *worker) updatePod(p *v1.Pod) {
+	w.mu.Lock()
+	w.pendingPod = p
+	w.mu.Unlock()
+	w.kick()
+}
+
+// currentPod is the worker's pod, for readers outside its goroutine (only
+// the worker goroutine replaces w.pod, holding Agent.mu and w.mu).
+func (w *worker) currentPod() *v1.Pod {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pod
+}
+
+// takePendingPod switches to a newer version of the pod, if any. Volumes
+// are set up again so that downward API files follow the labels and
+// annotations.
+func (w *worker) takePendingPod(ctx context.Context) {
+	w.mu.Lock()
+	np := w.pendingPod
+	w.pendingPod = nil
+	w.mu.Unlock()
+	if np == nil {
+		return
+	}
+	w.a.mu.Lock()
+	w.mu.Lock()
+	w.pod = np
+	w.mu.Unlock()
+	w.a.mu.Unlock()
+	if w.volumesReady {
+		w.volumesReady = false
+		if err := w.ensureVolumes(ctx); err != nil {
+			w.log().Error(err, "Updating volumes for the changed pod failed")
+		}
+	}
 }
 
 func newWorker(a *Agent, pod *v1.Pod) *worker {
@@ -170,6 +213,7 @@ func (w *worker) setPodError(msg string) {
 
 // sync is one observe → decide → act → status round.
 func (w *worker) sync(ctx context.Context) {
+	w.takePendingPod(ctx)
 	st, err := w.observe(ctx)
 	if err != nil {
 		w.log().Error(err, "Reading pod state from the runtime failed")

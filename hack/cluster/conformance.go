@@ -16,10 +16,11 @@ import (
 
 // conformance runs Kubernetes' own node e2e specs (e2e.test of the same
 // release, [NodeConformance] by default) against a fresh cluster whose node
-// runs the upstream kubelet on the given runtime, prints passed / failed /
+// runs the upstream kubelet on the given runtime, or peapod-agent itself
+// (node "peapod-agent"), prints passed / failed /
 // skipped with each failure (hack/conformance/summary), and tears the
 // cluster down. Returns the exit code: 0 when no spec failed.
-func conformance(runtime, focus, skip, out string, procs int) int {
+func conformance(runtime, node, focus, skip, out string, procs int) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	repo, err := os.Getwd()
@@ -37,13 +38,13 @@ func conformance(runtime, focus, skip, out string, procs int) int {
 	dir, err := os.MkdirTemp("", "peapod-conformance-cluster.")
 	check(err)
 	c, err := harness.Up(ctx, harness.Options{
-		Dir: dir, Repo: repo, BinDir: bin, Runtime: runtime, E2EImages: true, Log: os.Stderr,
+		Dir: dir, Repo: repo, BinDir: bin, Runtime: runtime, Node: node, E2EImages: true, Log: os.Stderr,
 	})
 	check(err)
 	defer func() {
 		// Keep the node's logs with the report: they name the cause of a
 		// failure more often than the spec's message does.
-		for _, name := range []string{"kubelet", "peapod", "containerd", "kube-apiserver"} {
+		for _, name := range []string{"kubelet", harness.NodePeapodAgent, "peapod", "containerd", "kube-apiserver"} {
 			src := filepath.Join(c.Dir, "logs", name+".log")
 			if data, err := os.ReadFile(src); err == nil {
 				_ = os.WriteFile(filepath.Join(out, name+".log"), data, 0o644)
@@ -58,7 +59,7 @@ func conformance(runtime, focus, skip, out string, procs int) int {
 	check(err)
 	defer logf.Close()
 	start := time.Now()
-	fmt.Fprintf(os.Stderr, "conformance: e2e.test on %s, focus %q skip %q (log: %s)\n", runtime, focus, skip, logf.Name())
+	fmt.Fprintf(os.Stderr, "conformance: e2e.test on %s under %s, focus %q skip %q (log: %s)\n", runtime, node, focus, skip, logf.Name())
 	// ginkgo runs the specs in parallel processes (most of a node spec's
 	// time is waiting for pods); each process is one e2e.test.
 	e2e := exec.CommandContext(ctx, filepath.Join(bin, "ginkgo"),

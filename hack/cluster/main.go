@@ -4,7 +4,7 @@
 //	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME]
 //	go run ./hack/cluster down [--dir DIR]
 //	go run ./hack/cluster env [--dir DIR]
-//	go run ./hack/cluster conformance [--runtime peapod|containerd|containerd-debian] [--focus RE] [--skip RE] [--out DIR] [--procs N]
+//	go run ./hack/cluster conformance [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--focus RE] [--skip RE] [--out DIR] [--procs N]
 package main
 
 import (
@@ -62,7 +62,7 @@ func main() {
 		check(c.Down())
 		fmt.Fprintf(os.Stderr, "cluster: down, %s removed\n", *dir)
 	case "conformance":
-		os.Exit(conformance(*runtime, *focus, *skip, *out, *procs))
+		os.Exit(conformance(*runtime, *node, *focus, *skip, *out, *procs))
 	case "env":
 		c, err := harness.Load(*dir)
 		check(err)
