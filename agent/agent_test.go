@@ -461,3 +461,28 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string) int {
 	}
 	return 0
 }
+
+func TestAgentActiveDeadline(t *testing.T) {
+	pod := strings.Replace(simplePod, "spec:\n", "spec:\n  activeDeadlineSeconds: 1\n", 1)
+	pod = strings.Replace(pod, "  initContainers:\n  - name: init\n    image: busybox:1.36\n", "", 1)
+	e := newTestEnv(t, map[string]string{"web.yaml": pod}, nil)
+	waitFor(t, "app running", func() bool { return containerRunning(e.pod("web"), "app") })
+	deadline := time.Now().Add(5 * time.Second)
+	for e.pod("web").Status.Phase != v1.PodFailed {
+		if time.Now().After(deadline) {
+			t.Fatalf("not Failed 5 s after a 1 s deadline: %+v", e.pod("web").Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := e.pod("web").Status
+	if st.Reason != "DeadlineExceeded" || st.Message != deadlineMessage {
+		t.Errorf("reason %q message %q", st.Reason, st.Message)
+	}
+	if e.count("StopContainer") < 1 || e.count("StopPodSandbox") < 1 {
+		t.Errorf("pod not stopped: %v", e.calls())
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := e.count("CreateContainer"); n != 1 {
+		t.Errorf("CreateContainer called %d times after the deadline", n)
+	}
+}

@@ -332,8 +332,16 @@ func updatedPod(cur, api *v1.Pod) *v1.Pod {
 			}
 		}
 	}
+	if d := api.Spec.ActiveDeadlineSeconds; !ptrEqual(d, cur.Spec.ActiveDeadlineSeconds) {
+		np.Spec.ActiveDeadlineSeconds = d
+		changed = true
+	}
 	if !changed {
 		return nil
 	}
 	return np
+}
+
+func ptrEqual(a, b *int64) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }

@@ -19,6 +19,9 @@ type statusInfo struct {
 	// RuntimeName prefixes container IDs as the kubelet does,
 	// <runtime>://<id>, from the CRI's Version (default "peapod").
 	RuntimeName string
+	// FailedReason, when set, makes the pod Failed whatever its
+	// containers say (DeadlineExceeded), with FailedMessage.
+	FailedReason, FailedMessage string
 }
 
 func (i statusInfo) containerID(id string) string {
@@ -86,6 +89,9 @@ func computePodStatus(pod *v1.Pod, st *PodStatusObserved, info statusInfo) v1.Po
 		s.ContainerStatuses = append(s.ContainerStatuses, containerStatus(c, st.latest(c.Name), st, info, waitReason))
 	}
 	s.Phase = podPhase(pod, &s, initDone)
+	if info.FailedReason != "" {
+		s.Phase, s.Reason, s.Message = v1.PodFailed, info.FailedReason, info.FailedMessage
+	}
 
 	// Conditions.
 	now := metav1.NewTime(st.Now)

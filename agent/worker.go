@@ -70,6 +70,34 @@ type worker struct {
 	// pendingPod is a newer version of pod from the API server, taken
 	// over at the start of the next sync.
 	pendingPod *v1.Pod
+	// deadlineHit: the pod ran longer than spec.activeDeadlineSeconds; it
+	// is stopped and Failed for good.
+	deadlineHit bool
+}
+
+// deadlineMessage is the kubelet's message for DeadlineExceeded.
+const deadlineMessage = "Pod was active on the node longer than the specified deadline"
+
+// pastDeadline tells whether the pod has been active longer than its
+// spec.activeDeadlineSeconds, counted from its start time as the
+// kubelet's activeDeadlineHandler does.
+func (w *worker) pastDeadline() bool {
+	d := w.pod.Spec.ActiveDeadlineSeconds
+	if d == nil {
+		return false
+	}
+	w.mu.Lock()
+	start := w.firstSeen
+	if st := w.status.StartTime; st != nil {
+		start = st.Time
+	}
+	w.mu.Unlock()
+	until := start.Add(time.Duration(*d) * time.Second)
+	if w.a.clock.Now().Before(until) {
+		w.wakeAt(until)
+		return false
+	}
+	return true
 }
 
 // updatePod hands the worker a newer version of its pod.
@@ -218,6 +246,24 @@ func (w *worker) sync(ctx context.Context) {
 	if err != nil {
 		w.log().Error(err, "Reading pod state from the runtime failed")
 		w.setPodError("runtime: " + err.Error())
+		return
+	}
+	if w.deadlineHit || w.pastDeadline() {
+		if !w.deadlineHit {
+			w.deadlineHit = true
+			w.log().Info("Pod exceeded its active deadline; stopping it", "activeDeadlineSeconds", *w.pod.Spec.ActiveDeadlineSeconds)
+			w.a.event(w.pod, v1.EventTypeWarning, "DeadlineExceeded", "%s", deadlineMessage)
+		}
+		if err := w.killPod(ctx, st, false); err != nil {
+			w.log().Error(err, "Stopping the pod past its deadline failed; retrying")
+		}
+		if pr := w.a.o.Prober; pr != nil {
+			pr.RemovePod(w.pod.UID)
+		}
+		if st2, err := w.observe(ctx); err == nil {
+			st = st2
+		}
+		w.updateStatus(st)
 		return
 	}
 	acts := computePodActions(w.pod, st)
@@ -1031,6 +1077,9 @@ func (w *worker) updateStatus(st *PodStatusObserved) {
 		FirstSeen:   w.firstSeen,
 		Message:     w.podError,
 		RuntimeName: w.a.o.RuntimeName,
+	}
+	if w.deadlineHit {
+		info.FailedReason, info.FailedMessage = "DeadlineExceeded", deadlineMessage
 	}
 	w.status = computePodStatus(w.pod, st, info)
 }
