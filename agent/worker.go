@@ -472,7 +472,7 @@ func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podAct
 		changed = true
 		c := findObserved(st, k.ID)
 		w.log().Info("Killing container", "container", k.Name, "reason", k.Reason)
-		w.a.event(w.pod, v1.EventTypeNormal, "Killing", "%s", k.Reason)
+		w.a.event(w.pod, v1.EventTypeNormal, "Killing", "%s", killingMessage(k))
 		if err := w.killContainer(ctx, c, gracePeriod(w.pod), k.Reason); err != nil {
 			w.log().Error(err, "Killing container failed", "container", k.Name)
 		}
@@ -1118,4 +1118,15 @@ func (w *worker) serviceEnv() ([]v1.EnvVar, error) {
 
 func isStaticPod(p *v1.Pod) bool {
 	return p.Annotations[annotationConfigSource] == "file"
+}
+
+// killingMessage is the Killing event's message in the kubelet's words.
+func killingMessage(k containerToKill) string {
+	switch k.Reason {
+	case "failed liveness probe":
+		return fmt.Sprintf("Container %s failed liveness probe, will be restarted", k.Name)
+	case "container spec changed":
+		return fmt.Sprintf("Container %s definition changed, will be restarted", k.Name)
+	}
+	return fmt.Sprintf("Stopping container %s", k.Name)
 }

@@ -122,6 +122,18 @@ type Agent struct {
 	ClusterDNS []string `toml:"cluster_dns"`
 	// ClusterDomain is the DNS search suffix of ClusterFirst pods.
 	ClusterDomain string `toml:"cluster_domain"`
+	// Listen is the kubelet API's address in node mode (HTTPS: logs,
+	// exec, attach, port-forward, stats, metrics); its port is the Node's
+	// daemonEndpoints.kubeletEndpoint.port.
+	Listen string `toml:"listen"`
+	// TLSCertFile and TLSPrivateKeyFile are the kubelet API's serving
+	// certificate; empty: a self-signed one for the node's name and IPs,
+	// as the kubelet makes.
+	TLSCertFile       string `toml:"tls_cert_file"`
+	TLSPrivateKeyFile string `toml:"tls_private_key_file"`
+	// ClientCAFile verifies client certificates (the API server's
+	// kubelet-client certificate); bearer tokens go to TokenReview.
+	ClientCAFile string `toml:"client_ca_file"`
 }
 
 // Duration is a time.Duration that reads and writes as "1m30s" in TOML.
@@ -174,6 +186,7 @@ func Default() *Config {
 			MaxPods:         110,
 			ClusterDNS:      []string{},
 			ClusterDomain:   "cluster.local",
+			Listen:          "0.0.0.0:10250",
 		},
 	}
 }
@@ -238,6 +251,17 @@ func (c *Config) Validate() error {
 	for _, ip := range c.Agent.ClusterDNS {
 		if net.ParseIP(ip) == nil {
 			return fmt.Errorf("agent.cluster_dns: %q is not an IP address", ip)
+		}
+	}
+	if _, port, err := net.SplitHostPort(c.Agent.Listen); err != nil || port == "" || port == "0" {
+		return fmt.Errorf("agent.listen: %q must be host:port with a fixed port (the Node advertises it)", c.Agent.Listen)
+	}
+	if (c.Agent.TLSCertFile == "") != (c.Agent.TLSPrivateKeyFile == "") {
+		return fmt.Errorf("agent.tls_cert_file and agent.tls_private_key_file: set both or neither")
+	}
+	for key, p := range map[string]string{"agent.tls_cert_file": c.Agent.TLSCertFile, "agent.tls_private_key_file": c.Agent.TLSPrivateKeyFile, "agent.client_ca_file": c.Agent.ClientCAFile} {
+		if p != "" && !filepath.IsAbs(p) {
+			return fmt.Errorf("%s: %q must be an absolute path", key, p)
 		}
 	}
 	if d := c.Agent.ClusterDomain; d == "" || strings.ContainsAny(d, " /") {

@@ -53,6 +53,9 @@ func TestParse(t *testing.T) {
 		{name: "bad node ip", toml: "[agent]\nnode_ip = \"node-1\"\n", wantErr: "agent.node_ip"},
 		{name: "zero max pods", toml: "[agent]\nmax_pods = 0\n", wantErr: "agent.max_pods"},
 		{name: "bad cluster dns", toml: "[agent]\ncluster_dns = [\"kube-dns\"]\n", wantErr: "agent.cluster_dns"},
+		{name: "kubelet API port 0", toml: "[agent]\nlisten = \"0.0.0.0:0\"\n", wantErr: "agent.listen"},
+		{name: "cert without key", toml: "[agent]\ntls_cert_file = \"/etc/peapod/kubelet.crt\"\n", wantErr: "set both or neither"},
+		{name: "relative client CA", toml: "[agent]\nclient_ca_file = \"ca.crt\"\n", wantErr: "agent.client_ca_file"},
 		{name: "bad subnet", toml: "[cni]\nsubnet = \"10.88.0.0\"\n", wantErr: "cni.subnet"},
 	}
 	for _, tt := range tests {

@@ -3,6 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -12,6 +20,8 @@ import (
 
 	"peapod/agent/apiobjects"
 	"peapod/config"
+	"peapod/kubeletapi"
+	"peapod/kubeletapi/stats"
 	"peapod/node"
 )
 
@@ -24,6 +34,14 @@ type cluster struct {
 }
 
 func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs []string, rs criapi.RuntimeService) (*cluster, error) {
+	_, portStr, err := net.SplitHostPort(cfg.Agent.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("agent.listen: %w", err)
+	}
+	port, err := strconv.ParseInt(portStr, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("agent.listen: port %q: %w", portStr, err)
+	}
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Agent.Kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("agent.kubeconfig %s: %w", cfg.Agent.Kubeconfig, err)
@@ -42,11 +60,12 @@ func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs 
 		// The hostname label and address follow the node name, as with
 		// the kubelet's --hostname-override: two nodes on one machine
 		// must not share kubernetes.io/hostname.
-		Hostname:  nodeName,
-		Addresses: nodeIPs,
-		MaxPods:   cfg.Agent.MaxPods,
-		Runtime:   rs,
-		RootDir:   cfg.Root,
+		Hostname:    nodeName,
+		Addresses:   nodeIPs,
+		KubeletPort: int32(port),
+		MaxPods:     cfg.Agent.MaxPods,
+		Runtime:     rs,
+		RootDir:     cfg.Root,
 		// The kubelet hands the pod CIDR the controller manager allocated
 		// to its runtime this way; runtimes that configure CNI from it
 		// use it, the others ignore it.
@@ -60,4 +79,59 @@ func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs 
 		return nil, err
 	}
 	return &cluster{client: client, node: n, objects: apiobjects.New(client)}, nil
+}
+
+// serveKubeletAPI starts the kubelet API (logs, exec, attach,
+// port-forward, stats, metrics) on agent.listen. The returned context ends
+// when the server fails, so that the agent exits (and is restarted by
+// peapod serve) rather than running as a node nobody can reach.
+func (c *cluster) serveKubeletAPI(ctx context.Context, cfg *config.Config, nodeName string, nodeIPs []string,
+	rs criapi.RuntimeService, is criapi.ImageManagerService, pods kubeletapi.PodSource, reg *prometheus.Registry) (context.Context, error) {
+	st := stats.New(stats.Options{
+		NodeName: nodeName, Runtime: rs, Images: is, RootDir: cfg.Root, PodLogsDir: cfg.Agent.PodLogsDir,
+	})
+	srv, err := kubeletapi.New(kubeletapi.Options{
+		Addr:         cfg.Agent.Listen,
+		CertFile:     cfg.Agent.TLSCertFile,
+		KeyFile:      cfg.Agent.TLSPrivateKeyFile,
+		ClientCAFile: cfg.Agent.ClientCAFile,
+		Client:       c.client,
+		NodeName:     nodeName,
+		NodeIPs:      nodeIPs,
+		Runtime:      rs,
+		Pods:         pods,
+		Handlers: map[string]http.Handler{
+			"/metrics":          promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			"/metrics/probes":   promhttp.HandlerFor(onlyFamilies(reg, "peapod_prober_"), promhttp.HandlerOpts{}),
+			"/metrics/resource": st.ResourceMetrics(),
+			"/metrics/cadvisor": st.CadvisorMetrics(),
+			"/stats/summary":    st.Summary(),
+		},
+	})
+	if err != nil {
+		return ctx, fmt.Errorf("kubelet API: %w", err)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
+			klog.ErrorS(err, "The kubelet API stopped; the agent exits", "address", cfg.Agent.Listen)
+			cancel(err)
+		}
+	}()
+	return ctx, nil
+}
+
+// onlyFamilies gathers the metric families of g whose name has prefix:
+// the kubelet's /metrics/probes is its prober series alone.
+func onlyFamilies(g prometheus.Gatherer, prefix string) prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err := g.Gather()
+		var out []*dto.MetricFamily
+		for _, mf := range mfs {
+			if strings.HasPrefix(mf.GetName(), prefix) {
+				out = append(out, mf)
+			}
+		}
+		return out, err
+	})
 }

@@ -178,6 +178,12 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	if err != nil {
 		return err
 	}
+	if cl != nil {
+		ctx, err = cl.serveKubeletAPI(ctx, cfg, nodeName, nodeIPs, rs, is, a, reg)
+		if err != nil {
+			return err
+		}
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /pods", a.Handler())
@@ -201,7 +207,15 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 
 	go vols.Run(ctx)
 	klog.InfoS("Agent running", "manifests", cfg.Agent.ManifestsDir, "node", nodeName, "runtime", endpoint, "listen", listen, "cluster", cfg.Agent.Kubeconfig != "")
-	return a.Run(ctx)
+	if err := a.Run(ctx); err != nil {
+		return err
+	}
+	// The kubelet API's failure ends ctx with its cause; a signal ends it
+	// with plain cancellation.
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return nil
 }
 
 // waitRuntime waits for the runtime to answer Version and returns its

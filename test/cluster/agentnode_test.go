@@ -30,9 +30,11 @@ const agentNodeName = "peapod-agent-node"
 // registers the Node and its Lease with the kubelet's credentials, runs
 // the pods bound to it through peapod's CRI socket, reports their status,
 // admits or rejects them as the kubelet does, mirrors its static pods, and
-// survives kill -9 of itself and of the runtime without restarting a
-// container. One cluster serves every subtest; the pods of the Deployment
-// subtest are the ones the kill subtests watch.
+// records the kubelet's events, survives kill -9 of itself and of the
+// runtime and a restart of the API server without restarting a container,
+// and finishes after a restart what was deleted while it was down. One
+// cluster serves every subtest; the pods of the Deployment subtest are the
+// ones the disruptive subtests watch.
 func TestAgentNode(t *testing.T) {
 	testenv.Integration(t)
 	c := agentCluster(t)
@@ -46,8 +48,13 @@ func TestAgentNode(t *testing.T) {
 		t.Run("NodeAffinity", func(t *testing.T) { t.Parallel(); testAgentNodeAffinity(t, c) })
 		t.Run("StaticPod", func(t *testing.T) { t.Parallel(); testAgentStaticPod(t, c) })
 		t.Run("Volumes", func(t *testing.T) { t.Parallel(); testAgentVolumes(t, c) })
+		t.Run("Events", func(t *testing.T) { t.Parallel(); testAgentEvents(t, c) })
+		t.Run("MirrorRecreated", func(t *testing.T) { t.Parallel(); testAgentMirrorRecreated(t, c) })
 	})
 	// Disruptive: alone, after everything else.
+	t.Run("DeletedWhileAgentDown", func(t *testing.T) { testAgentDeletedWhileDown(t, c, false) })
+	t.Run("ForceDeletedWhileAgentDown", func(t *testing.T) { testAgentDeletedWhileDown(t, c, true) })
+	t.Run("APIServerRestart", func(t *testing.T) { testAgentAPIServerRestart(shared.on(t), c) })
 	t.Run("AgentKill9", func(t *testing.T) { testAgentKill9(shared.on(t), c) })
 	t.Run("RuntimeKill9", func(t *testing.T) { testAgentRuntimeKill9(shared.on(t), c) })
 }
@@ -584,6 +591,329 @@ func testAgentRuntimeKill9(k *kc, c *harness.Cluster) {
 		s := k.nodeReady(c.NodeName)
 		return s == "True", s
 	})
+	k.checkSteady(before)
+}
+
+// trapPod is a pod whose container leaves on SIGTERM and never exits by
+// itself; the last %s adds lines to its container.
+const trapPod = `apiVersion: v1
+kind: Pod
+metadata: {name: %s}
+spec:
+  terminationGracePeriodSeconds: %d
+  containers:
+  - name: c
+    image: %s
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+%s`
+
+// podEvents lists the events about pod (kubectl get events
+// --field-selector involvedObject.name=POD).
+func (k *kc) podEvents(pod string) ([]corev1.Event, error) {
+	out, err := k.try("get", "events", "--field-selector", "involvedObject.name="+pod, "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var l corev1.EventList
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		return nil, err
+	}
+	return l.Items, nil
+}
+
+// eventsByReason indexes events by reason and renders them for a message.
+func eventsByReason(evs []corev1.Event) (map[string][]corev1.Event, string) {
+	m := map[string][]corev1.Event{}
+	var lines []string
+	for _, e := range evs {
+		m[e.Reason] = append(m[e.Reason], e)
+		lines = append(lines, fmt.Sprintf("%s %s (source %s/%s, reporting %s/%s): %s",
+			e.Type, e.Reason, e.Source.Component, e.Source.Host, e.ReportingController, e.ReportingInstance, e.Message))
+	}
+	return m, strings.Join(lines, "\n")
+}
+
+// (j) Events as the kubelet records them: a new pod gets the scheduler's
+// Scheduled, then Pulled (Pulling first when the image is not there yet),
+// Created and Started from component kubelet on this node; a container
+// whose liveness probe fails gets Unhealthy and Killing and is restarted.
+func testAgentEvents(t *testing.T, c *harness.Cluster) {
+	k := newNSIn(t, c)
+	k.apply(fmt.Sprintf(trapPod, "evented", 2, busybox, ""))
+	k.apply(fmt.Sprintf(trapPod, "unhealthy", 2, busybox, `    livenessProbe:
+      exec: {command: ["false"]}
+      periodSeconds: 1
+      failureThreshold: 1
+`))
+	k.waitReady("evented", 90*time.Second)
+
+	want := []string{"Scheduled", "Pulled", "Created", "Started"}
+	var byReason map[string][]corev1.Event
+	k.eventually(30*time.Second, "events of pod evented", func() (bool, string) {
+		evs, err := k.podEvents("evented")
+		if err != nil {
+			return false, err.Error()
+		}
+		m, all := eventsByReason(evs)
+		byReason = m
+		for _, r := range want {
+			if len(m[r]) == 0 {
+				return false, "no " + r + " in:\n" + all
+			}
+		}
+		return true, ""
+	})
+	_, all := eventsByReason(append(append(append(byReason["Scheduled"], byReason["Pulling"]...), byReason["Pulled"]...),
+		append(byReason["Created"], byReason["Started"]...)...))
+	t.Logf("events of pod evented:\n%s", all)
+	if s := byReason["Scheduled"][0]; !strings.Contains(s.Message, c.NodeName) {
+		t.Errorf("Scheduled: %q does not name node %s", s.Message, c.NodeName)
+	}
+	for _, r := range []string{"Pulling", "Pulled", "Created", "Started"} {
+		for _, e := range byReason[r] {
+			if e.Source.Component != "kubelet" || e.Source.Host != c.NodeName {
+				t.Errorf("%s event from %s/%s, want kubelet/%s", r, e.Source.Component, e.Source.Host, c.NodeName)
+			}
+			if e.Type != corev1.EventTypeNormal {
+				t.Errorf("%s event of type %s, want Normal", r, e.Type)
+			}
+		}
+	}
+
+	start := time.Now()
+	k.eventually(60*time.Second, "pod unhealthy restarted, with Unhealthy and Killing events", func() (bool, string) {
+		restarts := k.jsonpath("pod/unhealthy", "{.status.containerStatuses[0].restartCount}")
+		evs, err := k.podEvents("unhealthy")
+		if err != nil {
+			return false, err.Error()
+		}
+		m, all := eventsByReason(evs)
+		n, _ := strconv.Atoi(restarts)
+		return n > 0 && len(m["Unhealthy"]) > 0 && len(m["Killing"]) > 0, "restartCount " + restarts + ", events:\n" + all
+	})
+	t.Logf("pod unhealthy restarted %s after pod evented was Ready", time.Since(start).Round(100*time.Millisecond))
+	evs, err := k.podEvents("unhealthy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, all := eventsByReason(evs)
+	t.Logf("events of pod unhealthy:\n%s", all)
+	for _, r := range []string{"Unhealthy", "Killing"} {
+		for _, e := range m[r] {
+			if e.Source.Component != "kubelet" || e.Source.Host != c.NodeName {
+				t.Errorf("%s event from %s/%s, want kubelet/%s", r, e.Source.Component, e.Source.Host, c.NodeName)
+			}
+		}
+	}
+	if e := m["Unhealthy"][0]; e.Type != corev1.EventTypeWarning || !strings.Contains(e.Message, "Liveness") {
+		t.Errorf("Unhealthy: %s %q, want a Warning about the liveness probe", e.Type, e.Message)
+	}
+}
+
+// mirrorState is a mirror pod as MirrorRecreated compares it.
+type mirrorState struct {
+	uid, phase, containers string
+	restarts               int32
+	deleting               bool
+}
+
+func (k *kc) mirror(name string) (mirrorState, error) {
+	out, err := k.try("get", "pod", name, "-o", "json")
+	if err != nil {
+		return mirrorState{}, err
+	}
+	var p corev1.Pod
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		return mirrorState{}, err
+	}
+	if p.Annotations[corev1.MirrorPodAnnotationKey] == "" {
+		return mirrorState{}, fmt.Errorf("pod %s is no mirror pod (annotations %v)", name, p.Annotations)
+	}
+	m := mirrorState{uid: string(p.UID), phase: string(p.Status.Phase), deleting: p.DeletionTimestamp != nil}
+	var ids []string
+	for _, cs := range p.Status.ContainerStatuses {
+		ids = append(ids, cs.ContainerID)
+		m.restarts += cs.RestartCount
+	}
+	m.containers = strings.Join(ids, ",")
+	return m, nil
+}
+
+// (k) The static pod's mirror pod deleted with kubectl: the agent puts a
+// new one (another UID) in its place, and the static pod runs on
+// untouched.
+func testAgentMirrorRecreated(t *testing.T, c *harness.Cluster) {
+	k := newNSIn(t, c)
+	manifest := filepath.Join(c.ManifestsDir, k.ns+".yaml")
+	if err := os.WriteFile(manifest, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: static-keep, namespace: %s}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: %s
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+`, k.ns, busybox)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(manifest) })
+	name := "static-keep-" + c.NodeName
+	var before mirrorState
+	k.eventually(90*time.Second, "mirror pod "+name+" Running", func() (bool, string) {
+		m, err := k.mirror(name)
+		if err != nil {
+			return false, err.Error()
+		}
+		before = m
+		return m.phase == "Running" && m.containers != "", fmt.Sprintf("%+v", m)
+	})
+	deleted := time.Now()
+	k.run("delete", "pod", name, "--wait=false")
+	var after mirrorState
+	k.eventually(20*time.Second, "a new mirror pod "+name+" Running", func() (bool, string) {
+		m, err := k.mirror(name)
+		if err != nil {
+			return false, err.Error()
+		}
+		after = m
+		return m.uid != before.uid && !m.deleting && m.phase == "Running" && m.containers != "", fmt.Sprintf("%+v", m)
+	})
+	t.Logf("new mirror pod Running %s after the delete (uid %s, was %s)", time.Since(deleted).Round(100*time.Millisecond), after.uid, before.uid)
+	if after.containers != before.containers || after.restarts != 0 {
+		t.Errorf("static pod's containers %s (restarts %d), before the delete %s (restarts %d)",
+			after.containers, after.restarts, before.containers, before.restarts)
+	}
+}
+
+// (l) A pod deleted while the agent is down: graceful, it sits Terminating
+// (nobody finishes it) until the agent is back, which then stops it and
+// removes it from the API server and the runtime; forced, it is gone from
+// the API server at once and the agent, once back, reaps its sandbox as an
+// orphan when its pod list has synced.
+func testAgentDeletedWhileDown(t *testing.T, c *harness.Cluster, force bool) {
+	k := newNSIn(t, c)
+	ctx := context.Background()
+	k.apply(fmt.Sprintf(trapPod, "doomed", 5, busybox, ""))
+	k.waitReady("doomed", 90*time.Second)
+	uid := k.jsonpath("pod/doomed", "{.metadata.uid}")
+	sandboxes := func() []string {
+		sb, err := c.PodSandboxes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sb[uid]
+	}
+	if len(sandboxes()) == 0 {
+		t.Fatalf("no sandbox for pod %s in the runtime", uid)
+	}
+
+	if err := c.KillNode(); err != nil {
+		t.Fatal(err)
+	}
+	down := true
+	restart := func() {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		down = false
+		if err := c.RestartNode(rctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A failure below must not leave the later subtests without a node.
+	t.Cleanup(func() {
+		if down {
+			restart()
+		}
+	})
+
+	if force {
+		k.run("delete", "pod", "doomed", "--grace-period=0", "--force")
+		if out, err := k.try("get", "pod", "doomed", "-o", "jsonpath={.metadata.uid}"); err == nil || !strings.Contains(err.Error(), "NotFound") {
+			t.Fatalf("pod still in the API server after a forced delete: %s %v", out, err)
+		}
+	} else {
+		k.run("delete", "pod", "doomed", "--wait=false")
+		// Past the 5 s grace period: with no agent nothing finishes it.
+		time.Sleep(7 * time.Second)
+		if ts := k.jsonpath("pod/doomed", "{.metadata.deletionTimestamp}"); ts == "" {
+			t.Fatalf("pod doomed not Terminating with the agent down: %s", k.jsonpath("pod/doomed", "{.metadata}"))
+		}
+	}
+	if len(sandboxes()) == 0 {
+		t.Fatal("the pod's sandbox is gone with the agent down")
+	}
+
+	restart()
+	restarted := time.Now()
+	limit := 30 * time.Second
+	if force {
+		limit = 90 * time.Second
+	} else {
+		k.eventually(limit, "pod doomed gone from the API server", func() (bool, string) {
+			out, err := k.try("get", "pod", "doomed", "-o", "jsonpath={.status.phase} {.metadata.deletionTimestamp}")
+			return err != nil && strings.Contains(err.Error(), "NotFound"), out
+		})
+		t.Logf("pod gone from the API server %s after the agent's restart", time.Since(restarted).Round(100*time.Millisecond))
+	}
+	k.eventually(limit-time.Since(restarted), "sandbox gone from the runtime", func() (bool, string) {
+		ids := sandboxes()
+		return len(ids) == 0, fmt.Sprint(ids)
+	})
+	t.Logf("sandbox gone from the runtime %s after the agent's restart", time.Since(restarted).Round(100*time.Millisecond))
+}
+
+// (m) The API server restarted under the agent: the node stays (or comes
+// back) Ready, its Lease is renewed again, a pod created afterwards runs
+// (the agent's pod informer listed again and went on), and the running
+// pods were left alone.
+func testAgentAPIServerRestart(k *kc, c *harness.Cluster) {
+	t := k.t
+	before := k.steadyBefore()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := c.RestartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	t.Logf("API server ready again %s after the restart began", back.Sub(start).Round(100*time.Millisecond))
+
+	k.eventually(60*time.Second, "node Ready after the API server's restart", func() (bool, string) {
+		s := k.nodeReady(c.NodeName)
+		return s == "True", s
+	})
+	var node corev1.Node
+	k.getJSON(&node, "node", c.NodeName)
+	for _, cond := range node.Status.Conditions {
+		if cond.Type == corev1.NodeReady {
+			if cond.LastTransitionTime.Time.After(start.Add(-time.Second)) {
+				t.Logf("node went NotReady and came back: Ready since %s (restart began %s)", cond.LastTransitionTime.Format(time.RFC3339), start.Format(time.RFC3339))
+			} else {
+				t.Logf("node stayed Ready across the restart (Ready since %s)", cond.LastTransitionTime.Format(time.RFC3339))
+			}
+		}
+	}
+	k.eventually(30*time.Second, "lease renewed after the API server's restart", func() (bool, string) {
+		var l coordinationv1.Lease
+		out, err := k.try("-n", "kube-node-lease", "get", "lease", c.NodeName, "-o", "json")
+		if err != nil {
+			return false, err.Error()
+		}
+		if err := json.Unmarshal([]byte(out), &l); err != nil || l.Spec.RenewTime == nil {
+			return false, out
+		}
+		return l.Spec.RenewTime.After(back), l.Spec.RenewTime.String()
+	})
+	t.Logf("lease renewed %s after the API server was back", time.Since(back).Round(100*time.Millisecond))
+
+	fresh := newNSIn(t, c)
+	fresh.apply(fmt.Sprintf(trapPod, "after-restart", 2, busybox, ""))
+	fresh.waitReady("after-restart", 90*time.Second)
+	if p := fresh.jsonpath("pod/after-restart", "{.status.phase}"); p != "Running" {
+		t.Errorf("pod after-restart: phase %s, want Running", p)
+	}
+	t.Logf("pod created after the restart Ready %s after the API server was back", time.Since(back).Round(100*time.Millisecond))
 	k.checkSteady(before)
 }
 

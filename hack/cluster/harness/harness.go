@@ -258,9 +258,10 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 func (c *Cluster) pickAddresses(context.Context) error {
 	var err error
 	p := &c.Ports
-	ports := []*int{&p.Etcd, &p.EtcdPeer, &p.APIServer, &p.ControllerManager, &p.Scheduler, &p.Registry}
+	// Kubelet is the kubelet API's port for either node kind.
+	ports := []*int{&p.Etcd, &p.EtcdPeer, &p.APIServer, &p.ControllerManager, &p.Scheduler, &p.Registry, &p.Kubelet}
 	if c.kubeletNode() {
-		ports = append(ports, &p.Kubelet, &p.KubeletHealthz)
+		ports = append(ports, &p.KubeletHealthz)
 	}
 	for _, port := range ports {
 		if *port, err = freePort(); err != nil {
@@ -512,15 +513,51 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		"--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true",
 		"--profiling=false",
+		// On SIGTERM, answer new requests 429 (Retry-After: 1) until those
+		// in flight are done, then close within 2 s. By default it stops
+		// listening at once but waits ShutdownTimeout (the 60 s request
+		// timeout) for its open watches, which only end at their own
+		// timeout: RestartAPIServer would take a minute.
+		"--shutdown-send-retry-after=true",
 	}, nil)
 	if err != nil {
 		return err
 	}
+	return c.waitAPIServer(ctx, comp)
+}
+
+// waitAPIServer waits until kube-apiserver answers /readyz to the admin.
+func (c *Cluster) waitAPIServer(ctx context.Context, comp *component) error {
 	tlsConf, err := c.adminTLS()
 	if err != nil {
 		return err
 	}
 	return c.waitHTTP(ctx, comp, c.apiURL()+"/readyz", tlsConf, 120*time.Second)
+}
+
+// RestartAPIServer stops kube-apiserver by its recorded PID (SIGTERM: it
+// exits within ~2 s, see --shutdown-send-retry-after; SIGKILL if it has
+// not 30 s later), starts it again with the arguments it had (same port,
+// certificates and etcd, so its clients reconnect to it as to the old one)
+// and waits for its /readyz. Every watch of the controller manager, the
+// scheduler and the node agent ends meanwhile.
+func (c *Cluster) RestartAPIServer(ctx context.Context) error {
+	p := c.component("kube-apiserver")
+	if p == nil || !p.alive() {
+		return errors.New("kube-apiserver not running")
+	}
+	const grace = 30 * time.Second
+	start := time.Now()
+	comp, err := c.stopRestart(p, grace)
+	if err != nil {
+		return err
+	}
+	how := "exited"
+	if time.Since(start) >= grace {
+		how = "killed (SIGKILL)"
+	}
+	c.logf("kube-apiserver %s %.1fs after SIGTERM, started again as pid %d", how, time.Since(start).Seconds(), comp.PID)
+	return c.waitAPIServer(ctx, comp)
 }
 
 func (c *Cluster) startControllers(ctx context.Context) error {

@@ -377,6 +377,15 @@ func (c *Cluster) restart(p *component, what string) (*component, error) {
 	return c.start(p.Name, p.Path, p.Args, p.Env)
 }
 
+// stopRestart stops a running component (SIGTERM, SIGKILL after grace)
+// and starts it again as restart does.
+func (c *Cluster) stopRestart(p *component, grace time.Duration) (*component, error) {
+	if err := p.stop(grace); err != nil {
+		return nil, err
+	}
+	return c.restart(p, p.Name)
+}
+
 // waitNodeHealthy waits until the node agent's health endpoint answers.
 func (c *Cluster) waitNodeHealthy(ctx context.Context, comp *component) error {
 	if c.kubeletNode() {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -58,6 +59,12 @@ func (c *Cluster) peapodAgentConfig(dir string) string {
 	fmt.Fprintf(&b, "pod_logs_dir = %q\n", filepath.Join(c.Dir, "pod-logs"))
 	fmt.Fprintf(&b, "volume_plugin_dir = %q\n", filepath.Join(c.Dir, "volume-plugins"))
 	fmt.Fprintf(&b, "max_pods = 110\ncluster_domain = \"cluster.local\"\n")
+	// The kubelet API where the kubelet's would be: the API server reaches
+	// it at the node IP and the Node's advertised port, with the cluster
+	// CA's kubelet-client certificate.
+	fmt.Fprintf(&b, "listen = %q\n", net.JoinHostPort(c.NodeIP, strconv.Itoa(c.Ports.Kubelet)))
+	fmt.Fprintf(&b, "tls_cert_file = %q\ntls_private_key_file = %q\nclient_ca_file = %q\n",
+		c.pki("kubelet-serving.crt"), c.pki("kubelet-serving.key"), c.pki("ca.crt"))
 	return b.String()
 }
 

@@ -11,7 +11,7 @@ import (
 // (config.Parse refuses unknown ones), paths inside the cluster dir.
 func TestPeapodAgentConfig(t *testing.T) {
 	dir := t.TempDir()
-	c := &Cluster{Dir: dir, Node: NodePeapodAgent, NodeName: "n1", NodeIP: "10.120.0.1",
+	c := &Cluster{Dir: dir, Node: NodePeapodAgent, NodeName: "n1", NodeIP: "10.120.0.1", Ports: Ports{Kubelet: 10250},
 		RuntimeEndpoint: "unix://" + filepath.Join(dir, "runtime", "cri.sock"),
 		ManifestsDir:    filepath.Join(dir, NodePeapodAgent, "manifests")}
 	cfg := config.Default()
@@ -30,6 +30,9 @@ func TestPeapodAgentConfig(t *testing.T) {
 		"pod_logs_dir":      {a.PodLogsDir, filepath.Join(dir, "pod-logs")},
 		"volume_plugin_dir": {a.VolumePluginDir, filepath.Join(dir, "volume-plugins")},
 		"cluster_domain":    {a.ClusterDomain, "cluster.local"},
+		"listen":            {a.Listen, "10.120.0.1:10250"},
+		"tls_cert_file":     {a.TLSCertFile, filepath.Join(dir, "pki", "kubelet-serving.crt")},
+		"client_ca_file":    {a.ClientCAFile, filepath.Join(dir, "pki", "ca.crt")},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("%s = %q, want %q", name, tt.got, tt.want)
