@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"peapod/internal/procfs"
 )
 
 // machine is one reading of the host: everything the status builders need
@@ -48,7 +50,7 @@ func readMachine(rootDir string) (machine, error) {
 	if b, err := os.ReadFile("/proc/meminfo"); err != nil {
 		errs = append(errs, err)
 	} else {
-		mi := parseMeminfo(string(b))
+		mi := procfs.ParseMeminfo(b)
 		m.MemTotal, m.MemAvailable = mi["MemTotal"], mi["MemAvailable"]
 	}
 	m.HugePageSizes = hugePageSizes("/sys/kernel/mm/hugepages")
@@ -119,31 +121,6 @@ func readMachine(rootDir string) (machine, error) {
 		}
 	}
 	return m, errors.Join(errs...)
-}
-
-// parseMeminfo returns the "Name: N kB" lines of /proc/meminfo in bytes.
-func parseMeminfo(s string) map[string]uint64 {
-	out := map[string]uint64{}
-	sc := bufio.NewScanner(strings.NewReader(s))
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		if len(f) > 1 && f[1] == "kB" {
-			v *= 1024
-		}
-		out[name] = v
-	}
-	return out
 }
 
 // parseLoadavgTasks returns the number of kernel scheduling entities, the

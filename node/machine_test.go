@@ -6,20 +6,6 @@ import (
 	"testing"
 )
 
-func TestParseMeminfo(t *testing.T) {
-	in := "MemTotal:       16303972 kB\nMemFree:         1234 kB\nMemAvailable:   12000000 kB\nHugePages_Total:       0\nbroken line\nBad:   x kB\n"
-	got := parseMeminfo(in)
-	want := map[string]uint64{
-		"MemTotal":        16303972 * 1024,
-		"MemFree":         1234 * 1024,
-		"MemAvailable":    12000000 * 1024,
-		"HugePages_Total": 0,
-	}
-	if !maps.Equal(got, want) {
-		t.Errorf("got %v, want %v", got, want)
-	}
-}
-
 func TestParseLoadavgTasks(t *testing.T) {
 	tests := []struct {
 		in      string

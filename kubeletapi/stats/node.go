@@ -10,6 +10,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+
+	"peapod/internal/procfs"
 )
 
 // The node's figures, read from the kernel as cAdvisor reads them for the
@@ -67,7 +69,7 @@ func (p *Provider) nodeMemory() (*statsapi.MemoryStats, *statsapi.SwapStats, err
 	if err != nil {
 		return nil, nil, err
 	}
-	mi := parseMeminfo(b)
+	mi := procfs.ParseMeminfo(b)
 	rm, err := p.rootMemory(mi)
 	if err != nil {
 		return nil, nil, err

@@ -82,32 +82,6 @@ func parseProcStat(data []byte) (procStat, error) {
 	return st, nil
 }
 
-// parseMeminfo reads /proc/meminfo into bytes per field ("MemTotal",
-// "Inactive(file)", ...). Fields without the kB unit (HugePages_Total) are
-// counts and are kept as they are.
-func parseMeminfo(data []byte) map[string]uint64 {
-	out := map[string]uint64{}
-	for line := range strings.Lines(string(data)) {
-		k, rest, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		if len(f) > 1 && f[1] == "kB" {
-			v *= 1024
-		}
-		out[strings.TrimSpace(k)] = v
-	}
-	return out
-}
-
 // parseFlatKeyed reads a "key value" file (memory.stat).
 func parseFlatKeyed(data []byte) map[string]uint64 {
 	out := map[string]uint64{}
