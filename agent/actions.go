@@ -52,8 +52,9 @@ type ContainerObserved struct {
 	Image    string
 	ImageRef string
 
-	// LivenessFailed: the prober reported a liveness failure for this id.
-	LivenessFailed bool
+	// ProbeFailed is the probe whose failure the prober reported for this
+	// id ("liveness" or "startup"; both restart the container), or "".
+	ProbeFailed string
 	// Started: running and its startup probe succeeded (or it has none).
 	Started bool
 	// Ready: running, started and its readiness probe succeeded (or none).
@@ -271,10 +272,10 @@ func computePodActions(pod *v1.Pod, st *PodStatusObserved) podActions {
 			case c.Hash != "" && c.Hash != containerHash(spec):
 				kill(c, "container spec changed")
 				a.ContainersToStart = append(a.ContainersToStart, i)
-			case c.LivenessFailed:
+			case c.ProbeFailed != "":
 				// Killed now; the next sync restarts it per policy (it
 				// exits non-zero) with back-off.
-				kill(c, "failed liveness probe")
+				kill(c, "failed "+c.ProbeFailed+" probe")
 				pending++
 			default:
 				running++
@@ -344,8 +345,8 @@ func computeInitActions(pod *v1.Pod, st *PodStatusObserved, sb *SandboxObserved,
 					a.InitContainersToStart = append(a.InitContainersToStart, i)
 					return false
 				}
-				if c.LivenessFailed {
-					kill(c, "failed liveness probe")
+				if c.ProbeFailed != "" {
+					kill(c, "failed "+c.ProbeFailed+" probe")
 				}
 				if !c.Started && !progressedPast(i) {
 					return false // wait for its startup probe

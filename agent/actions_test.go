@@ -55,7 +55,7 @@ func TestComputePodActions(t *testing.T) {
 	backOffDone.BackOffUntil = tNow.Add(-time.Second)
 	backOffDone.BackOffDelay = 20 * time.Second
 	liveFail := ctr("app", "sb1", running, 0)
-	liveFail.LivenessFailed = true
+	liveFail.ProbeFailed = "liveness"
 	changed := ctr("app", "sb1", running, 0)
 	changed.Hash = "deadbeef"
 	sidecarNotStarted := ctr("proxy", "sb1", running, 0)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	goruntime "runtime"
 
 	v1 "k8s.io/api/core/v1"
 	resourcehelper "k8s.io/component-helpers/resource"
@@ -25,6 +26,15 @@ type admitResult struct {
 // may be bound directly (spec.nodeName) or the node may have changed since.
 // Only the first failure is reported, as the kubelet does.
 func admit(pod *v1.Pod, node *v1.Node, active []*v1.Pod, maxPods int) admitResult {
+	// The OS checks come first, as the kubelet's: no eviction would help.
+	// (The kubelet reads the OS from the pod's labels here, not its
+	// nodeSelector; so do we.)
+	if os, ok := pod.Labels[v1.LabelOSStable]; ok && os != goruntime.GOOS {
+		return admitResult{Reason: "PodOSSelectorNodeLabelDoesNotMatch", Message: "Pod was rejected: Failed to admit pod as the `kubernetes.io/os` label doesn't match node label"}
+	}
+	if pod.Spec.OS != nil && string(pod.Spec.OS.Name) != goruntime.GOOS {
+		return admitResult{Reason: "PodOSNotSupported", Message: "Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"}
+	}
 	// Resources first, in the scheduler's order: pods, cpu, memory,
 	// ephemeral-storage.
 	alloc := node.Status.Allocatable

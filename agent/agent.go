@@ -201,10 +201,11 @@ func (a *Agent) forwardProbeUpdates(ctx context.Context, ch <-chan ProbeUpdate) 
 			if u.Result == ProbeFailure {
 				w.a.event(pod, v1.EventTypeWarning, "Unhealthy", "%s probe failed: %s", u.Kind, u.Message)
 			}
-			if u.Kind == ProbeLiveness && u.Result == ProbeFailure {
-				klog.InfoS("Liveness probe failed; the container will be restarted", "pod", klog.KObj(pod), "container", u.ContainerName, "message", u.Message)
+			if (u.Kind == ProbeLiveness || u.Kind == ProbeStartup) && u.Result == ProbeFailure {
+				kind := strings.ToLower(u.Kind.String())
+				klog.InfoS("Probe failed; the container will be restarted", "probe", kind, "pod", klog.KObj(pod), "container", u.ContainerName, "message", u.Message)
 				w.mu.Lock()
-				w.liveFailed[u.ContainerID] = true
+				w.liveFailed[u.ContainerID] = kind
 				w.mu.Unlock()
 			}
 			w.kick()

@@ -155,13 +155,21 @@ func toCRIProtocol(p v1.Protocol) runtimeapi.Protocol {
 	return runtimeapi.Protocol_TCP
 }
 
-// podHostname is spec.hostname or the pod name, cut to 63 characters
-// without a trailing '-' or '.' (the kubelet's GeneratePodHostNameAndDomain).
+// podHostname is spec.hostnameOverride, else spec.hostname or the pod
+// name, cut to 63 characters without a trailing '-' or '.' (the kubelet's
+// GeneratePodHostNameAndDomain).
 func podHostname(pod *v1.Pod) string {
+	if o := pod.Spec.HostnameOverride; o != nil && *o != "" {
+		return truncateHostname(*o)
+	}
 	h := pod.Name
 	if pod.Spec.Hostname != "" {
 		h = pod.Spec.Hostname
 	}
+	return truncateHostname(h)
+}
+
+func truncateHostname(h string) string {
 	if len(h) > 63 {
 		h = strings.TrimRight(h[:63], "-.")
 	}

@@ -2,12 +2,14 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -53,7 +55,7 @@ func runHTTPHook(ctx context.Context, g *v1.HTTPGetAction, c *v1.Container, podI
 	if err != nil {
 		return err
 	}
-	scheme := string(g.Scheme)
+	scheme := strings.ToLower(string(g.Scheme)) // the API's "HTTP" / "HTTPS"
 	if scheme == "" {
 		scheme = "http"
 	}
@@ -76,7 +78,7 @@ func runHTTPHook(ctx context.Context, g *v1.HTTPGetAction, c *v1.Container, podI
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", "peapod-agent")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hookClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("httpGet %s: %w", u, err)
 	}
@@ -105,3 +107,12 @@ func resolvePort(p intstr.IntOrString, c *v1.Container) (int, error) {
 	}
 	return 0, fmt.Errorf("port %q not found in container ports", p.StrVal)
 }
+
+// hookClient is the kubelet's for HTTP hooks: an HTTPS hook does not verify
+// the pod's certificate (there is nothing to verify it against), and no
+// keep-alive holds a connection into a pod that may be going away.
+var hookClient = &http.Client{Transport: &http.Transport{
+	TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // as the kubelet's hook and probe clients
+	DisableKeepAlives: true,
+	Proxy:             nil,
+}}

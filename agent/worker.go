@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,8 +50,9 @@ type worker struct {
 	waiting map[string]waitingInfo
 	// podError is shown in status.message (sandbox or volume failures).
 	podError string
-	// liveFailed holds container ids the prober reported liveness failure for.
-	liveFailed map[string]bool
+	// liveFailed holds, per container id, the probe whose failure the
+	// prober reported: "liveness" or "startup".
+	liveFailed map[string]string
 	// termMessages caches the termination message per container id.
 	termMessages map[string]string
 	// pullFailedAt is when the last pull of an image failed.
@@ -148,7 +150,7 @@ func newWorker(a *Agent, pod *v1.Pod) *worker {
 		done:         make(chan struct{}),
 		firstSeen:    a.clock.Now(),
 		waiting:      map[string]waitingInfo{},
-		liveFailed:   map[string]bool{},
+		liveFailed:   map[string]string{},
 		termMessages: map[string]string{},
 		pullFailedAt: map[string]time.Time{},
 		probed:       map[string]bool{},
@@ -415,7 +417,7 @@ func observePod(ctx context.Context, a *Agent, pod *v1.Pod, w *worker) (*PodStat
 			co.Started, co.Ready = probeState(a, pod, spec)
 			if w != nil {
 				w.mu.Lock()
-				co.LivenessFailed = w.liveFailed[co.ID]
+				co.ProbeFailed = w.liveFailed[co.ID]
 				w.mu.Unlock()
 			}
 		}
@@ -473,7 +475,7 @@ func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podAct
 		c := findObserved(st, k.ID)
 		w.log().Info("Killing container", "container", k.Name, "reason", k.Reason)
 		w.a.event(w.pod, v1.EventTypeNormal, "Killing", "%s", killingMessage(k))
-		if err := w.killContainer(ctx, c, gracePeriod(w.pod), k.Reason); err != nil {
+		if err := w.killContainer(ctx, c, killGrace(w.pod, k), k.Reason); err != nil {
 			w.log().Error(err, "Killing container failed", "container", k.Name)
 		}
 	}
@@ -672,13 +674,20 @@ func (w *worker) startContainer(ctx context.Context, sandboxID string, sbCfg *ru
 		w.setWaiting(c.Name, "CreateContainerConfigError", err.Error())
 		return err
 	}
+	mounts := w.mounts[c.Name]
+	if hm, err := w.hostsMount(c, podIPs); err != nil {
+		w.setWaiting(c.Name, "CreateContainerConfigError", err.Error())
+		return err
+	} else if hm != nil {
+		mounts = append(slices.Clip(mounts), hm)
+	}
 	p := containerParams{
 		Attempt:  attempt,
 		ImageRef: img.GetId(),
 		Env: envContext{
 			PodIPs: podIPs, HostIPs: w.a.nodeIPs, Objects: objs, Node: w.a.nodeAllocatable, Services: services,
 		},
-		Mounts:     w.mounts[c.Name],
+		Mounts:     mounts,
 		NodeMemory: w.a.nodeAllocatable.Memory().Value(),
 		ImageUser:  img.GetUsername(),
 	}
@@ -1123,10 +1132,29 @@ func isStaticPod(p *v1.Pod) bool {
 // killingMessage is the Killing event's message in the kubelet's words.
 func killingMessage(k containerToKill) string {
 	switch k.Reason {
-	case "failed liveness probe":
-		return fmt.Sprintf("Container %s failed liveness probe, will be restarted", k.Name)
+	case "failed liveness probe", "failed startup probe":
+		return fmt.Sprintf("Container %s %s, will be restarted", k.Name, k.Reason)
 	case "container spec changed":
 		return fmt.Sprintf("Container %s definition changed, will be restarted", k.Name)
 	}
 	return fmt.Sprintf("Stopping container %s", k.Name)
+}
+
+// killGrace is how long a killed container gets: the failed probe's own
+// terminationGracePeriodSeconds when it sets one, as the kubelet does,
+// else the pod's.
+func killGrace(pod *v1.Pod, k containerToKill) int64 {
+	spec := findContainer(pod, k.Name)
+	var p *v1.Probe
+	switch {
+	case spec == nil:
+	case k.Reason == "failed liveness probe":
+		p = spec.LivenessProbe
+	case k.Reason == "failed startup probe":
+		p = spec.StartupProbe
+	}
+	if p != nil && p.TerminationGracePeriodSeconds != nil {
+		return *p.TerminationGracePeriodSeconds
+	}
+	return gracePeriod(pod)
 }
