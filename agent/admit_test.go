@@ -44,7 +44,11 @@ func TestAdmit(t *testing.T) {
 		{"fits", pod("a", "1", "1Gi"), []*v1.Pod{pod("b", "500m", "1Gi")}, nil, "", ""},
 		{"pod OS", func() *v1.Pod { p := pod("a", "", ""); p.Spec.OS = &v1.PodOS{Name: v1.Windows}; return p }(), nil, nil,
 			"PodOSNotSupported", "the OS field doesn't match node OS"},
-		{"pod OS label", func() *v1.Pod { p := pod("a", "", ""); p.Labels = map[string]string{v1.LabelOSStable: "windows"}; return p }(), nil, nil,
+		{"pod OS label", func() *v1.Pod {
+			p := pod("a", "", "")
+			p.Labels = map[string]string{v1.LabelOSStable: "windows"}
+			return p
+		}(), nil, nil,
 			"PodOSSelectorNodeLabelDoesNotMatch", "label doesn't match node label"},
 		{"best effort fits", pod("a", "", ""), nil, nil, "", ""},
 		{"out of cpu", pod("a", "1600m", ""), []*v1.Pod{pod("b", "500m", "")}, nil, "OutOfcpu", "cpu, requested: 1600, used: 500, capacity: 2000"},
