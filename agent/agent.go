@@ -198,6 +198,10 @@ func (a *Agent) forwardProbeUpdates(ctx context.Context, ch <-chan ProbeUpdate) 
 				continue
 			}
 			pod := w.currentPod()
+			if u.Warning {
+				w.a.event(pod, v1.EventTypeWarning, "ProbeWarning", "%s probe warning: %s", u.Kind, u.Message)
+				continue
+			}
 			if u.Result == ProbeFailure {
 				w.a.event(pod, v1.EventTypeWarning, "Unhealthy", "%s probe failed: %s", u.Kind, u.Message)
 			}

@@ -666,17 +666,17 @@ func (w *worker) startContainer(ctx context.Context, sandboxID string, sbCfg *ru
 	}
 	objs, err := w.podObjects(ctx)
 	if err != nil {
-		w.setWaiting(c.Name, "CreateContainerConfigError", err.Error())
+		w.configError(c.Name, err)
 		return err
 	}
 	services, err := w.serviceEnv()
 	if err != nil {
-		w.setWaiting(c.Name, "CreateContainerConfigError", err.Error())
+		w.configError(c.Name, err)
 		return err
 	}
 	mounts := w.mounts[c.Name]
 	if hm, err := w.hostsMount(c, podIPs); err != nil {
-		w.setWaiting(c.Name, "CreateContainerConfigError", err.Error())
+		w.configError(c.Name, err)
 		return err
 	} else if hm != nil {
 		mounts = append(slices.Clip(mounts), hm)
@@ -709,7 +709,7 @@ func (w *worker) startContainer(ctx context.Context, sandboxID string, sbCfg *ru
 	}
 	cfg, err := makeContainerConfig(w.pod, c, p)
 	if err != nil {
-		w.setWaiting(c.Name, "CreateContainerConfigError", err.Error())
+		w.configError(c.Name, err)
 		return err
 	}
 	_ = os.MkdirAll(filepath.Join(sbCfg.LogDirectory, c.Name), 0o755)
@@ -1157,4 +1157,11 @@ func killGrace(pod *v1.Pod, k containerToKill) int64 {
 		return *p.TerminationGracePeriodSeconds
 	}
 	return gracePeriod(pod)
+}
+
+// configError marks container name as unable to get a config, with the
+// kubelet's Warning Failed event "Error: <err>".
+func (w *worker) configError(name string, err error) {
+	w.setWaiting(name, "CreateContainerConfigError", err.Error())
+	w.a.event(w.pod, v1.EventTypeWarning, "Failed", "Error: %v", err)
 }

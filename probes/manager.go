@@ -308,6 +308,25 @@ func (m *Manager) gated(w *worker) bool {
 // set caches result r of worker w (if w is still current) and queues an
 // Update when it changed or is the first for the container id. It returns
 // false when w is no longer current.
+// warn publishes a probe's warning (the kubelet makes a ProbeWarning
+// event of each), whatever the cached result.
+func (m *Manager) warn(w *worker, msg string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.containers[w.key]; e == nil || e.workers[w.kind] != w {
+		return
+	}
+	m.queue = append(m.queue, Update{
+		PodUID: w.key.podUID, PodName: w.podName, PodNamespace: w.podNamespace,
+		ContainerName: w.key.name, ContainerID: w.containerID,
+		Kind: w.kind, Result: Success, Message: truncate(msg, maxMessage), Warning: true,
+	})
+	select {
+	case m.queued <- struct{}{}:
+	default:
+	}
+}
+
 func (m *Manager) set(w *worker, r Result, msg string) bool {
 	m.mu.Lock()
 	e := m.containers[w.key]

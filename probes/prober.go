@@ -243,7 +243,7 @@ func (p *prober) httpGet(ctx context.Context, a *v1.HTTPGetAction, t target, tim
 	}
 	if res.StatusCode >= http.StatusOK && res.StatusCode < http.StatusBadRequest {
 		if res.StatusCode >= http.StatusMultipleChoices {
-			return Success, fmt.Sprintf("probe terminated redirects (%d to %q), response body: %s", res.StatusCode, res.Header.Get("Location"), body), nil
+			return Success, redirectWarning + string(body), nil
 		}
 		return Success, string(body), nil
 	}
@@ -354,3 +354,8 @@ func (p *prober) grpc(ctx context.Context, a *v1.GRPCAction, t target, timeout t
 	}
 	return Success, "", nil
 }
+
+// redirectWarning starts the message of a probe that ended on a redirect
+// to another host: a success the kubelet reports with a ProbeWarning event
+// carrying exactly this text.
+const redirectWarning = "Probe terminated redirects, Response body: "

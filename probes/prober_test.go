@@ -102,7 +102,7 @@ func TestHTTPGet(t *testing.T) {
 		{name: "explicit host", action: v1.HTTPGetAction{Host: host, Path: "/status/200", Port: intstr.FromInt(port)}, want: Success},
 		{name: "https skips verification", action: v1.HTTPGetAction{Scheme: v1.URISchemeHTTPS, Path: "/status/200", Port: intstr.FromInt(tlsPort)}, want: Success},
 		{name: "same-host redirect followed", action: v1.HTTPGetAction{Path: "/redirect-here", Port: intstr.FromInt(port)}, want: Failure, wantMsg: "statuscode: 500"},
-		{name: "other-host redirect is success with warning", action: v1.HTTPGetAction{Path: "/redirect-away", Port: intstr.FromInt(port)}, want: Success, wantMsg: "probe terminated redirects"},
+		{name: "other-host redirect is success with warning", action: v1.HTTPGetAction{Path: "/redirect-away", Port: intstr.FromInt(port)}, want: Success, wantMsg: "Probe terminated redirects, Response body: "},
 		{name: "big body bounded", action: v1.HTTPGetAction{Path: "/big", Port: intstr.FromInt(port)}, want: Success},
 		{name: "timeout", action: v1.HTTPGetAction{Path: "/slow", Port: intstr.FromInt(port)}, timeout: 50 * time.Millisecond, want: Failure, wantMsg: "deadline exceeded"},
 		{name: "refused", action: v1.HTTPGetAction{Path: "/", Port: intstr.FromInt(closedPort(t))}, want: Failure, wantMsg: "refused"},

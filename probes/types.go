@@ -62,6 +62,9 @@ type Update struct {
 	Kind          Kind
 	Result        Result
 	Message       string
+	// Warning: a success with a warning (a redirect to another host), sent
+	// on each such probe; Result is unchanged, Message says why.
+	Warning bool
 }
 
 // Runtime is the part of the CRI runtime service the prober needs.

@@ -3,6 +3,7 @@ package probes
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -160,6 +161,9 @@ func (w *worker) doProbe() bool {
 			"containerName", w.key.name, "err", err)
 	}
 
+	if r == Success && strings.HasPrefix(msg, redirectWarning) {
+		w.m.warn(w, msg)
+	}
 	var act action
 	w.state, act = decide(w.kind, w.state, r, w.successThreshold, w.failureThreshold)
 	if act.report && !w.m.set(w, r, msg) {
