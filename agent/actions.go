@@ -129,6 +129,9 @@ type podActions struct {
 	// spec.initContainers and spec.containers, in start order.
 	InitContainersToStart []int
 	ContainersToStart     []int
+	// EphemeralContainersToStart are indexes in spec.ephemeralContainers:
+	// each starts once, in the running sandbox, and never restarts.
+	EphemeralContainersToStart []int
 	// ContainersToKill are stopped (with the pod's grace period, preStop
 	// first) before anything starts.
 	ContainersToKill []containerToKill
@@ -251,6 +254,14 @@ func computePodActions(pod *v1.Pod, st *PodStatusObserved) podActions {
 			kill(c, "not in the pod spec")
 		} else if c.SandboxID != sb.ID {
 			kill(c, "in an old sandbox")
+		}
+	}
+
+	// Ephemeral containers start once the sandbox runs, even while init
+	// containers do (as the kubelet's), and never again.
+	for i := range pod.Spec.EphemeralContainers {
+		if st.latest(pod.Spec.EphemeralContainers[i].Name) == nil {
+			a.EphemeralContainersToStart = append(a.EphemeralContainersToStart, i)
 		}
 	}
 

@@ -293,3 +293,29 @@ func TestComputePodActions(t *testing.T) {
 		})
 	}
 }
+
+func TestEphemeralContainerActions(t *testing.T) {
+	pod := testPod(v1.RestartPolicyAlways, nil, "app")
+	pod.Spec.EphemeralContainers = []v1.EphemeralContainer{{EphemeralContainerCommon: v1.EphemeralContainerCommon{Name: "debug", Image: "busybox"}, TargetContainerName: "app"}}
+	for _, tc := range []struct {
+		name       string
+		containers []*ContainerObserved
+		want       []int
+	}{
+		{"started in the running sandbox", []*ContainerObserved{ctr("app", "sb1", running, 0)}, []int{0}},
+		{"running: left alone", []*ContainerObserved{ctr("debug", "sb1", running, 0), ctr("app", "sb1", running, 0)}, nil},
+		{"exited: never restarted", []*ContainerObserved{ctr("debug", "sb1", exited, 1), ctr("app", "sb1", running, 0)}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := computePodActions(pod, &PodStatusObserved{Now: tNow, Sandboxes: []*SandboxObserved{sbReady}, Containers: tc.containers})
+			if !reflect.DeepEqual(a.EphemeralContainersToStart, tc.want) {
+				t.Errorf("ephemeral to start %v, want %v", a.EphemeralContainersToStart, tc.want)
+			}
+			for _, k := range a.ContainersToKill {
+				if k.Name == "debug" {
+					t.Errorf("ephemeral container killed: %+v", k)
+				}
+			}
+		})
+	}
+}

@@ -332,6 +332,12 @@ func updatedPod(cur, api *v1.Pod) *v1.Pod {
 			}
 		}
 	}
+	// Ephemeral containers are only ever added (the ephemeralcontainers
+	// subresource).
+	if len(api.Spec.EphemeralContainers) != len(cur.Spec.EphemeralContainers) {
+		np.Spec.EphemeralContainers = append([]v1.EphemeralContainer(nil), api.Spec.EphemeralContainers...)
+		changed = true
+	}
 	if d := api.Spec.ActiveDeadlineSeconds; !ptrEqual(d, cur.Spec.ActiveDeadlineSeconds) {
 		np.Spec.ActiveDeadlineSeconds = d
 		changed = true

@@ -336,6 +336,9 @@ type containerParams struct {
 	TerminationMessageHostPath string
 	// NodeMemory is the node's memory capacity in bytes (OOM score).
 	NodeMemory int64
+	// TargetID is the container whose PID namespace an ephemeral
+	// container joins (targetContainerName), "" for none.
+	TargetID string
 }
 
 // errConfig marks a CreateContainerConfigError.
@@ -398,6 +401,10 @@ func makeContainerConfig(pod *v1.Pod, c *v1.Container, p containerParams) (*runt
 			Resources:       containerResources(pod, c, p.NodeMemory),
 			SecurityContext: containerSecurityContext(pod, c),
 		},
+	}
+	if p.TargetID != "" {
+		ns := cfg.Linux.SecurityContext.NamespaceOptions
+		ns.Pid, ns.TargetId = runtimeapi.NamespaceMode_TARGET, p.TargetID
 	}
 	return cfg, nil
 }

@@ -41,7 +41,20 @@ func findContainer(pod *v1.Pod, name string) *v1.Container {
 			return &pod.Spec.Containers[i]
 		}
 	}
+	for i := range pod.Spec.EphemeralContainers {
+		if pod.Spec.EphemeralContainers[i].Name == name {
+			return ephemeralAsContainer(&pod.Spec.EphemeralContainers[i])
+		}
+	}
 	return nil
+}
+
+// ephemeralAsContainer is an ephemeral container as a (copied) Container:
+// the API gives both the same fields, and everything that configures a
+// container takes a *v1.Container.
+func ephemeralAsContainer(ec *v1.EphemeralContainer) *v1.Container {
+	c := v1.Container(ec.EphemeralContainerCommon)
+	return &c
 }
 
 // expandCommand expands $(VAR) in command and args against env.

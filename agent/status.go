@@ -88,6 +88,10 @@ func computePodStatus(pod *v1.Pod, st *PodStatusObserved, info statusInfo) v1.Po
 		c := &pod.Spec.Containers[i]
 		s.ContainerStatuses = append(s.ContainerStatuses, containerStatus(c, st.latest(c.Name), st, info, waitReason))
 	}
+	for i := range pod.Spec.EphemeralContainers {
+		c := ephemeralAsContainer(&pod.Spec.EphemeralContainers[i])
+		s.EphemeralContainerStatuses = append(s.EphemeralContainerStatuses, containerStatus(c, st.latest(c.Name), st, info, "ContainerCreating"))
+	}
 	s.Phase = podPhase(pod, &s, initDone)
 	if info.FailedReason != "" {
 		s.Phase, s.Reason, s.Message = v1.PodFailed, info.FailedReason, info.FailedMessage

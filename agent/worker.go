@@ -491,7 +491,7 @@ func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podAct
 		w.terminated = true
 		return changed
 	}
-	if !acts.CreateSandbox && len(acts.InitContainersToStart) == 0 && len(acts.ContainersToStart) == 0 {
+	if !acts.CreateSandbox && len(acts.InitContainersToStart) == 0 && len(acts.ContainersToStart) == 0 && len(acts.EphemeralContainersToStart) == 0 {
 		return changed
 	}
 	changed = true
@@ -533,14 +533,24 @@ func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podAct
 		}
 	}
 	w.setPodError("")
+	for _, i := range acts.EphemeralContainersToStart {
+		ec := &w.pod.Spec.EphemeralContainers[i]
+		target := ""
+		if ec.TargetContainerName != "" {
+			if tc := st.latestIn(ec.TargetContainerName, sandboxID); tc != nil && tc.running() {
+				target = tc.ID
+			}
+		}
+		_ = w.startContainer(ctx, sandboxID, sbCfg, podIPs, ephemeralAsContainer(ec), st, target)
+	}
 	for _, i := range acts.InitContainersToStart {
 		c := &w.pod.Spec.InitContainers[i]
-		if err := w.startContainer(ctx, sandboxID, sbCfg, podIPs, c, st); err != nil {
+		if err := w.startContainer(ctx, sandboxID, sbCfg, podIPs, c, st, ""); err != nil {
 			return changed // a failed init container blocks what follows
 		}
 	}
 	for _, i := range acts.ContainersToStart {
-		_ = w.startContainer(ctx, sandboxID, sbCfg, podIPs, &w.pod.Spec.Containers[i], st)
+		_ = w.startContainer(ctx, sandboxID, sbCfg, podIPs, &w.pod.Spec.Containers[i], st, "")
 	}
 	return changed
 }
@@ -654,7 +664,9 @@ func (w *worker) emptyDirMounts() (map[string][]*runtimeapi.Mount, error) {
 
 // startContainer pulls the image, creates and starts container c, registers
 // it with the prober and runs its postStart hook.
-func (w *worker) startContainer(ctx context.Context, sandboxID string, sbCfg *runtimeapi.PodSandboxConfig, podIPs []string, c *v1.Container, st *PodStatusObserved) error {
+// targetID, for an ephemeral container with a target, is the container
+// whose PID namespace it joins.
+func (w *worker) startContainer(ctx context.Context, sandboxID string, sbCfg *runtimeapi.PodSandboxConfig, podIPs []string, c *v1.Container, st *PodStatusObserved, targetID string) error {
 	prev := st.latest(c.Name)
 	attempt := uint32(0)
 	if prev != nil {
@@ -689,6 +701,7 @@ func (w *worker) startContainer(ctx context.Context, sandboxID string, sbCfg *ru
 		},
 		Mounts:     mounts,
 		NodeMemory: w.a.nodeAllocatable.Memory().Value(),
+		TargetID:   targetID,
 		ImageUser:  img.GetUsername(),
 	}
 	if p.ImageRef == "" {
