@@ -62,7 +62,8 @@ containerd:
 # peapod, or with NODE=peapod-agent peapod-agent as the node (no kubelet).
 # Ends by printing KUBECONFIG=... and KUBECTL=...; CLUSTER_FLAGS: e.g.
 # --runtime containerd (v2.4.2; make containerd first), --runtime
-# containerd-debian (1.6), --dir DIR. NODE counts only on make's command
+# containerd-debian (1.6), --dir DIR, --metrics-server (kubectl top; built
+# on first use, hack/cluster/README.md). NODE counts only on make's command
 # line: `hack/cluster env` prints NODE=<node name>, which a shell may have
 # exported.
 CLUSTER_FLAGS ?=

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# hack/cluster/build.sh [all|control-plane|e2e] — build the Kubernetes
-# components peapod's cluster tests run, from the Go module proxy, into a
-# cache outside the work tree keyed by version:
+# hack/cluster/build.sh [all|control-plane|e2e|containerd|metrics-server] —
+# build the Kubernetes components peapod's cluster tests run, from the Go
+# module proxy, into a cache outside the work tree keyed by version:
 #
 #   $PEAPOD_CACHE/kubernetes-$K8S_VERSION/bin/{kube-apiserver,kube-controller-manager,
 #       kube-scheduler,kubectl,kubelet,etcd}            (control-plane)
@@ -9,6 +9,10 @@
 #   $PEAPOD_CACHE/containerd-$CONTAINERD_VERSION/bin/{containerd,containerd-shim-runc-v2}
 #                                  (containerd: the current reference runtime of
 #                                   make bench / bench-cluster / the harness)
+#   $PEAPOD_CACHE/metrics-server-$METRICS_SERVER_VERSION/bin/metrics-server
+#                                  (metrics-server: kubectl top through the
+#                                   aggregated metrics.k8s.io API; prints its
+#                                   own bin dir; `all` builds it too)
 #
 # PEAPOD_CACHE defaults to /var/cache/peapod; K8S_VERSION to v1.37.2 (the
 # release whose k8s.io/* v0.37.2 libraries peapod links). A binary already in
@@ -24,6 +28,7 @@ set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
+METRICS_SERVER_VERSION=${METRICS_SERVER_VERSION:-v0.9.0}
 PEAPOD_CACHE=${PEAPOD_CACHE:-/var/cache/peapod}
 what=${1:-control-plane}
 
@@ -145,11 +150,39 @@ build_containerd() {
 	echo "$cbin"
 }
 
+# build_metrics_server: sigs.k8s.io/metrics-server's cmd/metrics-server at
+# its release, static, with `go install pkg@version`: the module's own
+# go.mod and go.sum decide every dependency (it has no replace directives),
+# so nothing of it reaches peapod's go.mod. The version ldflags are its
+# Makefile's (k8s.io/client-go/pkg/version), so --version reports the release.
+build_metrics_server() {
+	local mdir=$PEAPOD_CACHE/metrics-server-$METRICS_SERVER_VERSION
+	local mbin=$mdir/bin
+	mkdir -p "$mbin"
+	if [ -x "$mbin/metrics-server" ]; then
+		echo "$mbin"
+		return 0
+	fi
+	local start=$SECONDS p=k8s.io/client-go/pkg/version
+	log "building metrics-server $METRICS_SERVER_VERSION (cold: ~2 min on 2 cores)"
+	rm -rf "$mbin/.tmp"
+	# pkg@version: the module of the current directory (if any) plays no part.
+	GOBIN="$mbin/.tmp" go install -trimpath \
+		-ldflags "-s -w -X $p.gitVersion=$METRICS_SERVER_VERSION -X $p.gitCommit=proxy -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z" \
+		"sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION" ||
+		{ rm -rf "$mbin/.tmp"; die "metrics-server $METRICS_SERVER_VERSION build failed"; }
+	mv -f "$mbin/.tmp/metrics-server" "$mbin/metrics-server"
+	rmdir "$mbin/.tmp"
+	log "metrics-server $METRICS_SERVER_VERSION built in $((SECONDS - start))s"
+	echo "$mbin"
+}
+
 case $what in
 control-plane) build_control_plane ;;
 e2e) build_e2e ;;
-all) build_control_plane; build_e2e ;;
+all) build_control_plane; build_e2e; build_metrics_server >/dev/null ;;
 containerd) build_containerd; exit 0 ;;
-*) echo "usage: $0 [all|control-plane|e2e|containerd]" >&2; exit 2 ;;
+metrics-server) build_metrics_server; exit 0 ;;
+*) echo "usage: $0 [all|control-plane|e2e|containerd|metrics-server]" >&2; exit 2 ;;
 esac
 echo "$bin"

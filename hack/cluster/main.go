@@ -1,7 +1,7 @@
 // Command cluster brings a real Kubernetes control plane and one node up on
 // this machine, and down again (see README.md beside it).
 //
-//	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME]
+//	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME] [--metrics-server]
 //	go run ./hack/cluster down [--dir DIR]
 //	go run ./hack/cluster env [--dir DIR]
 //	go run ./hack/cluster conformance [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--focus RE] [--skip RE] [--out DIR] [--procs N]
@@ -33,6 +33,7 @@ func main() {
 	node := fs.String("node", harness.NodeKubelet, "the node agent: kubelet (the upstream one) or peapod-agent (bin/peapod-agent in node mode, on runtime peapod)")
 	nodeName := fs.String("node-name", "peapod-node", "the node's name")
 	gates := fs.String("kubelet-feature-gates", "", "extra kubelet feature gates, Name=true,Other=false")
+	metrics := fs.Bool("metrics-server", false, "up: also run metrics-server (built by hack/cluster/build.sh metrics-server) behind the metrics.k8s.io API, for kubectl top")
 	focus := fs.String("focus", `\[NodeConformance\]`, "conformance: the specs to run (ginkgo focus)")
 	skip := fs.String("skip", `\[Serial\]|\[Disruptive\]|\[Flaky\]|\[Slow\]|\[Feature:|\[Alpha\]`, "conformance: the specs to leave out (ginkgo skip)")
 	out := fs.String("out", "", "conformance: keep the report, the e2e log and the cluster's logs here")
@@ -44,11 +45,17 @@ func main() {
 		defer stop()
 		repo, err := os.Getwd()
 		check(err)
-		bin, err := buildKubernetes(repo)
+		bin, err := build(repo, "control-plane")
 		check(err)
+		ms := ""
+		if *metrics {
+			dir, err := build(repo, "metrics-server")
+			check(err)
+			ms = filepath.Join(dir, "metrics-server")
+		}
 		c, err := harness.Up(ctx, harness.Options{
 			Dir: *dir, Repo: repo, BinDir: bin, Runtime: *runtime, Node: *node, NodeName: *nodeName,
-			KubeletFeatureGates: *gates, Log: os.Stderr,
+			KubeletFeatureGates: *gates, MetricsServer: ms, Log: os.Stderr,
 		})
 		check(err)
 		printEnv(c)
@@ -72,12 +79,13 @@ func main() {
 	}
 }
 
-func buildKubernetes(repo string) (string, error) {
-	cmd := exec.Command("bash", filepath.Join(repo, "hack/cluster/build.sh"), "control-plane")
+// build runs hack/cluster/build.sh TARGET and returns the bin dir it prints.
+func build(repo, target string) (string, error) {
+	cmd := exec.Command("bash", filepath.Join(repo, "hack/cluster/build.sh"), target)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("hack/cluster/build.sh: %w", err)
+		return "", fmt.Errorf("hack/cluster/build.sh %s: %w", target, err)
 	}
 	return strings.TrimSpace(string(out)), nil
 }
@@ -105,6 +113,6 @@ func check(err error) {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run ./hack/cluster up|down|env [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME]")
+	fmt.Fprintln(os.Stderr, "usage: go run ./hack/cluster up|down|env [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME] [--metrics-server]")
 	os.Exit(2)
 }

@@ -30,7 +30,9 @@ const agentNodeName = "peapod-agent-node"
 // registers the Node and its Lease with the kubelet's credentials, runs
 // the pods bound to it through peapod's CRI socket, reports their status,
 // admits or rejects them as the kubelet does, mirrors its static pods, and
-// records the kubelet's events, survives kill -9 of itself and of the
+// records the kubelet's events, serves kubectl logs, exec, attach,
+// port-forward, cp and the node proxy through its kubelet API and feeds
+// metrics-server (kubectl top), survives kill -9 of itself and of the
 // runtime and a restart of the API server without restarting a container,
 // and finishes after a restart what was deleted while it was down. One
 // cluster serves every subtest; the pods of the Deployment subtest are the
@@ -50,6 +52,8 @@ func TestAgentNode(t *testing.T) {
 		t.Run("Volumes", func(t *testing.T) { t.Parallel(); testAgentVolumes(t, c) })
 		t.Run("Events", func(t *testing.T) { t.Parallel(); testAgentEvents(t, c) })
 		t.Run("MirrorRecreated", func(t *testing.T) { t.Parallel(); testAgentMirrorRecreated(t, c) })
+		t.Run("TopPodAndNode", func(t *testing.T) { t.Parallel(); testAgentTop(t, c) })
+		t.Run("KubectlStreams", func(t *testing.T) { t.Parallel(); testAgentKubectlStreams(t, c) })
 	})
 	// Disruptive: alone, after everything else.
 	t.Run("DeletedWhileAgentDown", func(t *testing.T) { testAgentDeletedWhileDown(t, c, false) })
@@ -59,15 +63,21 @@ func TestAgentNode(t *testing.T) {
 	t.Run("RuntimeKill9", func(t *testing.T) { testAgentRuntimeKill9(shared.on(t), c) })
 }
 
-// agentCluster brings up TestAgentNode's cluster and tears it down at the
-// end of t; on a failure it logs the end of the agent's log first.
+// agentCluster brings up TestAgentNode's cluster, with metrics-server, and
+// tears it down at the end of t; on a failure it logs the end of the
+// agent's log first.
 func agentCluster(t *testing.T) *harness.Cluster {
 	t.Helper()
 	repo := repoRoot()
-	out, err := exec.Command("bash", filepath.Join(repo, "hack/cluster/build.sh"), "control-plane").Output()
-	if err != nil {
-		t.Fatalf("hack/cluster/build.sh: %v", err)
+	build := func(target string) string {
+		out, err := exec.Command("bash", filepath.Join(repo, "hack/cluster/build.sh"), target).Output()
+		if err != nil {
+			t.Fatalf("hack/cluster/build.sh %s: %v", target, err)
+		}
+		return strings.TrimSpace(string(out))
 	}
+	bin := build("control-plane")
+	metricsServer := filepath.Join(build("metrics-server"), "metrics-server")
 	dir, err := os.MkdirTemp("", "peapod-cluster-agent.")
 	if err != nil {
 		t.Fatal(err)
@@ -75,8 +85,8 @@ func agentCluster(t *testing.T) *harness.Cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	c, err := harness.Up(ctx, harness.Options{
-		Dir: dir, Repo: repo, BinDir: strings.TrimSpace(string(out)), Log: os.Stderr,
-		Node: harness.NodePeapodAgent, NodeName: agentNodeName,
+		Dir: dir, Repo: repo, BinDir: bin, Log: os.Stderr,
+		Node: harness.NodePeapodAgent, NodeName: agentNodeName, MetricsServer: metricsServer,
 	})
 	if err != nil {
 		_ = os.Remove(dir) // Up's teardown removed what was in it
@@ -85,6 +95,7 @@ func agentCluster(t *testing.T) *harness.Cluster {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("peapod-agent's log ends:\n%s", fileTail(filepath.Join(c.Dir, "logs", harness.NodePeapodAgent+".log"), 40))
+			t.Logf("metrics-server's log ends:\n%s", fileTail(filepath.Join(c.Dir, "logs", "metrics-server.log"), 15))
 		}
 		if err := c.Down(); err != nil {
 			t.Errorf("cluster down: %v", err)
@@ -380,7 +391,8 @@ spec:
 
 // (i) ConfigMap and Secret as files and env, the service account token
 // volume every pod gets, and the service env. The container reports what
-// it sees in its termination message (no kubelet API yet: no kubectl logs).
+// it sees in its termination message (a pod status field: this subtest
+// needs no kubelet API).
 func testAgentVolumes(t *testing.T, c *harness.Cluster) {
 	k := newNSIn(t, c)
 	k.apply(`apiVersion: v1

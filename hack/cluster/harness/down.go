@@ -16,12 +16,13 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// Down undoes everything Up recorded, in reverse: the node agent first (the
-// kubelet or peapod-agent, so it restarts nothing), then the node's pods
-// through the CRI, the runtime, the control plane and the registry; then
-// the bridge, mounts, cgroups (the kubelet's root, and the pod cgroups the
-// runtime reported wherever they are) and sysctls; last the directory. It
-// goes on past errors and returns them all.
+// Down undoes everything Up recorded, in reverse: metrics-server (when it
+// ran) and the node agent (the kubelet or peapod-agent, so it restarts
+// nothing) first, then the node's pods through the CRI, the runtime, the
+// control plane and the registry; then the bridge, mounts, cgroups (the
+// kubelet's root, and the pod cgroups the runtime reported wherever they
+// are) and sysctls; last the directory. It goes on past errors and returns
+// them all.
 func (c *Cluster) Down() error {
 	var errs []error
 	note := func(err error) {
@@ -31,6 +32,9 @@ func (c *Cluster) Down() error {
 		}
 	}
 	c.adoptRecorded()
+	if p := c.component("metrics-server"); p != nil {
+		note(p.stop(10 * time.Second))
+	}
 	if n := c.nodeComponent(); n != nil {
 		note(n.stop(30 * time.Second))
 	}

@@ -31,6 +31,11 @@
 // the pods it finds in the runtime wherever they are. The controller
 // manager's --node-monitor-grace-period is 20s instead of 50s in this mode
 // (see startControllers).
+//
+// Options.MetricsServer adds metrics-server (metricsserver.go) as one more
+// host process serving the aggregated metrics.k8s.io API, so that `kubectl
+// top` works; the API server always runs with the aggregation (front
+// proxy) flags kubeadm gives it.
 package harness
 
 import (
@@ -81,6 +86,11 @@ type Options struct {
 	// (agnhost and friends; hack/testimages k8s-e2e-push): the first time
 	// it builds agnhost from the cached Kubernetes source (~2 min).
 	E2EImages bool
+	// MetricsServer is the metrics-server binary (hack/cluster/build.sh
+	// metrics-server prints its dir): when set, Up runs it on the node IP
+	// behind the APIService v1beta1.metrics.k8s.io and waits until the API
+	// server answers for it (metricsserver.go). Empty: no metrics API.
+	MetricsServer string
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
@@ -91,10 +101,12 @@ const (
 	NodePeapodAgent = "peapod-agent"
 )
 
-// Ports of one cluster (all on 127.0.0.1, except the kubelet's on the node
-// IP; the kubelet's two are 0 with the peapod-agent node).
+// Ports of one cluster (all on 127.0.0.1, except the kubelet's and
+// metrics-server's on the node IP; KubeletHealthz is 0 with the
+// peapod-agent node, MetricsServer 0 without Options.MetricsServer).
 type Ports struct {
-	Etcd, EtcdPeer, APIServer, ControllerManager, Scheduler, Kubelet, KubeletHealthz, Registry int
+	Etcd, EtcdPeer, APIServer, ControllerManager, Scheduler int
+	Kubelet, KubeletHealthz, Registry, MetricsServer        int
 }
 
 // Cluster is a running (or half-made) cluster, as recorded in cluster.json.
@@ -244,6 +256,12 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 		{"node Ready", c.waitNodeReady},
 		{"default service account", c.waitDefaultServiceAccount},
 	}
+	if o.MetricsServer != "" {
+		steps = append(steps, struct {
+			name string
+			fn   func(context.Context) error
+		}{"metrics-server", c.startMetricsServer})
+	}
 	for _, s := range steps {
 		start := time.Now()
 		if err := s.fn(ctx); err != nil {
@@ -262,6 +280,9 @@ func (c *Cluster) pickAddresses(context.Context) error {
 	ports := []*int{&p.Etcd, &p.EtcdPeer, &p.APIServer, &p.ControllerManager, &p.Scheduler, &p.Registry, &p.Kubelet}
 	if c.kubeletNode() {
 		ports = append(ports, &p.KubeletHealthz)
+	}
+	if c.opts.MetricsServer != "" {
+		ports = append(ports, &p.MetricsServer)
 	}
 	for _, port := range ports {
 		if *port, err = freePort(); err != nil {
@@ -323,8 +344,15 @@ func (c *Cluster) AdminTLS() (*tls.Config, error) { return c.adminTLS() }
 
 func (c *Cluster) makePKI(context.Context) error {
 	dir := filepath.Join(c.Dir, "pki")
-	ca, err := newCA(dir)
+	ca, err := newCA(dir, "ca", "peapod-cluster-ca")
 	if err != nil {
+		return err
+	}
+	frontProxy, err := newCA(dir, "front-proxy-ca", "peapod-cluster-front-proxy-ca")
+	if err != nil {
+		return err
+	}
+	if err := frontProxy.issue(dir, certSpec{name: "front-proxy-client", cn: frontProxyClient, client: true}); err != nil {
 		return err
 	}
 	node := "system:node:" + c.NodeName
@@ -342,6 +370,11 @@ func (c *Cluster) makePKI(context.Context) error {
 	}
 	for _, s := range specs {
 		if err := ca.issue(dir, s); err != nil {
+			return err
+		}
+	}
+	if c.opts.MetricsServer != "" {
+		if err := c.makeMetricsServerPKI(ca, dir); err != nil {
 			return err
 		}
 	}
@@ -509,6 +542,22 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		"--service-account-signing-key-file=" + c.pki("sa.key"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-cluster-ip-range=" + c.ServiceCIDR,
+		// The aggregation layer, with kubeadm's flags: requests for an
+		// APIService go to its server with the front-proxy-client
+		// certificate and the user in X-Remote-* headers, which that
+		// server believes of front-proxy-ca's front-proxy-client only (it
+		// reads these settings from the extension-apiserver-authentication
+		// ConfigMap the API server publishes).
+		"--requestheader-client-ca-file=" + c.pki("front-proxy-ca.crt"),
+		"--requestheader-allowed-names=" + frontProxyClient,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + c.pki("front-proxy-client.crt"),
+		"--proxy-client-key-file=" + c.pki("front-proxy-client.key"),
+		// No kube-proxy routes a Service's ClusterIP here: the aggregator
+		// dials an endpoint of the APIService's Service instead.
+		"--enable-aggregator-routing=true",
 		"--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true",

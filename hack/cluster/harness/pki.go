@@ -16,12 +16,17 @@ import (
 	"time"
 )
 
-// certAuthority signs every certificate of one cluster. One CA serves as
-// the API server's client CA, the kubelet's client CA and the signer of the
-// serving certificates: this is a test cluster on one machine, and one trust
-// root keeps its kubeconfigs simple. Keys are ECDSA P-256 (fast to make);
-// the service-account key is RSA because that is what every token consumer
-// expects by default.
+// certAuthority signs the certificates of one cluster. One CA ("ca")
+// serves as the API server's client CA, the kubelet's client CA and the
+// signer of the serving certificates: this is a test cluster on one
+// machine, and one trust root keeps its kubeconfigs simple. The one
+// exception is the front proxy ("front-proxy-ca", as kubeadm makes it):
+// the API server's aggregator presents its front-proxy-client certificate
+// to aggregated API servers (metrics-server), which then believe the
+// X-Remote-User/Group headers it sends; a CA of its own keeps any other
+// client certificate from asserting those headers. Keys are ECDSA P-256
+// (fast to make); the service-account key is RSA because that is what
+// every token consumer expects by default.
 type certAuthority struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
@@ -37,7 +42,8 @@ type certSpec struct {
 	client bool
 }
 
-func newCA(dir string) (*certAuthority, error) {
+// newCA makes a self-signed CA and writes it as <name>.crt and <name>.key.
+func newCA(dir, name, cn string) (*certAuthority, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -45,7 +51,7 @@ func newCA(dir string) (*certAuthority, error) {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "peapod-cluster-ca"},
+		Subject:               pkix.Name{CommonName: cn},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.AddDate(1, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
@@ -60,7 +66,7 @@ func newCA(dir string) (*certAuthority, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeCertAndKey(dir, "ca", der, key); err != nil {
+	if err := writeCertAndKey(dir, name, der, key); err != nil {
 		return nil, err
 	}
 	return &certAuthority{cert: cert, key: key}, nil
