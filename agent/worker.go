@@ -958,7 +958,14 @@ func (w *worker) terminatePod(ctx context.Context, remove bool) error {
 		return err
 	}
 	w.log().Info("Terminating pod", "remove", remove)
-	if err := w.killPod(ctx, st, true); err != nil {
+	// Stopping takes up to the grace period; meanwhile the status keeps
+	// following the containers and their readiness probes (a container
+	// that stops being ready while it shuts down must show it, as with
+	// the kubelet).
+	stopRefresh := w.refreshStatusWhileStopping(ctx)
+	err = w.killPod(ctx, st, true)
+	stopRefresh()
+	if err != nil {
 		return err
 	}
 	if pr := w.a.o.Prober; pr != nil {
@@ -1177,4 +1184,30 @@ func killGrace(pod *v1.Pod, k containerToKill) int64 {
 func (w *worker) configError(name string, err error) {
 	w.setWaiting(name, "CreateContainerConfigError", err.Error())
 	w.a.event(w.pod, v1.EventTypeWarning, "Failed", "Error: %v", err)
+}
+
+// refreshStatusWhileStopping re-reads the pod's state each sync period
+// until the returned func is called.
+func (w *worker) refreshStatusWhileStopping(ctx context.Context) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(w.a.syncPeriod)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if st, err := observePod(ctx, w.a, w.pod, w); err == nil {
+				w.updateStatus(st)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
