@@ -19,12 +19,17 @@ import (
 //
 // A write: (1) validate, (2) compare with the current version and stop when
 // nothing changed, (3) write the new version into a fresh timestamped dir,
-// (4) create the missing user-visible symlinks, (5) point ..data_tmp at the
+// (4) create the missing user-visible symlinks, (4b) apply the pod's fsGroup
+// to the whole volume (the kubelet's setPerms), (5) point ..data_tmp at the
 // new dir and rename it over ..data, (6) remove user-visible names that left
 // the payload, (7) remove the old version. Until step 5 readers see the old
-// files; after it, the new ones.
+// files; after it, the new ones, already with their group and mode.
 type atomicWriter struct {
 	dir string
+	// owner, when set, is the pod's fsGroup for this volume: applied to
+	// the volume each time a new version is written, and part of what an
+	// unchanged version looks like (group read on every file).
+	owner *volumeOwnership
 	// beforeSwap, when set, runs between steps 4 and 5 (tests).
 	beforeSwap func()
 }
@@ -78,7 +83,7 @@ func (w *atomicWriter) Write(payload map[string]fileProjection) error {
 	oldTSPath := ""
 	if oldTS != "" {
 		oldTSPath = filepath.Join(w.dir, oldTS)
-		if same, err := sameContent(oldTSPath, clean); err == nil && same {
+		if same, err := sameContent(oldTSPath, clean, w.owner); err == nil && same {
 			return nil
 		}
 	}
@@ -126,6 +131,15 @@ func (w *atomicWriter) Write(payload map[string]fileProjection) error {
 		if err := os.Symlink(filepath.Join(dataDirName, top), link); err != nil {
 			os.RemoveAll(tsDir)
 			return err
+		}
+	}
+
+	// (4b) the kubelet walks the whole volume, not only the new version:
+	// on the first write the root and the symlinks are new too.
+	if w.owner != nil {
+		if err := w.owner.apply(w.dir); err != nil {
+			os.RemoveAll(tsDir)
+			return fmt.Errorf("fsGroup %d: %w", w.owner.fsGroup, err)
 		}
 	}
 
@@ -184,8 +198,9 @@ func writePayload(root string, payload map[string]fileProjection) error {
 	return nil
 }
 
-// sameContent reports whether dir holds exactly payload (data and modes).
-func sameContent(dir string, payload map[string]fileProjection) (bool, error) {
+// sameContent reports whether dir holds exactly payload (data and modes,
+// the modes as owner leaves them).
+func sameContent(dir string, payload map[string]fileProjection, owner *volumeOwnership) (bool, error) {
 	n := 0
 	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
 		if err != nil {
@@ -203,7 +218,7 @@ func sameContent(dir string, payload map[string]fileProjection) (bool, error) {
 		if mode == 0 {
 			mode = 0o644
 		}
-		if info.Mode().Perm() != mode.Perm() {
+		if info.Mode().Perm() != owner.fileMode(mode).Perm() {
 			return errDiffer
 		}
 		b, err := os.ReadFile(path)

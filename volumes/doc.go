@@ -21,7 +21,7 @@
 //	           SetupPod                    [device MOUNTED] setup: mkdir, tmpfs,
 //	(absent) ──────────► DESIRED ───────────────────────────────────────────► READY ──┐ objects changed, or each
 //	                        │            bind mount / driver mount / project     ▲    │ minute for a volume with a
-//	                        │                                                    │    │ service account token:
+//	                        │            then the pod's fsGroup                  │    │ service account token:
 //	                        │                                                    └────┘ re-project (..data swap)
 //	                        │ TeardownPod (from DESIRED or READY)
 //	                        ▼
@@ -38,9 +38,11 @@
 //
 // Files: manager.go (API), spec.go (pod volumes → volumeSpecs),
 // binding.go (PVC → PV), reconciler.go (the state machines, back-off,
-// reconstruction), state.go (records), atomic_writer.go + projection.go
+// reconstruction), state.go (records), emptydir.go (emptyDir, and the one
+// the projected kinds are wrapped in), atomic_writer.go + projection.go
 // (configMap, secret, downwardAPI, projected; serviceAccountToken sources
-// from Options.Tokens), hostpath.go, subpath.go,
+// from Options.Tokens), ownership.go (the pod's fsGroup on its volumes),
+// hostpath.go, subpath.go,
 // flexvolume.go (driver protocol, built-in peapod/loop), loop.go (loop
 // ioctls), mount.go (mountinfo, mount helpers, format), metrics.go.
 package volumes

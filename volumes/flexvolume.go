@@ -49,6 +49,7 @@ const (
 	optServiceAcct   = "kubernetes.io/serviceAccount.name"
 	optPVOrVolName   = "kubernetes.io/pvOrVolumeName"
 	optSecretPrefix  = "kubernetes.io/secret/"
+	optFSGroup       = "kubernetes.io/mounterArgs.FsGroup" // mount only, when the pod has an fsGroup
 	loopDriverName   = "peapod/loop"
 	loopImageOption  = "image"
 	flexCallTimeout  = 2 * time.Minute
@@ -60,7 +61,16 @@ var errFlexNotSupported = errors.New("flexvolume: not supported")
 type flexCapabilities struct {
 	Attach         bool `json:"attach"`
 	SELinuxRelabel bool `json:"selinuxRelabel"`
-	FSGroup        bool `json:"fsGroup"`
+	// FSGroup: peapod applies the pod's fsGroup to the mounted volume
+	// (ownership.go); a driver that does it itself, or whose filesystem
+	// has no Unix groups, answers false.
+	FSGroup bool `json:"fsGroup"`
+}
+
+// defaultFlexCapabilities are the kubelet's (driver-call.go): what a driver
+// does not say, in init's answer or by not supporting init, is true.
+func defaultFlexCapabilities() flexCapabilities {
+	return flexCapabilities{Attach: true, SELinuxRelabel: true, FSGroup: true}
 }
 
 // flexResult is a driver's answer.
@@ -77,15 +87,22 @@ type flexResult struct {
 // or an error carrying the driver's message. A driver that exits non-zero but
 // prints a valid answer is judged by the answer, as the kubelet does.
 func parseFlexResult(op string, out []byte, runErr error) (*flexResult, error) {
-	var r flexResult
+	// Capabilities a driver leaves out keep the kubelet's defaults: it
+	// decodes the answer over them.
+	parse := func(b []byte) (flexResult, error) {
+		caps := defaultFlexCapabilities()
+		r := flexResult{Capabilities: &caps}
+		err := json.Unmarshal(b, &r)
+		return r, err
+	}
 	trimmed := bytes.TrimSpace(out)
 	// Drivers sometimes log before the JSON; take the last line that parses.
-	perr := json.Unmarshal(trimmed, &r)
+	r, perr := parse(trimmed)
 	if perr != nil {
 		lines := bytes.Split(trimmed, []byte("\n"))
 		for i := len(lines) - 1; i >= 0; i-- {
-			if json.Unmarshal(bytes.TrimSpace(lines[i]), &r) == nil {
-				perr = nil
+			if lr, err := parse(bytes.TrimSpace(lines[i])); err == nil {
+				r, perr = lr, nil
 				break
 			}
 		}
@@ -164,7 +181,7 @@ type flexEntry struct {
 
 func (r *flexRegistry) get(ctx context.Context, driver string) (flexDriver, flexCapabilities, error) {
 	if d, ok := r.builtin[driver]; ok {
-		return d, flexCapabilities{Attach: true}, nil
+		return d, loopCapabilities, nil
 	}
 	dir := flexDriverDir(driver)
 	exe := driver
@@ -187,7 +204,7 @@ func (r *flexRegistry) get(ctx context.Context, driver string) (flexDriver, flex
 	}
 	d := &execFlexDriver{driver: driver, path: path}
 	res, err := d.call(ctx, "init")
-	caps := flexCapabilities{Attach: true, SELinuxRelabel: true, FSGroup: true} // the kubelet's defaults
+	caps := defaultFlexCapabilities()
 	switch {
 	case errors.Is(err, errFlexNotSupported):
 	case err != nil:
@@ -224,6 +241,10 @@ func flexOptionsJSON(opts map[string]string, extra map[string]string) string {
 // global mount point.
 type loopDriver struct{}
 
+// loopCapabilities: the loop device is attached, and its filesystem (ext4
+// by default) takes the pod's fsGroup.
+var loopCapabilities = flexCapabilities{Attach: true, FSGroup: true}
+
 func (loopDriver) name() string { return loopDriverName }
 
 func (loopDriver) call(ctx context.Context, op string, args ...string) (*flexResult, error) {
@@ -245,7 +266,8 @@ func (loopDriver) call(ctx context.Context, op string, args ...string) (*flexRes
 	}
 	switch op {
 	case "init":
-		return &flexResult{Status: flexStatusSuccess, Capabilities: &flexCapabilities{Attach: true}}, nil
+		caps := loopCapabilities
+		return &flexResult{Status: flexStatusSuccess, Capabilities: &caps}, nil
 	case "attach": // <json> <node>
 		if len(args) < 1 {
 			return fail(errors.New("missing options"))

@@ -213,7 +213,10 @@ func (m *Manager) containerMounts(pe *podEntry) (map[string][]*runtimeapi.Mount,
 				return nil, fmt.Errorf("container %q: volumeMount %q names no volume", c.Name, vm.Name)
 			}
 			host := pe.state[vs.Name].hostPath
-			ro := vm.ReadOnly || vs.ReadOnly
+			// The projected kinds are read-only in containers whatever the
+			// volumeMount says (the kubelet: mustMountRO, their
+			// attributes' ReadOnly); only the atomicWriter writes them.
+			ro := vm.ReadOnly || vs.ReadOnly || vs.projection()
 			sub := vm.SubPath
 			if vm.SubPathExpr != "" {
 				if env == nil {

@@ -209,9 +209,10 @@ func bindMount(src, target string, ro bool) error {
 	return nil
 }
 
-// mountTmpfs mounts a fresh tmpfs at target; size 0 means the kernel default.
-func mountTmpfs(target string, size int64, mode os.FileMode) error {
-	data := fmt.Sprintf("mode=%o", mode.Perm())
+// mountTmpfs mounts a fresh tmpfs at target; size 0 means the kernel
+// default. mode is the root's, in chmod(2) bits (01777: sticky).
+func mountTmpfs(target string, size int64, mode uint32) error {
+	data := fmt.Sprintf("mode=%o", mode&0o7777)
 	if size > 0 {
 		data += fmt.Sprintf(",size=%d", size)
 	}

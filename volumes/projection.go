@@ -145,8 +145,11 @@ func downwardAPIPayload(pod *v1.Pod, items []v1.DownwardAPIVolumeFile, defMode i
 }
 
 // tokenPayload is a serviceAccountToken source: the token, at its path,
-// with the volume's default mode (the kubelet narrows it to 0600 only when
-// it also chowns the file to fsGroup or a user, which peapod does not).
+// with the volume's default mode; with an fsGroup 0600, which the volume's
+// ownership turns into 0640, as the kubelet's projected.go does ("When
+// FsGroup is set, we depend on SetVolumeOwnership to change from 0600 to
+// 0640"). Its other case, 0600 and owned by the pods' one runAsUser
+// (FsUser), peapod does not do.
 func tokenPayload(ctx context.Context, pod *v1.Pod, src *v1.ServiceAccountTokenProjection, defMode int32, tokens TokenSource) (map[string]fileProjection, error) {
 	if tokens == nil {
 		return nil, errNoTokenSource
@@ -164,7 +167,11 @@ func tokenPayload(ctx context.Context, pod *v1.Pod, src *v1.ServiceAccountTokenP
 	if err != nil {
 		return nil, fmt.Errorf("serviceAccountToken %q: %w", src.Path, err)
 	}
-	return map[string]fileProjection{src.Path: {Data: []byte(tok), Mode: os.FileMode(defMode) & 0o777}}, nil
+	mode := os.FileMode(defMode) & 0o777
+	if podFSGroup(pod) != nil {
+		mode = 0o600
+	}
+	return map[string]fileProjection{src.Path: {Data: []byte(tok), Mode: mode}}, nil
 }
 
 func projectedPayload(ctx context.Context, pod *v1.Pod, src *v1.ProjectedVolumeSource, objs *Objects, tokens TokenSource) (map[string]fileProjection, error) {

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 )
 
@@ -415,36 +417,47 @@ func (m *Manager) setupPodVolume(ctx context.Context, pe *podEntry, vs *volumeSp
 
 	switch vs.Kind {
 	case kindEmptyDir:
-		if vs.onTmpfs() && !mounted {
-			var size int64
-			if sl := vs.Source.EmptyDir.SizeLimit; sl != nil && !sl.IsZero() {
-				size = sl.Value()
-			}
-			if err := mountTmpfs(dir, size, 0o777); err != nil {
-				undo()
-				return "", err
-			}
+		var size int64
+		if sl := vs.Source.EmptyDir.SizeLimit; sl != nil && !sl.IsZero() {
+			size = sl.Value()
 		}
-		if err := os.Chmod(dir, 0o777); err != nil { // emptyDir is world-writable, as in the kubelet
+		mountedNow, err := setupEmptyDir(dir, vs.onTmpfs(), size, mounted)
+		if err != nil {
 			undo()
 			return "", err
 		}
-	case kindConfigMap, kindSecret, kindDownwardAPI, kindProjected:
-		if vs.onTmpfs() && !mounted {
-			if err := mountTmpfs(dir, 0, 0o755); err != nil {
-				undo()
-				return "", err
+		if own := ownershipFor(pod, vs, false); own != nil {
+			// The kubelet sets an emptyDir up once (its ready file) and
+			// walks it then. Here a restarted agent comes again, when the
+			// files are the pod's: walk only a root that does not match.
+			own.onRootMismatch = !created && !mountedNow
+			if err := own.change(dir); err != nil { // ignored by the kubelet too
+				klog.ErrorS(err, "fsGroup on emptyDir", "path", dir)
 			}
 		}
-		if err := (&atomicWriter{dir: dir}).Write(payload); err != nil {
+	case kindConfigMap, kindSecret, kindDownwardAPI, kindProjected:
+		if _, err := setupEmptyDir(dir, vs.onTmpfs(), 0, mounted); err != nil {
+			undo()
+			return "", err
+		}
+		w := &atomicWriter{dir: dir, owner: ownershipFor(pod, vs, false)}
+		if err := w.Write(payload); err != nil {
 			undo()
 			return "", err
 		}
 	case kindFlex:
 		if !mounted {
+			_, caps, err := m.flex.get(ctx, vs.Flex.Driver)
+			if err != nil {
+				undo()
+				return "", err
+			}
 			if err := m.flexMount(ctx, pe, vs, dir); err != nil {
 				undo()
 				return "", err
+			}
+			if err := ownershipFor(pod, vs, caps.FSGroup).change(dir); err != nil { // ignored by the kubelet too
+				klog.ErrorS(err, "fsGroup on flexVolume", "path", dir)
 			}
 		}
 	case kindLocal:
@@ -456,6 +469,15 @@ func (m *Manager) setupPodVolume(ctx context.Context, pe *podEntry, vs *volumeSp
 			if err := bindMount(src, dir, vs.ReadOnly); err != nil {
 				undo()
 				return "", err
+			}
+			// The kubelet sets the owner on the first pod mount of a
+			// local volume only: the pods that share it keep what it has.
+			if own := ownershipFor(pod, vs, false); own != nil && !m.localMountedByOtherPod(pod.UID, vs) {
+				if err := own.change(dir); err != nil {
+					unmountAll(dir)
+					undo()
+					return "", fmt.Errorf("fsGroup %d: %w", own.fsGroup, err)
+				}
 			}
 		}
 	default:
@@ -479,6 +501,9 @@ func (m *Manager) flexMount(ctx context.Context, pe *podEntry, vs *volumeSpec, d
 	}
 	opts[optPodName], opts[optPodNamespace], opts[optPodUID] = pe.pod.Name, pe.pod.Namespace, string(pe.pod.UID)
 	opts[optServiceAcct] = pe.pod.Spec.ServiceAccountName
+	if g := podFSGroup(pe.pod); g != nil {
+		opts[optFSGroup] = strconv.FormatInt(*g, 10)
+	}
 	_, err = drv.call(ctx, "mount", dir, flexOptionsJSON(opts, nil))
 	if errors.Is(err, errFlexNotSupported) {
 		if vs.Device == "" {
@@ -487,6 +512,22 @@ func (m *Manager) flexMount(ctx context.Context, pe *podEntry, vs *volumeSpec, d
 		return bindMount(vs.GlobalPath, dir, vs.ReadOnly)
 	}
 	return err
+}
+
+// localMountedByOtherPod: another pod has the local PV vs mounted (the
+// kubelet's GetMountRefs of the volume, filtered to pods' mounts).
+func (m *Manager) localMountedByOtherPod(uid types.UID, vs *volumeSpec) bool {
+	for puid, pe := range m.pods {
+		if puid == uid {
+			continue
+		}
+		for _, o := range pe.volumes {
+			if st := pe.state[o.Name]; o.Kind == kindLocal && o.PVName == vs.PVName && st != nil && st.ready {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (m *Manager) payload(ctx context.Context, pod *v1.Pod, vs *volumeSpec) (map[string]fileProjection, error) {

@@ -70,11 +70,12 @@ func (vs *volumeSpec) hasToken() bool {
 	return false
 }
 
-// onTmpfs: the kubelet wraps secret and projected volumes in a memory
-// emptyDir so secrets never touch the disk.
+// onTmpfs: the kubelet wraps secret, downwardAPI and projected volumes
+// in a memory emptyDir (their wrappedVolumeSpec) so secrets never touch the
+// disk; configMap in a disk one.
 func (vs *volumeSpec) onTmpfs() bool {
 	switch vs.Kind {
-	case kindSecret, kindProjected:
+	case kindSecret, kindDownwardAPI, kindProjected:
 		return true
 	case kindEmptyDir:
 		return vs.Source.EmptyDir != nil && vs.Source.EmptyDir.Medium == v1.StorageMediumMemory

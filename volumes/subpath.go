@@ -46,7 +46,11 @@ var resolveBeneath = &unix.OpenHow{
 }
 
 // openBeneath opens sub beneath root as an O_PATH fd, creating missing
-// directories (0755) on the way. The caller closes the fd.
+// directories on the way with the mode of the volume's root, setgid and
+// sticky included (the kubelet's makeMounts: GetMode of the volume, then
+// SafeMakeDir with it), so a subPath of an fsGroup volume is as writable
+// for the group, and its files get the group, as the volume is. The
+// caller closes the fd.
 func openBeneath(root, sub string) (int, error) {
 	if err := validateSubPath(sub); err != nil {
 		return -1, err
@@ -69,6 +73,11 @@ func openBeneath(root, sub string) (int, error) {
 	}
 	// Create the missing directories one element at a time, each parent
 	// opened beneath the root.
+	var rootSt unix.Stat_t
+	if err := unix.Fstat(rootFd, &rootSt); err != nil {
+		return -1, fmt.Errorf("stat volume root %s: %w", root, err)
+	}
+	perm := rootSt.Mode & 0o7777
 	els := strings.Split(sub, "/")
 	for i := range els {
 		prefix := strings.Join(els[:i+1], "/")
@@ -93,13 +102,32 @@ func openBeneath(root, sub string) (int, error) {
 		if err != nil {
 			return -1, subPathErr(sub, err)
 		}
-		err = unix.Mkdirat(pfd, els[i], 0o755)
+		err = unix.Mkdirat(pfd, els[i], perm)
+		if err == nil {
+			// mkdirat's mode went through the umask: set it exactly, on
+			// the directory just made (O_NOFOLLOW: not on a symlink put
+			// in its place since).
+			err = fchmodAt(pfd, els[i], perm)
+		} else if errors.Is(err, unix.EEXIST) {
+			err = nil
+		}
 		unix.Close(pfd)
-		if err != nil && !errors.Is(err, unix.EEXIST) {
+		if err != nil {
 			return -1, fmt.Errorf("subPath %q: mkdir %s: %w", sub, prefix, err)
 		}
 	}
 	return unix.Openat2(rootFd, sub, resolveBeneath)
+}
+
+// fchmodAt sets the mode of the directory name in dirFd, never through a
+// symlink.
+func fchmodAt(dirFd int, name string, mode uint32) error {
+	fd, err := unix.Openat(dirFd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fchmod(fd, mode)
 }
 
 func subPathErr(sub string, err error) error {

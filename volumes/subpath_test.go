@@ -68,6 +68,47 @@ func TestOpenBeneathRefusesEscapes(t *testing.T) {
 	}
 }
 
+// Missing subPath dirs get the volume root's mode, setgid and sticky
+// included, whatever the umask (the kubelet: GetMode, then SafeMakeDir): an
+// fsGroup emptyDir on tmpfs (3777) gives drwxrwsrwt subPaths.
+func TestOpenBeneathMakesDirsWithRootMode(t *testing.T) {
+	old := unix.Umask(0o077)
+	t.Cleanup(func() { unix.Umask(old) })
+	cases := []struct {
+		name string
+		root os.FileMode // chmod bits
+		want os.FileMode
+	}{
+		{name: "0755", root: 0o755, want: os.ModeDir | 0o755},
+		{name: "emptyDir 0777", root: 0o777, want: os.ModeDir | 0o777},
+		{name: "fsGroup emptyDir 2777", root: os.ModeSetgid | 0o777, want: os.ModeDir | os.ModeSetgid | 0o777},
+		{name: "fsGroup tmpfs 3777", root: os.ModeSetgid | os.ModeSticky | 0o777, want: os.ModeDir | os.ModeSetgid | os.ModeSticky | 0o777},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			if err := os.Chmod(root, tc.root); err != nil {
+				t.Fatal(err)
+			}
+			os.Mkdir(filepath.Join(root, "there"), 0o700)
+			there, _ := os.Lstat(filepath.Join(root, "there"))
+			fd, err := openBeneath(root, "there/test-sub/deeper")
+			if err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd)
+			for _, p := range []string{"there/test-sub", "there/test-sub/deeper"} {
+				if st, err := os.Lstat(filepath.Join(root, p)); err != nil || st.Mode() != tc.want {
+					t.Errorf("%s: %v (%v), want %v", p, st.Mode(), err, tc.want)
+				}
+			}
+			if st, _ := os.Lstat(filepath.Join(root, "there")); st.Mode() != there.Mode() {
+				t.Errorf("an existing dir was changed: %v", st.Mode())
+			}
+		})
+	}
+}
+
 func TestExpandSubPathExpr(t *testing.T) {
 	env := map[string]string{"POD": "web-0", "NS": "prod", "EMPTY": "", "UP": ".."}
 	cases := []struct {
