@@ -339,7 +339,7 @@ func (a *Agent) startWorkerLocked(ctx context.Context, pod *v1.Pod) {
 		}
 		a.mu.Unlock()
 		if ctx.Err() == nil {
-			a.workerDone(ctx, pod)
+			a.workerDone(ctx, w)
 			a.reconcile(ctx)
 		}
 	}()

@@ -262,22 +262,33 @@ func (cs *clusterState) wantLocked(want map[types.UID]*v1.Pod) {
 // workerDone runs when the worker of pod ended (not on agent shutdown):
 // a pod deleted in the API server is now stopped and cleaned up, and the
 // agent removes it there, the step a kubelet owns.
-func (a *Agent) workerDone(ctx context.Context, pod *v1.Pod) {
+func (a *Agent) workerDone(ctx context.Context, w *worker) {
 	cs := a.cluster
 	if cs == nil {
 		return
 	}
+	uid := w.currentPod().UID
 	a.mu.Lock()
-	cur := cs.pods[pod.UID]
+	cur := cs.pods[uid]
 	if cur == nil || cur.DeletionTimestamp == nil {
 		a.mu.Unlock()
 		return
 	}
-	cs.finished[pod.UID] = true
+	cs.finished[uid] = true
 	a.mu.Unlock()
+	final := w.podStatus()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
+		// The last status first: the containers terminated and the pod in
+		// its terminal phase, as the kubelet writes before the deletion.
+		if s := cs.status; s != nil {
+			st := mergeStatus(cur, final, a.clock.Now())
+			if !isTerminal(cur) {
+				st.Phase = terminalPhase(&st)
+			}
+			s.write(ctx, cur, st)
+		}
 		cs.deletePod(ctx, cur)
 	}()
 }

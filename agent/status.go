@@ -71,6 +71,10 @@ func computePodStatus(pod *v1.Pod, st *PodStatusObserved, info statusInfo) v1.Po
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		cs := containerStatus(c, st.latestIn(c.Name, sbID), st, info, "PodInitializing")
+		if t := cs.State.Terminated; t != nil && t.ExitCode == 0 && !isSidecar(c) {
+			// A completed init container is ready, as the kubelet reports it.
+			cs.Ready = true
+		}
 		if isSidecar(c) {
 			if cs.Started == nil || !*cs.Started {
 				initDone = false
@@ -263,4 +267,17 @@ func sortPods(items []v1.Pod) {
 		}
 		return items[i].Name < items[j].Name
 	})
+}
+
+// terminalPhase is the phase of a pod the node has stopped for good (its
+// deletion): Succeeded when every regular container exited 0, else Failed,
+// as the kubelet's getPhase with podIsTerminal.
+func terminalPhase(s *v1.PodStatus) v1.PodPhase {
+	for _, cs := range s.ContainerStatuses {
+		t := cs.State.Terminated
+		if t == nil || t.ExitCode != 0 {
+			return v1.PodFailed
+		}
+	}
+	return v1.PodSucceeded
 }

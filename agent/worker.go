@@ -968,6 +968,12 @@ func (w *worker) terminatePod(ctx context.Context, remove bool) error {
 	if err != nil {
 		return err
 	}
+	// The final status shows the containers terminated: in node mode it
+	// is written before the pod is deleted (a finalizer may keep the pod
+	// around, with this status, for all to see).
+	if st2, err := w.observe(ctx); err == nil {
+		w.updateStatus(st2)
+	}
 	if pr := w.a.o.Prober; pr != nil {
 		pr.RemovePod(w.pod.UID)
 	}
