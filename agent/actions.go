@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"time"
 
@@ -162,6 +163,44 @@ func containerHash(c *v1.Container) string {
 	return strconv.FormatUint(uint64(h.Sum32()), 16)
 }
 
+// containerShouldRestart tells whether regular container c restarts after
+// exiting with exitCode, as the kubelet's ContainerShouldRestart: its
+// restartPolicyRules first (the first whose exit codes match decides),
+// then its own restartPolicy, then the pod's.
+func containerShouldRestart(c *v1.Container, policy v1.RestartPolicy, exitCode int32) bool {
+	if c.RestartPolicy != nil {
+		for _, r := range c.RestartPolicyRules {
+			if r.ExitCodes == nil || !exitCodesMatch(r.ExitCodes, exitCode) {
+				continue
+			}
+			if r.Action == v1.ContainerRestartRuleActionRestart {
+				return true
+			}
+			break // RestartAllContainers is alpha (off): the container's policy decides
+		}
+		switch *c.RestartPolicy {
+		case v1.ContainerRestartPolicyAlways:
+			return true
+		case v1.ContainerRestartPolicyOnFailure:
+			return exitCode != 0
+		case v1.ContainerRestartPolicyNever:
+			return false
+		}
+	}
+	return shouldRestart(policy, exitCode)
+}
+
+func exitCodesMatch(e *v1.ContainerRestartRuleOnExitCodes, code int32) bool {
+	in := slices.Contains(e.Values, code)
+	switch e.Operator {
+	case v1.ContainerRestartRuleOnExitCodesOpIn:
+		return in
+	case v1.ContainerRestartRuleOnExitCodesOpNotIn:
+		return !in
+	}
+	return false
+}
+
 // shouldRestart tells whether an exited container restarts under policy.
 func shouldRestart(policy v1.RestartPolicy, exitCode int32) bool {
 	switch policy {
@@ -295,7 +334,7 @@ func computePodActions(pod *v1.Pod, st *PodStatusObserved) podActions {
 			// In an old sandbox: killed above.
 			a.ContainersToStart = append(a.ContainersToStart, i)
 		case c.exited():
-			if !shouldRestart(policy, c.ExitCode) {
+			if !containerShouldRestart(spec, policy, c.ExitCode) {
 				continue
 			}
 			if inBackOff(spec.Name, false, c) {

@@ -319,3 +319,29 @@ func TestEphemeralContainerActions(t *testing.T) {
 		})
 	}
 }
+
+func TestContainerShouldRestart(t *testing.T) {
+	always, never := v1.ContainerRestartPolicyAlways, v1.ContainerRestartPolicyNever
+	rules := []v1.ContainerRestartRule{{Action: v1.ContainerRestartRuleActionRestart,
+		ExitCodes: &v1.ContainerRestartRuleOnExitCodes{Operator: v1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{42}}}}
+	for _, tc := range []struct {
+		name   string
+		c      v1.Container
+		pod    v1.RestartPolicy
+		code   int32
+		expect bool
+	}{
+		{"pod policy alone", v1.Container{}, v1.RestartPolicyOnFailure, 1, true},
+		{"pod policy, success", v1.Container{}, v1.RestartPolicyOnFailure, 0, false},
+		{"container Always in a Never pod", v1.Container{RestartPolicy: &always}, v1.RestartPolicyNever, 0, true},
+		{"container Never in an Always pod", v1.Container{RestartPolicy: &never}, v1.RestartPolicyAlways, 1, false},
+		{"rule matches", v1.Container{RestartPolicy: &never, RestartPolicyRules: rules}, v1.RestartPolicyNever, 42, true},
+		{"rule does not match: container policy", v1.Container{RestartPolicy: &never, RestartPolicyRules: rules}, v1.RestartPolicyAlways, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := containerShouldRestart(&tc.c, tc.pod, tc.code); got != tc.expect {
+				t.Errorf("got %v, want %v", got, tc.expect)
+			}
+		})
+	}
+}

@@ -222,9 +222,15 @@ func podPhase(pod *v1.Pod, s *v1.PodStatus, initDone bool) v1.PodPhase {
 		return v1.PodPending
 	}
 	var running, waiting, stopped, succeeded int
-	for _, cs := range s.ContainerStatuses {
+	for i, cs := range s.ContainerStatuses {
 		switch {
 		case cs.State.Running != nil:
+			running++
+		case cs.State.Waiting != nil && cs.LastTerminationState.Terminated != nil && i < len(pod.Spec.Containers) &&
+			pod.Spec.Containers[i].RestartPolicy != nil &&
+			containerShouldRestart(&pod.Spec.Containers[i], pod.Spec.RestartPolicy, cs.LastTerminationState.Terminated.ExitCode):
+			// Waiting to restart by its own restart policy or rules: the
+			// pod is not done whatever the pod's policy says.
 			running++
 		case cs.State.Terminated != nil:
 			stopped++
