@@ -155,7 +155,7 @@ bench: bench-deps build tools containerd
 # replicas, 2 min idle, deleted) on a cluster node running peapod, then
 # containerd v2.4.2, then Debian's containerd 1.6, one at a time: pod start
 # SLI, time to Ready and to gone, idle CPU and memory, CRI calls
-# (hack/benchcluster/README.md; ~15 min). bench-deps: test-deps plus
+# (hack/benchcluster/README.md; ~20 min with the four nodes). bench-deps: test-deps plus
 # Debian's containerd. BENCHCLUSTERFLAGS: e.g. -only peapod -pods 50.
 BENCHCLUSTERFLAGS ?=
 bench-cluster: bench-deps build k8s containerd

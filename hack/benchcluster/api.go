@@ -92,9 +92,10 @@ func (a *api) raw(ctx context.Context, path string) ([]byte, error) {
 	return b, nil
 }
 
-// kubeletMetrics is the node's kubelet /metrics, through the API server's
-// node proxy (the API server authenticates to the kubelet with its
-// kubelet-client certificate; the kubelet authorizes that by webhook).
-func (a *api) kubeletMetrics(ctx context.Context) ([]byte, error) {
+// nodeMetrics is the node agent's /metrics (the kubelet's, or
+// peapod-agent's on its kubelet API), through the API server's node proxy
+// (the API server authenticates to the node with its kubelet-client
+// certificate; the node authorizes that by webhook).
+func (a *api) nodeMetrics(ctx context.Context) ([]byte, error) {
 	return a.raw(ctx, "/api/v1/nodes/"+url.PathEscape(a.node)+"/proxy/metrics")
 }

@@ -1,9 +1,11 @@
-// Command benchcluster measures, with the kubelet's own figures, the same
-// Deployment on a node of the real control plane of hack/cluster/harness
-// whose kubelet (upstream v1.37.2) runs on peapod, on containerd v2.4.2
-// and on Debian's containerd 1.6: one node at a time, each torn down
-// before the next. It prints one table with a column per runtime and
-// peapod's ratio against each containerd. See README.md.
+// Command benchcluster measures the same Deployment on a node of the real
+// control plane of hack/cluster/harness, one node at a time, each torn
+// down before the next: the upstream kubelet (v1.37.2) on peapod, on
+// containerd v2.4.2 and on Debian's containerd 1.6, with the kubelet's own
+// figures, and peapod-agent as the node on peapod, with the same figures
+// where they can be had the same way. It prints one table with a column
+// per node, peapod's ratio against each containerd and peapod-agent's
+// against containerd v2.4.2. See README.md.
 //
 // Every process is started and stopped by the harness, by PID; Down runs
 // whatever happened (^C included) and removes the pods, mounts, bridge and
@@ -24,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"peapod/hack/cluster/harness"
 	"peapod/hack/containerdref"
 )
 
@@ -36,7 +39,7 @@ type options struct {
 	binDir  string        // the Kubernetes binaries (hack/cluster/build.sh)
 	out     string        // table, logs, raw metrics
 	stamp   string        // UTC time of the run, in file names
-	only    string        // "", or a comma list of runtimes
+	only    string        // "", or a comma list of setup keys
 	first   int           // replicas of the first scale-up
 	pods    int           // replicas of the second
 	idle    time.Duration // idle window with pods Ready
@@ -44,19 +47,54 @@ type options struct {
 	timeout time.Duration // limit of each wait
 }
 
-var runtimes = []string{"peapod", "containerd", "containerd-debian"}
+// setup is one column of the table: a node agent on a CRI runtime.
+type setup struct {
+	key     string // as -only names it
+	runtime string // harness.Options.Runtime
+	node    string // harness.Options.Node
+}
+
+// agent is whether the node is peapod-agent (no kubelet).
+func (s setup) agent() bool { return s.node == harness.NodePeapodAgent }
+
+// setups are the columns, in the order they run.
+var setups = []setup{
+	{"peapod", "peapod", harness.NodeKubelet},
+	{"peapod-agent", "peapod", harness.NodePeapodAgent},
+	{"containerd", "containerd", harness.NodeKubelet},
+	{"containerd-debian", "containerd-debian", harness.NodeKubelet},
+}
+
+func setupKeys() []string {
+	var keys []string
+	for _, s := range setups {
+		keys = append(keys, s.key)
+	}
+	return keys
+}
+
+// selected is the setups -only picks (all of them without it).
+func (o *options) selected() []setup {
+	var out []setup
+	for _, s := range setups {
+		if o.only == "" || slices.Contains(strings.Split(o.only, ","), s.key) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
 
 func main() {
 	var o options
 	wd, _ := os.Getwd()
-	flag.StringVar(&o.repo, "repo", wd, "peapod checkout with bin/peapod and bin/peapod-pause")
+	flag.StringVar(&o.repo, "repo", wd, "peapod checkout with bin/peapod, bin/peapod-pause and bin/peapod-agent")
 	flag.StringVar(&o.out, "out", filepath.Join(wd, "_output", "bench-cluster"), "where the table, logs and raw metrics go")
-	flag.StringVar(&o.only, "only", "", "run only these runtimes (comma list): peapod, containerd ("+containerdref.CurrentVersion+"), containerd-debian (Debian's 1.6)")
+	flag.StringVar(&o.only, "only", "", "run only these nodes (comma list): peapod (the kubelet on peapod), peapod-agent (peapod-agent on peapod), containerd (the kubelet on "+containerdref.CurrentVersion+"), containerd-debian (the kubelet on Debian's 1.6)")
 	flag.IntVar(&o.first, "first", 30, "replicas of the first scale-up (from 0)")
 	flag.IntVar(&o.pods, "pods", 100, "replicas of the second scale-up")
 	flag.DurationVar(&o.idle, "idle", 2*time.Minute, "idle window with every pod Ready, for CPU and memory")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "limit of each wait (pods Ready, pods gone, sandboxes gone)")
-	flag.StringVar(&o.gates, "kubelet-feature-gates", "", "the kubelet's feature gates, e.g. EventedPLEG=true,PLEGOnDemandRelist=true (compare runs with and without)")
+	flag.StringVar(&o.gates, "kubelet-feature-gates", "", "the kubelet's feature gates, e.g. EventedPLEG=true,PLEGOnDemandRelist=true (compare runs with and without); the peapod-agent node, which has no kubelet, runs without")
 	flag.Parse()
 	if abs, err := filepath.Abs(o.out); err == nil {
 		o.out = abs
@@ -90,12 +128,18 @@ func (o *options) check() error {
 		return errors.New("-idle must be positive")
 	}
 	for _, k := range strings.Split(o.only, ",") {
-		if k != "" && !slices.Contains(runtimes, k) {
-			return fmt.Errorf("-only: unknown runtime %q (%s)", k, strings.Join(runtimes, ", "))
+		if k != "" && !slices.Contains(setupKeys(), k) {
+			return fmt.Errorf("-only: unknown node %q (%s)", k, strings.Join(setupKeys(), ", "))
 		}
 	}
-	if _, err := os.Stat(filepath.Join(o.repo, "bin", "peapod")); err != nil {
-		return errors.New("bin/peapod missing: run make build (make bench-cluster does)")
+	bins := []string{"peapod"}
+	if slices.ContainsFunc(o.selected(), setup.agent) {
+		bins = append(bins, "peapod-agent")
+	}
+	for _, b := range bins {
+		if _, err := os.Stat(filepath.Join(o.repo, "bin", b)); err != nil {
+			return fmt.Errorf("bin/%s missing: run make build (make bench-cluster does)", b)
+		}
 	}
 	return nil
 }
@@ -115,19 +159,16 @@ func run(ctx context.Context, o options) error {
 
 	var results []*result
 	loadBefore := loadavg()
-	for _, key := range runtimes {
-		if o.only != "" && !slices.Contains(strings.Split(o.only, ","), key) {
-			continue
-		}
+	for _, s := range o.selected() {
 		if ctx.Err() != nil {
 			break
 		}
-		logf("=== %s", key)
-		r := measure(ctx, o, key)
+		logf("=== %s", s.key)
+		r := measure(ctx, o, s)
 		if r.err != nil {
-			logf("%s: %v", key, r.err)
+			logf("%s: %v", s.key, r.err)
 		}
-		logf("%s: done in %s", key, sec(r.wall))
+		logf("%s: done in %s", s.key, sec(r.wall))
 		results = append(results, r)
 	}
 	table, missing := render(o, results, loadBefore, loadavg())

@@ -30,19 +30,22 @@ const (
 	nPhases
 )
 
-// result is one runtime's figures: seconds, bytes, counts; NaN is a figure
+// result is one node's figures: seconds, bytes, counts; NaN is a figure
 // its phase did not produce.
 type result struct {
-	key  string // as -only names it
-	name string // as the table heads its column: peapod, containerd-2.4.2
+	setup
+	name string // as the table heads its column: peapod, peapod-agent, containerd-2.4.2
 	err  error
-	wall float64 // the whole run of this runtime, up to down
+	wall float64 // the whole run of this node, up to down
 	up   float64 // harness.Up
 	// ready: from each scale-up until the Deployment counts every replica
-	// Ready; sli the kubelet's pod start SLI histogram over each phase.
-	ready  [2]float64
-	sli    [nPhases]histogram
-	sliRan [nPhases]bool
+	// Ready; sli the kubelet's pod start SLI histogram over each phase
+	// (kubelet nodes), agentStart peapod-agent's own pod start histogram
+	// (the peapod-agent node); sliRan says the phase ran, for either.
+	ready      [2]float64
+	sli        [nPhases]histogram
+	agentStart [nPhases]histogram
+	sliRan     [nPhases]bool
 	// gone: from the delete until no pod of it is left in the API server;
 	// sandboxesStopped until the runtime lists none of their sandboxes
 	// ready, sandboxesGone until it lists none at all.
@@ -54,23 +57,25 @@ type result struct {
 		mem      [nGroups]mem
 		n        [nGroups]int
 		workload int
-		criCalls float64 // the kubelet's, over the window
+		criCalls float64 // the node agent's, over the window
 	}
-	// ops: the kubelet's CRI calls by operation over the workload;
-	// opMean their mean duration as the kubelet timed them.
+	// ops: the node agent's CRI calls by operation (the kubelet's
+	// operation_type) over the workload; opMean their mean duration as the
+	// kubelet timed them (kubelet nodes only).
 	ops, opMean map[string]float64
 	logs        string
 }
 
-func newResult(key string) *result {
+func newResult(s setup) *result {
 	nan := math.NaN()
-	return &result{key: key, name: key, up: nan, ready: [2]float64{nan, nan}, gone: nan, sandboxesStopped: nan, sandboxesGone: nan}
+	return &result{setup: s, name: s.key, up: nan, ready: [2]float64{nan, nan}, gone: nan, sandboxesStopped: nan, sandboxesGone: nan}
 }
 
-// measure brings up a cluster on runtime key, runs the workload and always
+// measure brings up a cluster of setup s, runs the workload and always
 // tears the cluster down, after copying its logs to the output.
-func measure(ctx context.Context, o options, key string) (r *result) {
-	r = newResult(key)
+func measure(ctx context.Context, o options, s setup) (r *result) {
+	key := s.key
+	r = newResult(s)
 	start := time.Now()
 	defer func() { r.wall = time.Since(start).Seconds() }()
 	// Short: containerd 2's shim sockets then fit under it (containerdref).
@@ -79,7 +84,11 @@ func measure(ctx context.Context, o options, key string) (r *result) {
 		r.err = err
 		return r
 	}
-	c, err := harness.Up(ctx, harness.Options{Dir: dir, Repo: o.repo, BinDir: o.binDir, Runtime: key, Log: os.Stderr, KubeletFeatureGates: o.gates})
+	ho := harness.Options{Dir: dir, Repo: o.repo, BinDir: o.binDir, Runtime: s.runtime, Node: s.node, Log: os.Stderr}
+	if !s.agent() {
+		ho.KubeletFeatureGates = o.gates
+	}
+	c, err := harness.Up(ctx, ho)
 	if err != nil {
 		// Up has torn down what it made (and removed dir) already.
 		if c == nil {
@@ -101,7 +110,7 @@ func measure(ctx context.Context, o options, key string) (r *result) {
 		}
 		logf("%s: down in %s", key, sec(time.Since(t).Seconds()))
 	}()
-	if key != "peapod" {
+	if s.runtime != "peapod" {
 		if name, version, err := c.RuntimeVersion(ctx); err == nil {
 			// As hack/bench names it: containerd-1.6.20, not 1.6.20~ds1.
 			if m := versionRE.FindString(version); m != "" {
@@ -110,7 +119,11 @@ func measure(ctx context.Context, o options, key string) (r *result) {
 			r.name = name + "-" + strings.TrimPrefix(version, "v")
 		}
 	}
-	logf("%s: cluster up in %s (dir %s, node runtime %s)", key, sec(r.up), dir, r.name)
+	rtName := s.runtime
+	if !s.agent() {
+		rtName = r.name // containerd's with its version
+	}
+	logf("%s: cluster up in %s (dir %s, node %s on runtime %s)", key, sec(r.up), dir, s.node, rtName)
 	if err := os.MkdirAll(r.logs, 0o755); err != nil {
 		r.err = err
 		return r
@@ -125,13 +138,36 @@ func runWorkload(ctx context.Context, o options, c *harness.Cluster, r *result) 
 		return err
 	}
 	defer a.close()
+	// The kubelet counts and times its CRI calls itself; peapod-agent does
+	// not, and its calls are counted where they arrive: peapod's /metrics.
+	var rt *runtimeMetrics
+	if r.agent() {
+		if rt, err = newRuntimeMetrics(c); err != nil {
+			return err
+		}
+		defer rt.close()
+	}
 	scrape := func(name string) (snapshot, error) {
-		b, err := a.kubeletMetrics(ctx)
+		b, err := a.nodeMetrics(ctx)
 		if err != nil {
-			return snapshot{}, fmt.Errorf("kubelet metrics: %w", err)
+			return snapshot{}, fmt.Errorf("%s metrics: %w", r.node, err)
 		}
 		_ = os.WriteFile(filepath.Join(r.logs, "metrics-"+name+".txt"), b, 0o644)
-		return parseMetrics(bytes.NewReader(b))
+		s, err := parseMetrics(bytes.NewReader(b))
+		if err != nil || rt == nil {
+			return s, err
+		}
+		b, err = rt.get(ctx)
+		if err != nil {
+			return s, fmt.Errorf("peapod metrics: %w", err)
+		}
+		_ = os.WriteFile(filepath.Join(r.logs, "runtime-metrics-"+name+".txt"), b, 0o644)
+		calls, err := parseRuntimeCRI(bytes.NewReader(b))
+		if err != nil {
+			return s, err
+		}
+		s.ops, s.opSum, s.opCount = calls.ops, calls.opSum, calls.opCount
+		return s, nil
 	}
 	ready := func(n int) func(context.Context) (bool, string, error) {
 		return func(ctx context.Context) (bool, string, error) { return a.deploymentReady(ctx, app, n) }
@@ -142,7 +178,7 @@ func runWorkload(ctx context.Context, o options, c *harness.Cluster, r *result) 
 	}
 
 	// Warm-up: one pod up and gone again, so the image is on the node and
-	// the first-use costs of kubelet and runtime are paid before the
+	// the first-use costs of node agent and runtime are paid before the
 	// figures start.
 	t := time.Now()
 	if err := a.createDeployment(ctx, deployment(app, 0)); err != nil {
@@ -166,9 +202,14 @@ func runWorkload(ctx context.Context, o options, c *harness.Cluster, r *result) 
 	}
 
 	// The two scale-ups, each timed until the Deployment counts every
-	// replica Ready; the kubelet's histogram is read after each, once it
-	// holds a sample for every pod started (it records a pod when it sees
-	// its containers started, before the probe passes: normally at once).
+	// replica Ready; the kubelet's histogram (or peapod-agent's) is read
+	// after each, once it holds a sample for every pod started (either
+	// records a pod when it sees its containers started, before the probe
+	// passes: normally at once).
+	samples := func(s snapshot) float64 { return s.sli.count }
+	if r.agent() {
+		samples = func(s snapshot) float64 { return s.agentStart.count }
+	}
 	m := make([]snapshot, 3)
 	if m[0], err = scrape("0-before-scale-up"); err != nil {
 		return err
@@ -187,7 +228,7 @@ func runWorkload(ctx context.Context, o options, c *harness.Cluster, r *result) 
 		if i > 0 {
 			want -= o.first
 		}
-		if m[i+1], err = waitSLI(ctx, scrape, fmt.Sprintf("%d-ready-%d", i+1, n), m[i], want); err != nil {
+		if m[i+1], err = waitSLI(ctx, scrape, samples, fmt.Sprintf("%d-ready-%d", i+1, n), m[i], want); err != nil {
 			return err
 		}
 		logf("%s: %d replicas Ready after %s", r.key, n, sec(d.Seconds()))
@@ -197,7 +238,7 @@ func runWorkload(ctx context.Context, o options, c *harness.Cluster, r *result) 
 		if err != nil {
 			return err
 		}
-		r.sli[p], r.sliRan[p] = d.sli, true
+		r.sli[p], r.agentStart[p], r.sliRan[p] = d.sli, d.agentStart, true
 	}
 
 	// Idle with every pod Ready: CPU over the window, memory at its end.
@@ -213,7 +254,8 @@ func runWorkload(ctx context.Context, o options, c *harness.Cluster, r *result) 
 	}
 	// The kubelet stops a deleted pod's sandbox before it lets the API
 	// server drop the pod, and removes the sandbox at its next container
-	// GC (every minute). One poll follows all three from the delete.
+	// GC (every minute); peapod-agent removes it when it tears the pod
+	// down. One poll follows all three from the delete.
 	w, err := newSandboxWatch(c.RuntimeEndpoint, uids)
 	if err != nil {
 		return err
@@ -260,19 +302,26 @@ func runWorkload(ctx context.Context, o options, c *harness.Cluster, r *result) 
 		return err
 	}
 	r.ops, r.opMean = dl.ops, dl.opMean
+	if rt != nil {
+		// peapod counted the bench's own ListPodSandbox polls too.
+		if err := subtractCalls(r.ops, listPodSandboxOp, float64(w.calls)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// waitSLI scrapes until the SLI histogram holds want samples more than
-// prev (up to 60 s; then the table shows the samples it got).
-func waitSLI(ctx context.Context, scrape func(string) (snapshot, error), name string, prev snapshot, want int) (snapshot, error) {
+// waitSLI scrapes until the pod start histogram (samples reads its count)
+// holds want samples more than prev (up to 60 s; then the table shows the
+// samples it got).
+func waitSLI(ctx context.Context, scrape func(string) (snapshot, error), samples func(snapshot) float64, name string, prev snapshot, want int) (snapshot, error) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		s, err := scrape(name)
 		if err != nil {
 			return s, err
 		}
-		got := s.sli.count - prev.sli.count
+		got := samples(s) - samples(prev)
 		if got >= float64(want) || time.Now().After(deadline) {
 			if got < float64(want) {
 				logf("pod start SLI: %g samples after 60 s, want %d", got, want)
@@ -287,30 +336,31 @@ func waitSLI(ctx context.Context, scrape func(string) (snapshot, error), name st
 
 // idle reads the node's processes, waits o.idle, reads them again.
 func idle(ctx context.Context, o options, c *harness.Cluster, r *result, scrape func(string) (snapshot, error)) error {
-	var daemon, kubelet int
+	var daemon, node int
 	for _, p := range c.Components {
 		switch p.Name {
 		case "peapod", "containerd":
 			daemon = p.PID
-		case "kubelet":
-			kubelet = p.PID
+		case harness.NodeKubelet, harness.NodePeapodAgent:
+			node = p.PID
 		}
 	}
-	if daemon == 0 || kubelet == 0 {
-		return fmt.Errorf("no runtime or kubelet PID recorded in %s/cluster.json", c.Dir)
+	if daemon == 0 || node == 0 {
+		return fmt.Errorf("no runtime or node agent PID recorded in %s/cluster.json", c.Dir)
 	}
-	// The scrapes (the kubelet's work) sit outside the process readings.
+	// The scrapes (the node agent's and the runtime's work) sit outside
+	// the process readings.
 	m0, err := scrape("2a-idle-start")
 	if err != nil {
 		return err
 	}
-	before := classify(allProcs(), daemon, kubelet, c.Dir, readCmdline)
+	before := classify(allProcs(), daemon, node, c.Dir, readCmdline)
 	t := time.Now()
 	logf("%s: idle for %s (%d helpers, %d pauses, %d workload processes)", r.key, o.idle, before.count()[gHelpers], before.count()[gPauses], before.workload)
 	if err := sleep(ctx, o.idle); err != nil {
 		return err
 	}
-	after := classify(allProcs(), daemon, kubelet, c.Dir, readCmdline)
+	after := classify(allProcs(), daemon, node, c.Dir, readCmdline)
 	r.idle.secs = time.Since(t).Seconds()
 	r.idle.cpu = after.cpuSince(before)
 	r.idle.mem = after.memory()
@@ -343,8 +393,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// copyLogs copies every component's log (kubelet, runtime, control plane)
-// into dir.
+// copyLogs copies every component's log (node agent, runtime, control
+// plane) into dir.
 func copyLogs(c *harness.Cluster, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err

@@ -19,6 +19,12 @@ const (
 	opLabel      = "operation_type"
 )
 
+// agentStartMetric is peapod-agent's own pod start histogram (agent/
+// metrics.go): from its pod worker's start, once it saw the pod bound, to
+// all of the pod's containers running. Not the kubelet's SLI, which starts
+// at the pod's creation and ends when a watch shows the containers started.
+const agentStartMetric = "peapod_pod_start_duration_seconds"
+
 // histogram is one Prometheus histogram: cumulative bucket counts by upper
 // bound (ascending, the last one +Inf), the number of observations and
 // their sum.
@@ -29,19 +35,24 @@ type histogram struct {
 	sum    float64
 }
 
-// snapshot is what one scrape of the kubelet's /metrics holds of interest.
+// snapshot is what one scrape of the node agent's /metrics holds of
+// interest (for peapod-agent, with the CRI calls read from peapod's).
 type snapshot struct {
-	sli histogram
+	sli        histogram // the kubelet's pod start SLI
+	agentStart histogram // peapod-agent's pod start
 	// ops is kubelet_runtime_operations_total by operation_type; opSum and
 	// opCount the sum and count of kubelet_runtime_operations_duration_seconds.
+	// For peapod-agent, parseRuntimeCRI fills them from peapod's metrics.
 	ops     map[string]float64
 	opSum   map[string]float64
 	opCount map[string]float64
 }
 
-// parseMetrics reads the Prometheus text format and keeps the pod start SLI
-// histogram and the CRI operation counters. A family that is missing reads
-// as empty (a kubelet that started no pod yet exposes no SLI buckets).
+// parseMetrics reads the Prometheus text format and keeps the pod start
+// histograms (the kubelet's SLI, peapod-agent's own) and the kubelet's CRI
+// operation counters. A family that is missing reads as empty (a kubelet
+// that started no pod yet exposes no SLI buckets; peapod-agent has none of
+// the kubelet's families, the kubelet none of peapod-agent's).
 func parseMetrics(r io.Reader) (snapshot, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(r)
@@ -49,24 +60,11 @@ func parseMetrics(r io.Reader) (snapshot, error) {
 		return snapshot{}, fmt.Errorf("parse metrics: %w", err)
 	}
 	s := snapshot{ops: map[string]float64{}, opSum: map[string]float64{}, opCount: map[string]float64{}}
-	if f := fams[sliMetric]; f != nil {
-		if f.GetType() != dto.MetricType_HISTOGRAM {
-			return s, fmt.Errorf("%s: type %s, want histogram", sliMetric, f.GetType())
-		}
-		// One series (no labels); were there more, add them up.
-		for _, m := range f.GetMetric() {
-			h, err := fromDTO(m.GetHistogram())
-			if err != nil {
-				return s, fmt.Errorf("%s: %w", sliMetric, err)
-			}
-			if s.sli.bounds == nil {
-				s.sli = h
-				continue
-			}
-			if s.sli, err = s.sli.plus(h); err != nil {
-				return s, fmt.Errorf("%s: %w", sliMetric, err)
-			}
-		}
+	if s.sli, err = oneHistogram(fams[sliMetric]); err != nil {
+		return s, fmt.Errorf("%s: %w", sliMetric, err)
+	}
+	if s.agentStart, err = oneHistogram(fams[agentStartMetric]); err != nil {
+		return s, fmt.Errorf("%s: %w", agentStartMetric, err)
 	}
 	if f := fams[opsMetric]; f != nil {
 		for _, m := range f.GetMetric() {
@@ -81,6 +79,32 @@ func parseMetrics(r io.Reader) (snapshot, error) {
 		}
 	}
 	return s, nil
+}
+
+// oneHistogram is the histogram of family f, its series added up (the pod
+// start histograms have one series, no labels); empty when f is nil.
+func oneHistogram(f *dto.MetricFamily) (histogram, error) {
+	var sum histogram
+	if f == nil {
+		return sum, nil
+	}
+	if f.GetType() != dto.MetricType_HISTOGRAM {
+		return sum, fmt.Errorf("type %s, want histogram", f.GetType())
+	}
+	for _, m := range f.GetMetric() {
+		h, err := fromDTO(m.GetHistogram())
+		if err != nil {
+			return sum, err
+		}
+		if sum.bounds == nil {
+			sum = h
+			continue
+		}
+		if sum, err = sum.plus(h); err != nil {
+			return sum, err
+		}
+	}
+	return sum, nil
 }
 
 func label(m *dto.Metric, name string) string {
@@ -123,13 +147,13 @@ func fromDTO(d *dto.Histogram) (histogram, error) {
 
 // minus is the histogram of the observations made between o and h (o
 // scraped first): bucket by bucket, which needs the same bounds. A count
-// that went down means the kubelet restarted in between.
+// that went down means the process exposing it restarted in between.
 func (h histogram) minus(o histogram) (histogram, error) {
 	if o.bounds == nil { // nothing observed before h's first pod
 		return h, nil
 	}
 	if h.bounds == nil {
-		return histogram{}, fmt.Errorf("histogram gone (kubelet restarted?)")
+		return histogram{}, fmt.Errorf("histogram gone (restarted?)")
 	}
 	return h.combine(o, -1)
 }
@@ -147,13 +171,13 @@ func (h histogram) combine(o histogram, sign float64) (histogram, error) {
 		}
 		c := h.counts[i] + sign*o.counts[i]
 		if c < 0 {
-			return histogram{}, fmt.Errorf("bucket le=%g went down (kubelet restarted?)", h.bounds[i])
+			return histogram{}, fmt.Errorf("bucket le=%g went down (restarted?)", h.bounds[i])
 		}
 		r.bounds = append(r.bounds, h.bounds[i])
 		r.counts = append(r.counts, c)
 	}
 	if r.count < 0 {
-		return histogram{}, fmt.Errorf("sample count went down (kubelet restarted?)")
+		return histogram{}, fmt.Errorf("sample count went down (restarted?)")
 	}
 	return r, nil
 }
@@ -206,22 +230,22 @@ func counterDelta(a, b map[string]float64) (map[string]float64, error) {
 	for k, v := range b {
 		d := v - a[k]
 		if d < 0 {
-			return nil, fmt.Errorf("counter %s went down from %g to %g (kubelet restarted?)", k, a[k], v)
+			return nil, fmt.Errorf("counter %s went down from %g to %g (restarted?)", k, a[k], v)
 		}
 		out[k] = d
 	}
 	for k := range a {
 		if _, ok := b[k]; !ok {
-			return nil, fmt.Errorf("counter %s gone (kubelet restarted?)", k)
+			return nil, fmt.Errorf("counter %s gone (restarted?)", k)
 		}
 	}
 	return out, nil
 }
 
-// delta is what the kubelet did between two scrapes.
+// delta is what the node agent did between two scrapes.
 type delta struct {
-	sli histogram
-	ops map[string]float64 // CRI calls by operation_type
+	sli, agentStart histogram
+	ops             map[string]float64 // CRI calls by operation_type
 	// opMean is the mean duration of each operation that ran (seconds).
 	opMean map[string]float64
 }
@@ -233,16 +257,19 @@ func (s snapshot) since(a snapshot) (delta, error) {
 	if d.sli, err = s.sli.minus(a.sli); err != nil {
 		return d, fmt.Errorf("%s: %w", sliMetric, err)
 	}
+	if d.agentStart, err = s.agentStart.minus(a.agentStart); err != nil {
+		return d, fmt.Errorf("%s: %w", agentStartMetric, err)
+	}
 	if d.ops, err = counterDelta(a.ops, s.ops); err != nil {
-		return d, fmt.Errorf("%s: %w", opsMetric, err)
+		return d, fmt.Errorf("CRI calls: %w", err)
 	}
 	sum, err := counterDelta(a.opSum, s.opSum)
 	if err != nil {
-		return d, fmt.Errorf("%s: %w", opsDurMetric, err)
+		return d, fmt.Errorf("CRI call durations: %w", err)
 	}
 	count, err := counterDelta(a.opCount, s.opCount)
 	if err != nil {
-		return d, fmt.Errorf("%s: %w", opsDurMetric, err)
+		return d, fmt.Errorf("CRI call durations: %w", err)
 	}
 	d.opMean = map[string]float64{}
 	for op, n := range count {

@@ -74,6 +74,9 @@ func TestParseMetrics(t *testing.T) {
 		wantCount float64
 		wantP50   float64
 		wantOps   map[string]float64
+		// peapod-agent's own pod start histogram
+		wantAgentCount float64
+		wantAgentMean  float64
 	}{
 		{
 			name:      "both families",
@@ -86,6 +89,28 @@ func TestParseMetrics(t *testing.T) {
 			text:      "# TYPE kubelet_runtime_operations_total counter\nkubelet_runtime_operations_total{operation_type=\"version\"} 2\n",
 			wantCount: 0, wantP50: math.NaN(),
 			wantOps: map[string]float64{"version": 2},
+		},
+		{
+			name: "peapod-agent's: its own pod start histogram, none of the kubelet's families",
+			text: `# HELP peapod_pod_start_duration_seconds Time from the agent's pod worker start to all of the pod's containers running.
+# TYPE peapod_pod_start_duration_seconds histogram
+peapod_pod_start_duration_seconds_bucket{le="0.1"} 0
+peapod_pod_start_duration_seconds_bucket{le="0.25"} 4
+peapod_pod_start_duration_seconds_bucket{le="0.5"} 5
+peapod_pod_start_duration_seconds_bucket{le="+Inf"} 5
+peapod_pod_start_duration_seconds_sum 1.1
+peapod_pod_start_duration_seconds_count 5
+# TYPE peapod_container_restarts_total counter
+peapod_container_restarts_total{container="httpd",namespace="default",pod="bench-1"} 0
+`,
+			wantCount: 0, wantP50: math.NaN(),
+			wantOps:        map[string]float64{},
+			wantAgentCount: 5, wantAgentMean: 0.22,
+		},
+		{
+			name:    "pod start histogram of another type",
+			text:    "# TYPE peapod_pod_start_duration_seconds gauge\npeapod_pod_start_duration_seconds 1\n",
+			wantErr: true,
 		},
 		{
 			name:    "not the text format",
@@ -109,6 +134,12 @@ func TestParseMetrics(t *testing.T) {
 			}
 			if len(s.ops) != len(tc.wantOps) {
 				t.Errorf("ops %v, want %v", s.ops, tc.wantOps)
+			}
+			if s.agentStart.count != tc.wantAgentCount {
+				t.Errorf("agent pod start count %g, want %g", s.agentStart.count, tc.wantAgentCount)
+			}
+			if tc.wantAgentCount > 0 && math.Abs(s.agentStart.mean()-tc.wantAgentMean) > 1e-9 {
+				t.Errorf("agent pod start mean %g, want %g", s.agentStart.mean(), tc.wantAgentMean)
 			}
 			for op, v := range tc.wantOps {
 				if s.ops[op] != v {

@@ -20,11 +20,11 @@ const (
 	gDaemon  group = iota // the CRI runtime daemon (peapod, containerd) and its short-lived children
 	gHelpers              // conmon (peapod, one per container) | containerd-shim (one per pod); runc below them
 	gPauses               // the pods' infra processes
-	gKubelet              // the kubelet and its short-lived children
+	gNode                 // the node agent (kubelet | peapod-agent) and its short-lived children
 	nGroups
 )
 
-var groupNames = [nGroups]string{"runtime daemon", "helpers (conmon | shim)", "pauses", "kubelet"}
+var groupNames = [nGroups]string{"runtime daemon", "helpers (conmon | shim)", "pauses", "node agent (kubelet | peapod-agent)"}
 
 // procStat is what /proc/<pid>/stat says of a process.
 type procStat struct {
@@ -108,15 +108,16 @@ type nodeProcs struct {
 	workload int
 }
 
-// classify finds the node's processes: the runtime daemon and the kubelet
-// by the PIDs the harness started, every conmon or shim whose command line
-// names the cluster's directory (they outlive their parent: conmon
-// daemonizes, a shim is re-parented to init), and what runs below those.
+// classify finds the node's processes: the runtime daemon and the node
+// agent by the PIDs the harness started, every conmon or shim whose
+// command line names the cluster's directory (they outlive their parent:
+// conmon daemonizes, a shim is re-parented to init), and what runs below
+// those.
 // Below a helper or the daemon, a process named pause/peapod-pause is a
 // pod's infra process, runc and shims are helpers, another child of the
 // daemon is the daemon's (a CNI plugin it runs), anything else is a
 // container's workload.
-func classify(procs map[int]procStat, daemon, kubelet int, dir string, cmdline func(int) []byte) nodeProcs {
+func classify(procs map[int]procStat, daemon, node int, dir string, cmdline func(int) []byte) nodeProcs {
 	n := nodeProcs{procs: procs, groups: map[int]group{}}
 	kids := map[int][]int{}
 	for pid, p := range procs {
@@ -140,8 +141,8 @@ func classify(procs map[int]procStat, daemon, kubelet int, dir string, cmdline f
 			}
 			comm := procs[c].comm
 			switch {
-			case g == gKubelet:
-				n.groups[c] = gKubelet
+			case g == gNode:
+				n.groups[c] = gNode
 			case slices.Contains(pauseComms, comm):
 				n.groups[c] = gPauses
 			case slices.Contains(helperComms, comm):
@@ -158,8 +159,8 @@ func classify(procs map[int]procStat, daemon, kubelet int, dir string, cmdline f
 	if _, ok := procs[daemon]; ok {
 		n.groups[daemon] = gDaemon
 	}
-	if _, ok := procs[kubelet]; ok {
-		n.groups[kubelet] = gKubelet
+	if _, ok := procs[node]; ok {
+		n.groups[node] = gNode
 	}
 	marker := []byte(strings.TrimSuffix(dir, "/") + "/")
 	for pid, p := range procs {

@@ -82,8 +82,8 @@ func TestClassify(t *testing.T) {
 		want         [nGroups]int
 		wantWorkload int
 	}{
-		{"peapod", [nGroups]int{gDaemon: 2, gHelpers: 2, gPauses: 2, gKubelet: 2}, 4},
-		{"containerd", [nGroups]int{gDaemon: 1, gHelpers: 3, gPauses: 2, gKubelet: 2}, 4},
+		{"peapod", [nGroups]int{gDaemon: 2, gHelpers: 2, gPauses: 2, gNode: 2}, 4},
+		{"containerd", [nGroups]int{gDaemon: 1, gHelpers: 3, gPauses: 2, gNode: 2}, 4},
 	} {
 		t.Run(tc.shape, func(t *testing.T) {
 			procs, cmd := fakeNode(tc.shape)
@@ -118,7 +118,7 @@ func TestCPUSince(t *testing.T) {
 	recycled.start, recycled.ticks = 7777, 20 // PID 111 now another process: all of it is new
 	later[111] = recycled
 	got := cl(later).cpuSince(before)
-	want := [nGroups]float64{gDaemon: 0.5, gHelpers: 1, gPauses: 0.5 + 0.2 + 0.3, gKubelet: 1}
+	want := [nGroups]float64{gDaemon: 0.5, gHelpers: 1, gPauses: 0.5 + 0.2 + 0.3, gNode: 1}
 	for g := range nGroups {
 		if d := got[g] - want[g]; d > 1e-9 || d < -1e-9 {
 			t.Errorf("%s: %g s, want %g s", groupNames[g], got[g], want[g])
