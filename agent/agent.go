@@ -77,6 +77,8 @@ type Agent struct {
 
 	// cluster is set in node mode.
 	cluster *clusterState
+	// cri shares CRI lists and statuses among the pod workers.
+	cri *criCache
 }
 
 // New checks o, fills in defaults and returns an Agent; Run starts it.
@@ -117,6 +119,7 @@ func New(o Options) (*Agent, error) {
 		removing:   map[types.UID]bool{},
 		reaping:    map[types.UID]bool{},
 		objects:    objects.New(),
+		cri:        newCRICache(),
 	}
 	if o.NodeIP != "" {
 		a.nodeIPs = []string{o.NodeIP}
@@ -427,7 +430,7 @@ func (a *Agent) orphanPod(uid types.UID, s *runtimeapi.PodSandbox) *v1.Pod {
 }
 
 func (a *Agent) removeOrphan(ctx context.Context, pod *v1.Pod) error {
-	st, err := observePod(ctx, a, pod, nil)
+	st, err := observePodFresh(ctx, a, pod, nil)
 	if err != nil {
 		return err
 	}

@@ -262,7 +262,7 @@ func (w *worker) sync(ctx context.Context) {
 		if pr := w.a.o.Prober; pr != nil {
 			pr.RemovePod(w.pod.UID)
 		}
-		if st2, err := w.observe(ctx); err == nil {
+		if st2, err := w.observeFresh(ctx); err == nil {
 			st = st2
 		}
 		w.updateStatus(st)
@@ -276,7 +276,7 @@ func (w *worker) sync(ctx context.Context) {
 	}
 	changed := w.execute(ctx, st, acts)
 	if changed {
-		if st2, err := w.observe(ctx); err == nil {
+		if st2, err := w.observeFresh(ctx); err == nil {
 			st = st2
 		}
 	}
@@ -337,15 +337,35 @@ func (w *worker) observe(ctx context.Context) (*PodStatusObserved, error) {
 	return observePod(ctx, w.a, w.pod, w)
 }
 
+// observeFresh observes from a new CRI list, to see what the worker just did.
+func (w *worker) observeFresh(ctx context.Context) (*PodStatusObserved, error) {
+	return observePodFresh(ctx, w.a, w.pod, w)
+}
+
 func observePod(ctx context.Context, a *Agent, pod *v1.Pod, w *worker) (*PodStatusObserved, error) {
+	return observePodAged(ctx, a, pod, w, a.syncPeriod/2)
+}
+
+// observePodFresh observes pod from a new CRI list: after acting on it.
+func observePodFresh(ctx context.Context, a *Agent, pod *v1.Pod, w *worker) (*PodStatusObserved, error) {
+	return observePodAged(ctx, a, pod, w, 0)
+}
+
+// observePodAged reads pod's state from the runtime, through the shared
+// list of the agent's sandboxes and containers when it is not older than
+// maxAge.
+func observePodAged(ctx context.Context, a *Agent, pod *v1.Pod, w *worker, maxAge time.Duration) (*PodStatusObserved, error) {
 	rt := a.o.Runtime
-	sel := map[string]string{labelPodUID: string(pod.UID)}
-	sbs, err := rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: sel})
+	allSbs, allCtrs, err := a.cri.snapshot(ctx, rt, a.clock.Now(), maxAge)
 	if err != nil {
-		return nil, fmt.Errorf("list sandboxes: %w", err)
+		return nil, err
 	}
+	uid := string(pod.UID)
 	st := &PodStatusObserved{Now: a.clock.Now()}
-	for _, s := range sbs {
+	for _, s := range allSbs {
+		if s.Labels[labelPodUID] != uid {
+			continue
+		}
 		so := &SandboxObserved{ID: s.Id, Ready: s.State == runtimeapi.PodSandboxState_SANDBOX_READY, CreatedAt: time.Unix(0, s.CreatedAt)}
 		if s.Metadata != nil {
 			so.Attempt = s.Metadata.Attempt
@@ -360,30 +380,22 @@ func observePod(ctx context.Context, a *Agent, pod *v1.Pod, w *worker) (*PodStat
 		return a.CreatedAt.After(b.CreatedAt)
 	})
 	if sb := st.latestSandbox(); sb != nil && sb.Ready {
-		resp, err := rt.PodSandboxStatus(ctx, sb.ID, false)
-		if err == nil && resp.GetStatus().GetNetwork() != nil {
-			n := resp.Status.Network
-			if n.Ip != "" {
-				sb.IPs = append(sb.IPs, n.Ip)
-			}
-			for _, ip := range n.AdditionalIps {
-				sb.IPs = append(sb.IPs, ip.Ip)
-			}
-		}
+		sb.IPs = a.cri.sandboxIPs(ctx, rt, sb.ID)
 		if pod.Spec.HostNetwork {
 			sb.IPs = a.nodeIPs
 		}
 	}
-	cs, err := rt.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel})
-	if err != nil {
-		return nil, fmt.Errorf("list containers: %w", err)
+	var cs []*runtimeapi.Container
+	for _, c := range allCtrs {
+		if c.Labels[labelPodUID] == uid {
+			cs = append(cs, c)
+		}
 	}
 	for _, c := range cs {
-		resp, err := rt.ContainerStatus(ctx, c.Id, false)
-		if err != nil || resp.GetStatus() == nil {
+		s, err := a.cri.containerStatus(ctx, rt, c)
+		if err != nil || s == nil {
 			continue // removed meanwhile
 		}
-		s := resp.Status
 		co := &ContainerObserved{
 			ID: s.Id, SandboxID: c.PodSandboxId, State: s.State, ExitCode: s.ExitCode,
 			Reason: s.Reason, Message: s.Message,
@@ -953,7 +965,7 @@ func killPodContainers(ctx context.Context, a *Agent, pod *v1.Pod, st *PodStatus
 // terminatePod stops the pod; with remove it also removes its sandboxes,
 // tears its volumes down and forgets its files.
 func (w *worker) terminatePod(ctx context.Context, remove bool) error {
-	st, err := w.observe(ctx)
+	st, err := w.observeFresh(ctx)
 	if err != nil {
 		return err
 	}
@@ -971,7 +983,7 @@ func (w *worker) terminatePod(ctx context.Context, remove bool) error {
 	// The final status shows the containers terminated: in node mode it
 	// is written before the pod is deleted (a finalizer may keep the pod
 	// around, with this status, for all to see).
-	if st2, err := w.observe(ctx); err == nil {
+	if st2, err := w.observeFresh(ctx); err == nil {
 		w.updateStatus(st2)
 	}
 	if pr := w.a.o.Prober; pr != nil {
