@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	goruntime "runtime"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	resourcehelper "k8s.io/component-helpers/resource"
@@ -34,6 +35,9 @@ func admit(pod *v1.Pod, node *v1.Node, active []*v1.Pod, maxPods int) admitResul
 	}
 	if pod.Spec.OS != nil && string(pod.Spec.OS.Name) != goruntime.GOOS {
 		return admitResult{Reason: "PodOSNotSupported", Message: "Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"}
+	}
+	if err := checkSysctls(pod); err != nil {
+		return admitResult{Reason: "SysctlForbidden", Message: "Pod was rejected: forbidden sysctl: " + err.Error()}
 	}
 	// Resources first, in the scheduler's order: pods, cpu, memory,
 	// ephemeral-storage.
@@ -146,4 +150,49 @@ func hostPortConflict(pod *v1.Pod, active []*v1.Pod) string {
 		}
 	}
 	return add(pod, true)
+}
+
+// safeSysctls are the kubelet's safe sysctls (pkg/kubelet/sysctl), with
+// the namespace each lives in; the node allows no unsafe ones
+// (allowedUnsafeSysctls is empty by default, and peapod has no setting
+// for it yet).
+var safeSysctls = map[string]string{
+	"kernel.shm_rmid_forced":              "ipc",
+	"net.ipv4.ip_local_port_range":        "net",
+	"net.ipv4.tcp_syncookies":             "net",
+	"net.ipv4.ping_group_range":           "net",
+	"net.ipv4.ip_unprivileged_port_start": "net",
+	"net.ipv4.ip_local_reserved_ports":    "net",
+	"net.ipv4.tcp_keepalive_time":         "net",
+	"net.ipv4.tcp_fin_timeout":            "net",
+	"net.ipv4.tcp_keepalive_intvl":        "net",
+	"net.ipv4.tcp_keepalive_probes":       "net",
+	"net.ipv4.tcp_rmem":                   "net",
+	"net.ipv4.tcp_wmem":                   "net",
+	"net.ipv4.tcp_slow_start_after_idle":  "net",
+	"net.ipv4.tcp_notsent_lowat":          "net",
+}
+
+// checkSysctls refuses a pod sysctl that is not safe, or a safe one of a
+// namespace the pod shares with the host, with the kubelet's words.
+func checkSysctls(pod *v1.Pod) error {
+	sc := pod.Spec.SecurityContext
+	if sc == nil {
+		return nil
+	}
+	for _, s := range sc.Sysctls {
+		// "net/ipv4/tcp_rmem" is the same sysctl as "net.ipv4.tcp_rmem".
+		name := s.Name
+		if i := strings.IndexAny(name, "./"); i >= 0 && name[i] == '/' {
+			name = strings.ReplaceAll(name, "/", ".")
+		}
+		ns, ok := safeSysctls[name]
+		switch {
+		case !ok:
+			return fmt.Errorf("%q not allowlisted", s.Name)
+		case ns == "net" && pod.Spec.HostNetwork, ns == "ipc" && pod.Spec.HostIPC:
+			return fmt.Errorf("%q not allowed with host %s enabled", s.Name, ns)
+		}
+	}
+	return nil
 }

@@ -44,6 +44,22 @@ func TestAdmit(t *testing.T) {
 		{"fits", pod("a", "1", "1Gi"), []*v1.Pod{pod("b", "500m", "1Gi")}, nil, "", ""},
 		{"pod OS", func() *v1.Pod { p := pod("a", "", ""); p.Spec.OS = &v1.PodOS{Name: v1.Windows}; return p }(), nil, nil,
 			"PodOSNotSupported", "the OS field doesn't match node OS"},
+		{"unsafe sysctl", func() *v1.Pod {
+			p := pod("a", "", "")
+			p.Spec.SecurityContext = &v1.PodSecurityContext{Sysctls: []v1.Sysctl{{Name: "kernel.msgmax", Value: "10000000000"}}}
+			return p
+		}(), nil, nil, "SysctlForbidden", `forbidden sysctl: "kernel.msgmax" not allowlisted`},
+		{"safe sysctl", func() *v1.Pod {
+			p := pod("a", "", "")
+			p.Spec.SecurityContext = &v1.PodSecurityContext{Sysctls: []v1.Sysctl{{Name: "net/ipv4/ip_local_port_range", Value: "1024 65535"}}}
+			return p
+		}(), nil, nil, "", ""},
+		{"safe net sysctl on the host network", func() *v1.Pod {
+			p := pod("a", "", "")
+			p.Spec.HostNetwork = true
+			p.Spec.SecurityContext = &v1.PodSecurityContext{Sysctls: []v1.Sysctl{{Name: "net.ipv4.tcp_syncookies", Value: "1"}}}
+			return p
+		}(), nil, nil, "SysctlForbidden", "not allowed with host net enabled"},
 		{"pod OS label", func() *v1.Pod {
 			p := pod("a", "", "")
 			p.Labels = map[string]string{v1.LabelOSStable: "windows"}

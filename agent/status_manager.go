@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -157,10 +158,46 @@ func mergeStatus(api *v1.Pod, ours v1.PodStatus, now time.Time) v1.PodStatus {
 			}
 		}
 		c.ObservedGeneration = api.Generation
+		if c.Type == v1.PodReady && c.Status == v1.ConditionTrue {
+			if reason, msg := readinessGatesUnmet(api); reason != "" {
+				c.Status, c.Reason, c.Message = v1.ConditionFalse, reason, msg
+				c.LastTransitionTime = metav1.NewTime(now)
+				for _, old := range api.Status.Conditions {
+					if old.Type == c.Type && old.Status == c.Status {
+						c.LastTransitionTime = old.LastTransitionTime
+					}
+				}
+			}
+		}
 		conds = append(conds, c)
 	}
 	out.Conditions = conds
 	return out
+}
+
+// readinessGatesUnmet says why the pod's readiness gates keep it from
+// Ready (their conditions are set by others, in the API server), in the
+// kubelet's words; "" when they are all True.
+func readinessGatesUnmet(api *v1.Pod) (reason, message string) {
+	var msgs []string
+	for _, g := range api.Spec.ReadinessGates {
+		var found *v1.PodCondition
+		for i := range api.Status.Conditions {
+			if api.Status.Conditions[i].Type == g.ConditionType {
+				found = &api.Status.Conditions[i]
+			}
+		}
+		switch {
+		case found == nil:
+			msgs = append(msgs, fmt.Sprintf("corresponding condition of pod readiness gate %q does not exist.", g.ConditionType))
+		case found.Status != v1.ConditionTrue:
+			msgs = append(msgs, fmt.Sprintf("the status of pod readiness gate %q is not \"True\", but %v", g.ConditionType, found.Status))
+		}
+	}
+	if len(msgs) == 0 {
+		return "", ""
+	}
+	return "ReadinessGatesNotReady", strings.Join(msgs, ", ")
 }
 
 // write patches pod's status to want when it differs from what the API

@@ -73,6 +73,13 @@ func TestMergeStatus(t *testing.T) {
 				}
 			}
 		}},
+		{"readiness gate not met", v1.PodStatus{Phase: v1.PodRunning}, func(t *testing.T, got v1.PodStatus) {
+			for _, c := range got.Conditions {
+				if c.Type == v1.PodReady && (c.Status != v1.ConditionFalse || c.Reason != "ReadinessGatesNotReady") {
+					t.Errorf("Ready %+v with an unmet gate", c)
+				}
+			}
+		}},
 		{"terminal phase is final", v1.PodStatus{Phase: v1.PodFailed, PodIP: "10.0.0.9", PodIPs: []v1.PodIP{{IP: "10.0.0.9"}}}, func(t *testing.T, got v1.PodStatus) {
 			if got.Phase != v1.PodFailed {
 				t.Errorf("phase %s", got.Phase)
@@ -82,6 +89,9 @@ func TestMergeStatus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			api := &v1.Pod{Status: tc.api}
 			api.Generation = 3
+			if tc.name == "readiness gate not met" {
+				api.Spec.ReadinessGates = []v1.PodReadinessGate{{ConditionType: "example.com/feature-1"}}
+			}
 			tc.check(t, mergeStatus(api, ours, now))
 		})
 	}
