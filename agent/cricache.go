@@ -22,7 +22,7 @@ type criCache struct {
 	sbs    []*runtimeapi.PodSandbox
 	ctrs   []*runtimeapi.Container
 	status map[string]*runtimeapi.ContainerStatus // by container id
-	ips    map[string][]string                   // ready sandbox id → pod IPs
+	ips    map[string][]string                    // ready sandbox id → pod IPs
 }
 
 func newCRICache() *criCache {
