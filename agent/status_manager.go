@@ -128,6 +128,7 @@ func mergeStatus(api *v1.Pod, ours v1.PodStatus, now time.Time) v1.PodStatus {
 	}
 	out.InitContainerStatuses = ours.InitContainerStatuses
 	out.ContainerStatuses = ours.ContainerStatuses
+	out.EphemeralContainerStatuses = ours.EphemeralContainerStatuses
 	out.ObservedGeneration = api.Generation
 
 	var conds []v1.PodCondition
