@@ -252,7 +252,7 @@ func computePodActions(pod *v1.Pod, st *PodStatusObserved) podActions {
 		for i := range pod.Spec.Containers {
 			c := &pod.Spec.Containers[i]
 			last := st.latest(c.Name)
-			if policy == v1.RestartPolicyOnFailure && last != nil && last.exited() && last.ExitCode == 0 {
+			if last != nil && last.exited() && !containerShouldRestart(c, policy, last.ExitCode) {
 				continue
 			}
 			toStart = append(toStart, i)
@@ -348,7 +348,7 @@ func computePodActions(pod *v1.Pod, st *PodStatusObserved) podActions {
 			a.ContainersToStart = append(a.ContainersToStart, i)
 		}
 	}
-	if policy != v1.RestartPolicyAlways && running == 0 && pending == 0 && len(a.ContainersToStart) == 0 {
+	if running == 0 && pending == 0 && len(a.ContainersToStart) == 0 {
 		// Every regular container has terminated for good: the pod is done;
 		// sidecars and the sandbox are stopped.
 		a.Terminal = true

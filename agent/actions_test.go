@@ -345,3 +345,18 @@ func TestContainerShouldRestart(t *testing.T) {
 		})
 	}
 }
+
+// A container whose own policy says Never ends an Always pod when it exits.
+func TestContainerLevelNeverEndsPod(t *testing.T) {
+	never := v1.ContainerRestartPolicyNever
+	pod := testPod(v1.RestartPolicyAlways, nil, "app")
+	pod.Spec.Containers[0].RestartPolicy = &never
+	a := computePodActions(pod, &PodStatusObserved{Now: tNow, Sandboxes: []*SandboxObserved{sbReady}, Containers: []*ContainerObserved{ctr("app", "sb1", exited, 1)}})
+	if !a.Terminal || len(a.ContainersToStart) != 0 {
+		t.Errorf("actions %+v, want terminal", a)
+	}
+	s := v1.PodStatus{ContainerStatuses: []v1.ContainerStatus{{Name: "app", State: v1.ContainerState{Terminated: &v1.ContainerStateTerminated{ExitCode: 1}}}}}
+	if got := podPhase(pod, &s, true); got != v1.PodFailed {
+		t.Errorf("phase %s, want Failed", got)
+	}
+}

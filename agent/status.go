@@ -221,28 +221,44 @@ func podPhase(pod *v1.Pod, s *v1.PodStatus, initDone bool) v1.PodPhase {
 		}
 		return v1.PodPending
 	}
+	// stopped counts containers that exited for good; one that exited
+	// but will restart (its own or the pod's policy says so) keeps the
+	// pod Running, as the kubelet's getPhase with container restart rules.
 	var running, waiting, stopped, succeeded int
 	for i, cs := range s.ContainerStatuses {
+		var spec *v1.Container
+		if i < len(pod.Spec.Containers) {
+			spec = &pod.Spec.Containers[i]
+		}
+		restarts := func(code int32) bool {
+			if spec == nil {
+				return shouldRestart(pod.Spec.RestartPolicy, code)
+			}
+			return containerShouldRestart(spec, pod.Spec.RestartPolicy, code)
+		}
 		switch {
 		case cs.State.Running != nil:
 			running++
-		case cs.State.Waiting != nil && cs.LastTerminationState.Terminated != nil && i < len(pod.Spec.Containers) &&
-			pod.Spec.Containers[i].RestartPolicy != nil &&
-			containerShouldRestart(&pod.Spec.Containers[i], pod.Spec.RestartPolicy, cs.LastTerminationState.Terminated.ExitCode):
-			// Waiting to restart by its own restart policy or rules: the
-			// pod is not done whatever the pod's policy says.
-			running++
 		case cs.State.Terminated != nil:
+			if restarts(cs.State.Terminated.ExitCode) {
+				running++
+				continue
+			}
 			stopped++
 			if cs.State.Terminated.ExitCode == 0 {
 				succeeded++
 			}
-		case cs.State.Waiting != nil:
-			if cs.LastTerminationState.Terminated != nil {
-				stopped++
-			} else {
-				waiting++
+		case cs.State.Waiting != nil && cs.LastTerminationState.Terminated != nil:
+			if restarts(cs.LastTerminationState.Terminated.ExitCode) {
+				running++
+				continue
 			}
+			stopped++
+			if cs.LastTerminationState.Terminated.ExitCode == 0 {
+				succeeded++
+			}
+		case cs.State.Waiting != nil:
+			waiting++
 		}
 	}
 	switch {
@@ -250,17 +266,10 @@ func podPhase(pod *v1.Pod, s *v1.PodStatus, initDone bool) v1.PodPhase {
 		return v1.PodPending
 	case running > 0:
 		return v1.PodRunning
+	case stopped > 0 && stopped == succeeded:
+		return v1.PodSucceeded
 	case stopped > 0:
-		switch {
-		case pod.Spec.RestartPolicy == v1.RestartPolicyAlways:
-			return v1.PodRunning
-		case stopped == succeeded:
-			return v1.PodSucceeded
-		case pod.Spec.RestartPolicy == v1.RestartPolicyNever:
-			return v1.PodFailed
-		}
-		// OnFailure with a failed container: it restarts.
-		return v1.PodRunning
+		return v1.PodFailed
 	}
 	return v1.PodPending
 }
