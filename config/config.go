@@ -212,13 +212,26 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// parseErrorText is the error with the offending line quoted, or the plain
+// error when the toml library cannot quote it: its ErrorWithPosition
+// panics on some inputs (an unterminated string ending in "\r\n", found by
+// FuzzParse), and a bad config file must give an error, never a crash.
+func parseErrorText(perr toml.ParseError) (text string) {
+	defer func() {
+		if recover() != nil {
+			text = perr.Error()
+		}
+	}()
+	return perr.ErrorWithPosition()
+}
+
 // Parse decodes TOML data over c and validates the result.
 func Parse(data []byte, c *Config) error {
 	md, err := toml.Decode(string(data), c)
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return fmt.Errorf("%s", perr.ErrorWithPosition())
+			return fmt.Errorf("%s", parseErrorText(perr))
 		}
 		return err
 	}

@@ -56,6 +56,7 @@ func TestParse(t *testing.T) {
 		{name: "kubelet API port 0", toml: "[agent]\nlisten = \"0.0.0.0:0\"\n", wantErr: "agent.listen"},
 		{name: "cert without key", toml: "[agent]\ntls_cert_file = \"/etc/peapod/kubelet.crt\"\n", wantErr: "set both or neither"},
 		{name: "relative client CA", toml: "[agent]\nclient_ca_file = \"ca.crt\"\n", wantErr: "agent.client_ca_file"},
+		{name: "unterminated string before CRLF", toml: "\"\r\n", wantErr: "strings cannot contain newlines"},
 		{name: "bad subnet", toml: "[cni]\nsubnet = \"10.88.0.0\"\n", wantErr: "cni.subnet"},
 	}
 	for _, tt := range tests {
