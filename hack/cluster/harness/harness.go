@@ -672,6 +672,12 @@ func (c *Cluster) component(name string) *component {
 func (c *Cluster) waitHTTP(ctx context.Context, comp *component, url string, tlsConf *tls.Config, timeout time.Duration) error {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf}}
 	defer client.CloseIdleConnections()
+	return pollHTTP(ctx, client, comp, url, timeout)
+}
+
+// pollHTTP polls url with client until it answers 200, comp (if any) dies
+// or the time is up.
+func pollHTTP(ctx context.Context, client *http.Client, comp *component, url string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last string
 	for time.Now().Before(deadline) {

@@ -3,7 +3,6 @@ package harness
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -82,28 +81,9 @@ func (c *Cluster) waitAgentHealthz(ctx context.Context, comp *component) error {
 		},
 	}}
 	defer client.CloseIdleConnections()
-	deadline := time.Now().Add(60 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		if !comp.alive() {
-			return fmt.Errorf("%s exited; its log ends:\n%s", comp.Name, tail(comp.Log, 20))
-		}
-		resp, err := client.Get("http://peapod-agent/healthz")
-		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
+	// The host part is a placeholder: the transport dials the socket.
+	if err := pollHTTP(ctx, client, comp, "http://peapod-agent/healthz", 60*time.Second); err != nil {
+		return fmt.Errorf("peapod-agent on %s: %w", sock, err)
 	}
-	return fmt.Errorf("%s: no answer on %s within 60s (last: %s); its log ends:\n%s", comp.Name, sock, last, tail(comp.Log, 20))
+	return nil
 }
