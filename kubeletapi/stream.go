@@ -39,26 +39,21 @@ const (
 
 // exec is /exec/{namespace}/{pod}[/{uid}]/{container}.
 func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
-	opts, err := remotecommand.NewOptions(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	pod := s.findPod(r.PathValue("namespace"), r.PathValue("pod"))
-	if pod == nil {
-		writeError(w, http.StatusNotFound, "pod does not exist")
-		return
-	}
-	u, err := s.execURL(r.Context(), pod, types.UID(r.PathValue("uid")), r.PathValue("container"), r.URL.Query()[execCommandParam], opts)
-	if err != nil {
-		_ = streaming.WriteError(err, w)
-		return
-	}
-	proxyStream(w, r, u)
+	s.containerStream(w, r, func(ctx context.Context, pod *v1.Pod, uid types.UID, container string, o *remotecommand.Options) (*url.URL, error) {
+		return s.execURL(ctx, pod, uid, container, r.URL.Query()[execCommandParam], o)
+	})
 }
 
 // attach is /attach/{namespace}/{pod}[/{uid}]/{container}.
 func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
+	s.containerStream(w, r, s.attachURL)
+}
+
+// containerStream is exec's and attach's request: the stream options and
+// the pod from the path, the runtime's streaming URL from streamURL, then
+// the upgrade proxied there.
+func (s *Server) containerStream(w http.ResponseWriter, r *http.Request,
+	streamURL func(context.Context, *v1.Pod, types.UID, string, *remotecommand.Options) (*url.URL, error)) {
 	opts, err := remotecommand.NewOptions(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -69,7 +64,7 @@ func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "pod does not exist")
 		return
 	}
-	u, err := s.attachURL(r.Context(), pod, types.UID(r.PathValue("uid")), r.PathValue("container"), opts)
+	u, err := streamURL(r.Context(), pod, types.UID(r.PathValue("uid")), r.PathValue("container"), opts)
 	if err != nil {
 		_ = streaming.WriteError(err, w)
 		return
