@@ -123,6 +123,9 @@ func criDevices(devs []*runtimeapi.Device) ([]specs.LinuxDevice, []specs.LinuxDe
 		if !path.IsAbs(ctr) {
 			return nil, nil, fieldErr(field+".container_path", "must be an absolute path, got %q", ctr)
 		}
+		// "/dev/x/" and "/dev//x" name the same node; the OCI spec gets
+		// the clean form (FuzzContainer found a trailing slash kept).
+		ctr = path.Clean(ctr)
 		found, err := devicesAt(host, ctr)
 		if err != nil {
 			return nil, nil, &FieldError{Field: field + ".host_path", Err: err}
