@@ -134,7 +134,63 @@ type Agent struct {
 	// ClientCAFile verifies client certificates (the API server's
 	// kubelet-client certificate); bearer tokens go to TokenReview.
 	ClientCAFile string `toml:"client_ca_file"`
+
+	// The node's resources, with the kubelet's configuration names and
+	// defaults (KubeletConfiguration, snake_cased).
+
+	// CgroupRoot is where the QoS tree (kubepods/, burstable/,
+	// besteffort/, pod<uid>/) goes, as the kubelet's cgroupRoot.
+	CgroupRoot string `toml:"cgroup_root"`
+	// CgroupsPerQOS false puts every pod directly under the runtime's own
+	// parent, with no QoS tiers and no pod-level limits.
+	CgroupsPerQOS bool `toml:"cgroups_per_qos"`
+	// EnforceNodeAllocatable: "pods" limits kubepods/ to allocatable.
+	EnforceNodeAllocatable []string `toml:"enforce_node_allocatable"`
+	// SystemReserved and KubeReserved hold cpu, memory,
+	// ephemeral-storage and pid quantities kept away from pods.
+	SystemReserved map[string]string `toml:"system_reserved"`
+	KubeReserved   map[string]string `toml:"kube_reserved"`
+	// PodPidsLimit caps each pod's processes; -1: no limit.
+	PodPidsLimit int64 `toml:"pod_pids_limit"`
+	// EvictionHard, EvictionSoft, EvictionSoftGracePeriod and
+	// EvictionMinimumReclaim map a signal (memory.available,
+	// nodefs.available, nodefs.inodesFree, imagefs.available,
+	// imagefs.inodesFree, pid.available) to a quantity or a percentage.
+	// Keys given here replace the default for that signal only; "0%"
+	// turns a signal off.
+	EvictionHard            map[string]string `toml:"eviction_hard"`
+	EvictionSoft            map[string]string `toml:"eviction_soft"`
+	EvictionSoftGracePeriod map[string]string `toml:"eviction_soft_grace_period"`
+	EvictionMinimumReclaim  map[string]string `toml:"eviction_minimum_reclaim"`
+	// EvictionPressureTransitionPeriod keeps a pressure condition True
+	// this long after its signal was last over the threshold.
+	EvictionPressureTransitionPeriod Duration `toml:"eviction_pressure_transition_period"`
+	// EvictionMaxPodGracePeriod caps the grace period (seconds) of pods
+	// evicted for a soft threshold; 0: the pod's own.
+	EvictionMaxPodGracePeriod int64 `toml:"eviction_max_pod_grace_period"`
+	// EvictionMonitoringPeriod is how often the signals are read
+	// (peapod's knob; the kubelet's is its fixed housekeeping interval).
+	EvictionMonitoringPeriod Duration `toml:"eviction_monitoring_period"`
+	// Image garbage collection: above the high percentage of the image
+	// filesystem used, unused images go, least recently used first, until
+	// usage is at the low one; none younger than the minimum age; any
+	// unused for the maximum age (0: no maximum).
+	ImageGCHighThresholdPercent int      `toml:"image_gc_high_threshold_percent"`
+	ImageGCLowThresholdPercent  int      `toml:"image_gc_low_threshold_percent"`
+	ImageMinimumGCAge           Duration `toml:"image_minimum_gc_age"`
+	ImageMaximumGCAge           Duration `toml:"image_maximum_gc_age"`
+	// ImageGCPeriod is how often image GC runs (peapod's knob; the
+	// kubelet's is a fixed 5m).
+	ImageGCPeriod Duration `toml:"image_gc_period"`
+	// MaxPerPodContainer dead containers are kept per pod and container
+	// name (the kubelet's --maximum-dead-containers-per-container); older
+	// ones and their logs are removed. Negative: keep all.
+	MaxPerPodContainer int `toml:"max_per_pod_container"`
 }
+
+// ReservedResources are the resource names system_reserved and
+// kube_reserved take.
+var ReservedResources = []string{"cpu", "memory", "ephemeral-storage", "pid"}
 
 // Duration is a time.Duration that reads and writes as "1m30s" in TOML.
 type Duration struct{ time.Duration }
@@ -187,6 +243,30 @@ func Default() *Config {
 			ClusterDNS:      []string{},
 			ClusterDomain:   "cluster.local",
 			Listen:          "0.0.0.0:10250",
+
+			CgroupRoot:             "/",
+			CgroupsPerQOS:          true,
+			EnforceNodeAllocatable: []string{"pods"},
+			SystemReserved:         map[string]string{},
+			KubeReserved:           map[string]string{},
+			PodPidsLimit:           -1,
+			EvictionHard: map[string]string{
+				"memory.available":   "100Mi",
+				"nodefs.available":   "10%",
+				"nodefs.inodesFree":  "5%",
+				"imagefs.available":  "15%",
+				"imagefs.inodesFree": "5%",
+			},
+			EvictionSoft:                     map[string]string{},
+			EvictionSoftGracePeriod:          map[string]string{},
+			EvictionMinimumReclaim:           map[string]string{},
+			EvictionPressureTransitionPeriod: Duration{5 * time.Minute},
+			EvictionMonitoringPeriod:         Duration{10 * time.Second},
+			ImageGCHighThresholdPercent:      85,
+			ImageGCLowThresholdPercent:       80,
+			ImageMinimumGCAge:                Duration{2 * time.Minute},
+			ImageGCPeriod:                    Duration{5 * time.Minute},
+			MaxPerPodContainer:               1,
 		},
 	}
 }
@@ -280,6 +360,9 @@ func (c *Config) Validate() error {
 	if d := c.Agent.ClusterDomain; d == "" || strings.ContainsAny(d, " /") {
 		return fmt.Errorf("agent.cluster_domain: %q is not a DNS domain", d)
 	}
+	if err := c.Agent.validateResources(); err != nil {
+		return err
+	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Address); err != nil {
 		return fmt.Errorf("http.address: %w", err)
 	}
@@ -354,6 +437,10 @@ const header = `# peapod configuration. Every key below is the embedded default;
 # [runtimes.NAME]  OCI runtime handlers (RuntimeHandler in RunPodSandbox)
 # [agent]   enabled = false runs a CRI runtime only (a kubelet drives it);
 #           the static pod manifests dir, pod logs dir, FlexVolume driver
-#           dir and node name (default: the hostname)
+#           dir and node name (default: the hostname); node mode
+#           (kubeconfig, node_ip, listen, TLS files); the node's resources
+#           with the kubelet's names: QoS cgroups under cgroup_root,
+#           system_reserved / kube_reserved, eviction_* thresholds, image
+#           GC and max_per_pod_container dead containers kept
 
 `

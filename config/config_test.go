@@ -57,6 +57,17 @@ func TestParse(t *testing.T) {
 		{name: "cert without key", toml: "[agent]\ntls_cert_file = \"/etc/peapod/kubelet.crt\"\n", wantErr: "set both or neither"},
 		{name: "relative client CA", toml: "[agent]\nclient_ca_file = \"ca.crt\"\n", wantErr: "agent.client_ca_file"},
 		{name: "unterminated string before CRLF", toml: "\"\r\n", wantErr: "strings cannot contain newlines"},
+		{name: "node resources", toml: "[agent]\nsystem_reserved = { memory = \"1Gi\", cpu = \"500m\" }\neviction_hard = { \"memory.available\" = \"200Mi\" }\n", check: func(t *testing.T, c *Config) {
+			if c.Agent.SystemReserved["memory"] != "1Gi" || c.Agent.EvictionHard["memory.available"] != "200Mi" || c.Agent.EvictionHard["nodefs.available"] != "10%" {
+				t.Fatalf("agent = %+v", c.Agent)
+			}
+		}},
+		{name: "unknown reserved resource", toml: "[agent]\nkube_reserved = { gpu = \"1\" }\n", wantErr: "agent.kube_reserved: unknown resource \"gpu\""},
+		{name: "bad reserved quantity", toml: "[agent]\nsystem_reserved = { memory = \"lots\" }\n", wantErr: "agent.system_reserved.memory"},
+		{name: "relative cgroup root", toml: "[agent]\ncgroup_root = \"kube\"\n", wantErr: "agent.cgroup_root"},
+		{name: "enforce system-reserved", toml: "[agent]\nenforce_node_allocatable = [\"pods\", \"system-reserved\"]\n", wantErr: "not supported"},
+		{name: "image gc low above high", toml: "[agent]\nimage_gc_low_threshold_percent = 90\n", wantErr: "agent.image_gc_low_threshold_percent (90)"},
+		{name: "zero pod pids limit", toml: "[agent]\npod_pids_limit = 0\n", wantErr: "agent.pod_pids_limit"},
 		{name: "bad subnet", toml: "[cni]\nsubnet = \"10.88.0.0\"\n", wantErr: "cni.subnet"},
 	}
 	for _, tt := range tests {
