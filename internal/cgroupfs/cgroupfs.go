@@ -62,10 +62,40 @@ func Join(path string, pid int, shares uint64) error {
 		}
 		return writeFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid))
 	}
-	hierarchies, err := os.ReadDir(Root)
+	dirs, err := createV1(path)
 	if err != nil {
 		return err
 	}
+	for _, dir := range dirs {
+		if shares > 0 {
+			if err := writeFile(filepath.Join(dir, "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		if err := writeFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// Create makes path in every hierarchy (its parents too, each new v1
+// cpuset cgroup filled from its parent so that tasks may join it) and
+// returns the dirs. An existing cgroup is left as it is.
+func Create(path string) ([]string, error) {
+	if _, err := os.Stat(filepath.Join(Root, "cgroup.controllers")); err == nil {
+		dir := filepath.Join(Root, path)
+		return []string{dir}, os.MkdirAll(dir, 0o755)
+	}
+	return createV1(path)
+}
+
+func createV1(path string) ([]string, error) {
+	hierarchies, err := os.ReadDir(Root)
+	if err != nil {
+		return nil, err
+	}
+	var dirs []string
 	for _, h := range hierarchies {
 		if !h.IsDir() {
 			continue // cpu -> cpu,cpuacct style links name a hierarchy twice
@@ -79,22 +109,49 @@ func Join(path string, pid int, shares uint64) error {
 			parent := dir
 			dir = filepath.Join(dir, part)
 			if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-				return err
+				return nil, err
 			}
 			if err := inheritCpuset(parent, dir); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		if shares > 0 {
-			if err := writeFile(filepath.Join(dir, "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
+		dirs = append(dirs, dir)
+	}
+	return dirs, nil
+}
+
+// IsV2 says whether the host has the unified hierarchy only.
+func IsV2() bool {
+	_, err := os.Stat(filepath.Join(Root, "cgroup.controllers"))
+	return err == nil
+}
+
+// Set writes value to the control file named file of the cgroup at path,
+// in the hierarchy that has it. A file no hierarchy has is
+// ErrNotExist (a controller this host lacks).
+func Set(path, file, value string) error {
+	for _, d := range Dirs(path) {
+		f := filepath.Join(d, file)
+		if _, err := os.Stat(f); err != nil {
+			continue
 		}
-		if err := writeFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
-			return fmt.Errorf("%s: %w", dir, err)
+		if err := writeFile(f, value); err != nil {
+			return fmt.Errorf("%s = %s: %w", f, value, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("cgroup %s: %s: %w", path, file, os.ErrNotExist)
+}
+
+// Get reads the control file named file of the cgroup at path.
+func Get(path, file string) (string, error) {
+	for _, d := range Dirs(path) {
+		b, err := os.ReadFile(filepath.Join(d, file))
+		if err == nil {
+			return strings.TrimSpace(string(b)), nil
 		}
 	}
-	return nil
+	return "", fmt.Errorf("cgroup %s: %s: %w", path, file, os.ErrNotExist)
 }
 
 // inheritCpuset copies cpuset.cpus and cpuset.mems into a new v1 cpuset
