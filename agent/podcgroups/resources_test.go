@@ -89,4 +89,6 @@ func TestMilliCPUToShares(t *testing.T) {
 	}
 }
 
-func metaUID(uid string) metav1.ObjectMeta { return metav1.ObjectMeta{UID: types.UID(uid), Name: uid, Namespace: "default"} }
+func metaUID(uid string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{UID: types.UID(uid), Name: uid, Namespace: "default"}
+}
