@@ -12,7 +12,8 @@
 // ImageFsInfo the image filesystem. The node's figures come from the kernel,
 // as cAdvisor reads them for the root cgroup: /proc/stat, the root memory
 // cgroup (or /proc/meminfo), /proc/net/dev, statfs of the node's root dir,
-// and /proc/loadavg with kernel.pid_max for rlimit. A figure nobody reported
+// and /proc/loadavg with kernel.pid_max for rlimit; the "pods" system
+// container from the pods cgroup (pods_cgroup.go). A figure nobody reported
 // stays nil in the JSON, as the kubelet leaves it; nothing is invented.
 //
 // The only state is a cache of the last CPU sample per container, pod and
@@ -45,6 +46,11 @@ type Options struct {
 	// PodLogsDir holds <namespace>_<name>_<uid>/<container>/N.log, whose
 	// sizes are the containers' logs figures. Empty: no logs figures.
 	PodLogsDir string
+	// PodsCgroup is the cgroupfs path of the cgroup all pods run under
+	// ("/kubepods"): node.systemContainers then holds its CPU and memory
+	// as the "pods" container, whose availableBytes the eviction manager
+	// watches. Empty: no system containers.
+	PodsCgroup string
 }
 
 // Provider computes the stats; its handlers are safe for concurrent use.

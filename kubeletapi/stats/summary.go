@@ -28,7 +28,7 @@ func (p *Provider) Summary() http.Handler {
 		if v, ok := r.Form["only_cpu_and_memory"]; ok && len(v) == 1 && v[0] == "true" {
 			s, err = p.cpuAndMemorySummary(r.Context())
 		} else {
-			s, err = p.summary(r.Context())
+			s, err = p.Get(r.Context())
 		}
 		if err != nil {
 			klog.ErrorS(err, "Stats summary failed")
@@ -44,9 +44,11 @@ func (p *Provider) Summary() http.Handler {
 	})
 }
 
-// summary is the kubelet's summaryProviderImpl.Get. systemContainers are
-// left out: the agent keeps no kubelet/runtime/misc cgroups of its own.
-func (p *Provider) summary(ctx context.Context) (*statsapi.Summary, error) {
+// Get is the full summary, as GET /stats/summary serves it: the kubelet's
+// summaryProviderImpl.Get. Of the systemContainers only "pods" is there
+// (Options.PodsCgroup): the agent keeps no kubelet/runtime/misc cgroups
+// of its own.
+func (p *Provider) Get(ctx context.Context) (*statsapi.Summary, error) {
 	boot, err := p.bootTime()
 	if err != nil {
 		return nil, fmt.Errorf("boot time: %w", err)
@@ -69,14 +71,15 @@ func (p *Provider) summary(ctx context.Context) (*statsapi.Summary, error) {
 	}
 	fs := fsCache{p.o.RootDir: &rootFs}
 	node := statsapi.NodeStats{
-		NodeName:  p.o.NodeName,
-		StartTime: metav1.NewTime(boot),
-		CPU:       cpu,
-		Memory:    mem,
-		Swap:      swap,
-		Network:   net,
-		Fs:        nodeFs(rootFs),
-		Rlimit:    p.rlimit(),
+		NodeName:         p.o.NodeName,
+		StartTime:        metav1.NewTime(boot),
+		CPU:              cpu,
+		Memory:           mem,
+		Swap:             swap,
+		Network:          net,
+		Fs:               nodeFs(rootFs),
+		Rlimit:           p.rlimit(),
+		SystemContainers: p.systemContainers(),
 	}
 	if p.o.Images != nil {
 		imageFs, err := p.imageFs(ctx, fs)
@@ -112,7 +115,8 @@ func (p *Provider) cpuAndMemorySummary(ctx context.Context) (*statsapi.Summary, 
 		return nil, fmt.Errorf("pod stats: %w", err)
 	}
 	return &statsapi.Summary{
-		Node: statsapi.NodeStats{NodeName: p.o.NodeName, StartTime: metav1.NewTime(boot), CPU: cpu, Memory: mem, Swap: swap},
+		Node: statsapi.NodeStats{NodeName: p.o.NodeName, StartTime: metav1.NewTime(boot), CPU: cpu, Memory: mem, Swap: swap,
+			SystemContainers: p.systemContainers()},
 		Pods: pods,
 	}, nil
 }
