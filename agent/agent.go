@@ -105,6 +105,9 @@ func New(o Options) (*Agent, error) {
 	if o.SyncPeriod <= 0 {
 		o.SyncPeriod = DefaultSyncPeriod
 	}
+	if o.MaxPerPodContainer == 0 {
+		o.MaxPerPodContainer = 1
+	}
 	c := o.clock
 	if c == nil {
 		c = realClock{}
@@ -377,6 +380,16 @@ func (a *Agent) reapOrphans(ctx context.Context) {
 		want[uid] = true
 	}
 	orphans := map[types.UID]*v1.Pod{}
+	known := map[types.UID]bool{} // pods whose cgroups stay
+	for uid := range want {
+		known[uid] = true
+	}
+	for uid := range a.workers {
+		known[uid] = true
+	}
+	for _, s := range sbs {
+		known[types.UID(s.Labels[labelPodUID])] = true
+	}
 	for _, s := range sbs {
 		uid := types.UID(s.Labels[labelPodUID])
 		if uid == "" || want[uid] || a.workers[uid] != nil || a.reaping[uid] {
@@ -390,6 +403,18 @@ func (a *Agent) reapOrphans(ctx context.Context) {
 		a.reaping[uid] = true
 	}
 	a.mu.Unlock()
+	if cg := a.o.Cgroups; cg != nil {
+		// A worker started since the list above has made (or is about
+		// to make) its pod's cgroup: ask again at removal time.
+		keep := func(uid types.UID) bool {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return known[uid] || a.workers[uid] != nil
+		}
+		for _, path := range cg.RemoveOrphans(keep) {
+			klog.InfoS("Removed the cgroup of a pod that is gone", "cgroup", path)
+		}
+	}
 	for uid, pod := range orphans {
 		klog.InfoS("Removing the sandboxes of a pod that is no longer in the manifests", "pod", klog.KObj(pod), "podUID", uid)
 		a.wg.Add(1)

@@ -227,7 +227,13 @@ func (cs *clusterState) admitLocked(a *Agent) {
 		return pending[i].UID < pending[j].UID
 	})
 	for _, p := range pending {
-		r := admit(p, node, cs.activePodsLocked(a), cs.o.MaxPods)
+		var r admitResult
+		if cs.o.Admit != nil {
+			r.Admit, r.Reason, r.Message = cs.o.Admit(p)
+		}
+		if r.Admit || cs.o.Admit == nil {
+			r = admit(p, node, cs.activePodsLocked(a), cs.o.MaxPods)
+		}
 		if r.Admit {
 			cs.admitted[p.UID] = true
 			continue

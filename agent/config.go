@@ -13,6 +13,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"peapod/agent/podcgroups"
 )
 
 // Pod spec → CRI configs, following the kubelet's kuberuntime
@@ -572,54 +574,10 @@ func milliCPUToQuota(milli, period int64) int64 {
 	return max(milli*period/milliCPUToCPU, minQuota)
 }
 
-// qosClass is the pod's QoS class (v1 qos.GetPodQOS, without pod-level
-// resources).
-func qosClass(pod *v1.Pod) v1.PodQOSClass {
-	requests, limits := v1.ResourceList{}, v1.ResourceList{}
-	guaranteed := true
-	for _, c := range allContainers(pod) {
-		for n, q := range c.Resources.Requests {
-			if n != v1.ResourceCPU && n != v1.ResourceMemory || q.IsZero() {
-				continue
-			}
-			sum := requests[n]
-			sum.Add(q)
-			requests[n] = sum
-		}
-		has := map[v1.ResourceName]bool{}
-		for n, q := range c.Resources.Limits {
-			if n != v1.ResourceCPU && n != v1.ResourceMemory || q.IsZero() {
-				continue
-			}
-			has[n] = true
-			sum := limits[n]
-			sum.Add(q)
-			limits[n] = sum
-		}
-		if !has[v1.ResourceCPU] || !has[v1.ResourceMemory] {
-			guaranteed = false
-		}
-	}
-	if len(requests) == 0 && len(limits) == 0 {
-		return v1.PodQOSBestEffort
-	}
-	if guaranteed {
-		for n, r := range requests {
-			if l, ok := limits[n]; !ok || l.Cmp(r) != 0 {
-				guaranteed = false
-			}
-		}
-	}
-	if guaranteed && len(requests) == len(limits) {
-		return v1.PodQOSGuaranteed
-	}
-	return v1.PodQOSBurstable
-}
-
 // oomScoreAdj is the kubelet's GetContainerOOMScoreAdjust (static pods are
 // not treated as node-critical here: the runtime clamps the score anyway).
 func oomScoreAdj(pod *v1.Pod, c *v1.Container, nodeMemory int64) int64 {
-	switch qosClass(pod) {
+	switch podcgroups.QOSClass(pod) {
 	case v1.PodQOSGuaranteed:
 		return guaranteedOOMScoreAdj
 	case v1.PodQOSBestEffort:

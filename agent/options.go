@@ -58,8 +58,22 @@ type Options struct {
 	ClusterDNS    []string
 	ClusterDomain string
 
+	// MaxPerPodContainer is how many dead containers are kept per pod and
+	// container name, newest first (agent.max_per_pod_container, the
+	// kubelet's --maximum-dead-containers-per-container); older ones are
+	// removed with their logs. The running container does not count;
+	// negative keeps all; 0 means the default, 1. The newest attempt of a
+	// name is kept whatever the limit: restartCount and lastState are read
+	// from it (the kubelet keeps them in its own status cache instead).
+	MaxPerPodContainer int
+
 	// Cluster turns on node mode; nil runs the static pods only.
 	Cluster *ClusterOptions
+
+	// Cgroups gives each pod its cgroup in the QoS tree
+	// (agent/podcgroups), the sandbox's CgroupParent; nil leaves the
+	// parent to the runtime (agent.cgroups_per_qos = false).
+	Cgroups PodCgroups
 
 	// clock is replaced by tests.
 	clock clock
@@ -78,6 +92,11 @@ type ClusterOptions struct {
 	Objects ObjectSource
 	// MaxPods is the admission limit on pods (agent.max_pods).
 	MaxPods int
+	// Admit, when set, is asked first about every API pod (the eviction
+	// manager refuses pods under node pressure, as the kubelet's
+	// eviction admit handler); a refusal fails the pod with reason and
+	// message.
+	Admit func(pod *v1.Pod) (admit bool, reason, message string)
 }
 
 // NodeView is what the agent reads of the node (*node.Node has it).
@@ -92,6 +111,19 @@ type ObjectSource interface {
 	Objects(ctx context.Context, pod *v1.Pod) (*Objects, error)
 	Forget(pod *v1.Pod)
 	ServiceEnv(pod *v1.Pod) ([]v1.EnvVar, error)
+}
+
+// PodCgroups is what the agent needs of the QoS cgroup tree;
+// *podcgroups.Manager has it.
+type PodCgroups interface {
+	// EnsurePod creates (or updates) the pod's cgroup and returns its path.
+	EnsurePod(pod *v1.Pod) (string, error)
+	// PodCgroup is the pod's cgroup path, without touching it.
+	PodCgroup(pod *v1.Pod) string
+	// RemovePod removes the pod's cgroup once nothing runs in it.
+	RemovePod(pod *v1.Pod) error
+	// RemoveOrphans removes the cgroups of pods keep does not know.
+	RemoveOrphans(keep func(types.UID) bool) []string
 }
 
 // Prober is what the agent needs of probes.Manager; *probes.Manager

@@ -8,6 +8,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"peapod/agent/podcgroups"
 )
 
 // statusInfo is what the worker knows beyond the CRI.
@@ -22,6 +24,8 @@ type statusInfo struct {
 	// FailedReason, when set, makes the pod Failed whatever its
 	// containers say (DeadlineExceeded), with FailedMessage.
 	FailedReason, FailedMessage string
+	// FailedConditions are added to the conditions then.
+	FailedConditions []v1.PodCondition
 }
 
 func (i statusInfo) containerID(id string) string {
@@ -35,7 +39,7 @@ func (i statusInfo) containerID(id string) string {
 // computePodStatus derives the v1.PodStatus of pod from observed state, as
 // the kubelet's generateAPIPodStatus / getPhase.
 func computePodStatus(pod *v1.Pod, st *PodStatusObserved, info statusInfo) v1.PodStatus {
-	s := v1.PodStatus{Message: info.Message, QOSClass: qosClass(pod)}
+	s := v1.PodStatus{Message: info.Message, QOSClass: podcgroups.QOSClass(pod)}
 	sb := st.latestSandbox()
 	sandboxReady := sb != nil && sb.Ready
 	for _, ip := range info.HostIPs {
@@ -145,6 +149,9 @@ func computePodStatus(pod *v1.Pod, st *PodStatusObserved, info statusInfo) v1.Po
 	}
 	if completed && len(pod.Spec.InitContainers) > 0 && initDone {
 		s.Conditions[1].Reason = "PodCompleted"
+	}
+	if info.FailedReason != "" {
+		s.Conditions = append(s.Conditions, info.FailedConditions...)
 	}
 	return s
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"peapod/agent/objects"
+	"peapod/agent/podcgroups"
 )
 
 // statusManager writes the status of the node's pods to the API server, as
@@ -90,7 +92,7 @@ func (m *statusManager) syncOnce(ctx context.Context) {
 			want = *j.api.Status.DeepCopy()
 			want.Phase, want.Reason, want.Message = v1.PodFailed, j.rejected.Reason, j.rejected.Message
 			if want.QOSClass == "" {
-				want.QOSClass = qosClass(j.api)
+				want.QOSClass = podcgroups.QOSClass(j.api)
 			}
 		} else {
 			want = mergeStatus(j.api, j.worker.podStatus(), a.clock.Now())
@@ -146,6 +148,16 @@ func mergeStatus(api *v1.Pod, ours v1.PodStatus, now time.Time) v1.PodStatus {
 			if !hasScheduled {
 				c.LastTransitionTime = metav1.NewTime(now)
 				conds = append(conds, c)
+			}
+			continue
+		}
+		if c.Type == v1.DisruptionTarget {
+			// The node's own disruption (eviction): added, unless one
+			// already says the pod is being disrupted.
+			if i := slices.IndexFunc(conds, func(x v1.PodCondition) bool { return x.Type == v1.DisruptionTarget }); i < 0 {
+				conds = append(conds, c)
+			} else if conds[i].Status != v1.ConditionTrue {
+				conds[i] = c
 			}
 			continue
 		}

@@ -117,3 +117,35 @@ func TestStatusPatch(t *testing.T) {
 		t.Errorf("unchanged conditions in the patch: %s", b)
 	}
 }
+
+// TestMergeStatusDisruptionTarget: the node's DisruptionTarget (an
+// eviction) reaches the API server, unless the pod already has one that
+// says it is disrupted (the API server's, for a preemption).
+func TestMergeStatusDisruptionTarget(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 5, 0, 0, time.UTC)
+	evicted := v1.PodCondition{Type: v1.DisruptionTarget, Status: v1.ConditionTrue, Reason: "TerminationByKubelet", Message: "low on memory"}
+	ours := v1.PodStatus{Phase: v1.PodFailed, Reason: "Evicted", Conditions: []v1.PodCondition{evicted}}
+	for _, tc := range []struct {
+		name       string
+		api        []v1.PodCondition
+		wantReason string
+	}{
+		{"none yet", nil, "TerminationByKubelet"},
+		{"a false one replaced", []v1.PodCondition{{Type: v1.DisruptionTarget, Status: v1.ConditionFalse, Reason: "Old"}}, "TerminationByKubelet"},
+		{"a true one kept", []v1.PodCondition{{Type: v1.DisruptionTarget, Status: v1.ConditionTrue, Reason: "PreemptionByScheduler"}}, "PreemptionByScheduler"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := &v1.Pod{Status: v1.PodStatus{Phase: v1.PodRunning, Conditions: tc.api}}
+			got := mergeStatus(api, ours, now)
+			var found []v1.PodCondition
+			for _, c := range got.Conditions {
+				if c.Type == v1.DisruptionTarget {
+					found = append(found, c)
+				}
+			}
+			if len(found) != 1 || found[0].Reason != tc.wantReason || got.Phase != v1.PodFailed || got.Reason != "Evicted" {
+				t.Fatalf("got phase %s reason %q, DisruptionTarget %+v", got.Phase, got.Reason, found)
+			}
+		})
+	}
+}

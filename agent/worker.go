@@ -72,9 +72,49 @@ type worker struct {
 	// pendingPod is a newer version of pod from the API server, taken
 	// over at the start of the next sync.
 	pendingPod *v1.Pod
-	// deadlineHit: the pod ran longer than spec.activeDeadlineSeconds; it
-	// is stopped and Failed for good.
-	deadlineHit bool
+	// failure, once set, makes the pod Failed for good: it ran longer
+	// than spec.activeDeadlineSeconds, or the node evicted it. Its
+	// containers are stopped and never start again.
+	failure *podFailure
+	// released: the terminal pod's volumes and cgroup are gone (the
+	// kubelet's SyncTerminatedPod); its containers stay for their logs.
+	released bool
+}
+
+// podFailure is why a pod was made Failed by the node.
+type podFailure struct {
+	reason, message string
+	// conditions are added to the pod's (DisruptionTarget on eviction).
+	conditions []v1.PodCondition
+	// grace, when set, is the stop grace period (0 for a hard eviction).
+	grace *int64
+	// stopped is closed once the containers are stopped and the pod's
+	// resources released; stoppedOnce guards it.
+	stopped     chan struct{}
+	stoppedOnce sync.Once
+}
+
+func (f *podFailure) markStopped() { f.stoppedOnce.Do(func() { close(f.stopped) }) }
+
+// currentFailure is the pod's failure, nil when none.
+func (w *worker) currentFailure() *podFailure {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failure
+}
+
+// fail makes the pod Failed for good (the first failure wins) and returns
+// the failure in force.
+func (w *worker) fail(f *podFailure) *podFailure {
+	w.mu.Lock()
+	if w.failure == nil {
+		f.stopped = make(chan struct{})
+		w.failure = f
+	}
+	f = w.failure
+	w.mu.Unlock()
+	w.kick()
+	return f
 }
 
 // deadlineMessage is the kubelet's message for DeadlineExceeded.
@@ -250,14 +290,15 @@ func (w *worker) sync(ctx context.Context) {
 		w.setPodError("runtime: " + err.Error())
 		return
 	}
-	if w.deadlineHit || w.pastDeadline() {
-		if !w.deadlineHit {
-			w.deadlineHit = true
-			w.log().Info("Pod exceeded its active deadline; stopping it", "activeDeadlineSeconds", *w.pod.Spec.ActiveDeadlineSeconds)
-			w.a.event(w.pod, v1.EventTypeWarning, "DeadlineExceeded", "%s", deadlineMessage)
-		}
-		if err := w.killPod(ctx, st, false); err != nil {
-			w.log().Error(err, "Stopping the pod past its deadline failed; retrying")
+	if w.currentFailure() == nil && w.pastDeadline() {
+		w.log().Info("Pod exceeded its active deadline; stopping it", "activeDeadlineSeconds", *w.pod.Spec.ActiveDeadlineSeconds)
+		w.a.event(w.pod, v1.EventTypeWarning, "DeadlineExceeded", "%s", deadlineMessage)
+		w.fail(&podFailure{reason: "DeadlineExceeded", message: deadlineMessage})
+	}
+	if f := w.currentFailure(); f != nil {
+		err := w.killPod(ctx, st, false)
+		if err != nil {
+			w.log().Error(err, "Stopping the failed pod failed; retrying", "reason", f.reason)
 		}
 		if pr := w.a.o.Prober; pr != nil {
 			pr.RemovePod(w.pod.UID)
@@ -266,6 +307,9 @@ func (w *worker) sync(ctx context.Context) {
 			st = st2
 		}
 		w.updateStatus(st)
+		if err == nil && w.release(ctx, st) {
+			f.markStopped()
+		}
 		return
 	}
 	acts := computePodActions(w.pod, st)
@@ -501,6 +545,7 @@ func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podAct
 			p.RemovePod(w.pod.UID)
 		}
 		w.terminated = true
+		w.release(ctx, st)
 		return changed
 	}
 	if !acts.CreateSandbox && len(acts.InitContainersToStart) == 0 && len(acts.ContainersToStart) == 0 && len(acts.EphemeralContainersToStart) == 0 {
@@ -522,6 +567,21 @@ func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podAct
 	if err != nil {
 		w.setPodError("sandbox config: " + err.Error())
 		return changed
+	}
+	if cg := w.a.o.Cgroups; cg != nil {
+		// The kubelet names the pod's cgroup in every sandbox config; the
+		// cgroup itself is (re)made with the pod's limits before a sandbox.
+		if acts.CreateSandbox {
+			parent, err := cg.EnsurePod(w.pod)
+			if err != nil {
+				w.log().Error(err, "Creating the pod cgroup failed")
+				w.setPodError("failed to create pod cgroup: " + err.Error())
+				return changed
+			}
+			sbCfg.Linux.CgroupParent = parent
+		} else {
+			sbCfg.Linux.CgroupParent = cg.PodCgroup(w.pod)
+		}
 	}
 	if acts.CreateSandbox {
 		_ = os.MkdirAll(sbCfg.LogDirectory, 0o755)
@@ -922,6 +982,9 @@ func killPodContainers(ctx context.Context, a *Agent, pod *v1.Pod, st *PodStatus
 		if w.deletionGrace != nil {
 			grace = *w.deletionGrace
 		}
+		if f := w.failure; f != nil && f.grace != nil && *f.grace < grace {
+			grace = *f.grace
+		}
 		w.mu.Unlock()
 	}
 	isInit := map[string]bool{}
@@ -1004,6 +1067,13 @@ func (w *worker) terminatePod(ctx context.Context, remove bool) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	if cg := w.a.o.Cgroups; cg != nil {
+		// Best effort: what stays (a process the runtime did not reap) is
+		// retried as an orphan by the housekeeping.
+		if err := cg.RemovePod(w.pod); err != nil {
+			w.log().V(2).Info("Pod cgroup not removed yet", "error", err)
+		}
+	}
 	if v := w.a.o.Volumes; v != nil && len(w.pod.Spec.Volumes) > 0 {
 		if err := v.TeardownPod(ctx, w.pod); err != nil {
 			return fmt.Errorf("volume teardown: %w", err)
@@ -1016,26 +1086,22 @@ func (w *worker) terminatePod(ctx context.Context, remove bool) error {
 	return nil
 }
 
-// gc removes exited containers older than the previous attempt of each
-// name (the previous one is kept for lastState), and old sandboxes that
-// hold no container any more.
+// gc removes dead containers beyond the newest MaxPerPodContainer of each
+// container name, with their log files, as the kubelet's container GC does
+// per evict unit (pod UID, container name); and old sandboxes that hold no
+// container any more. The running container does not count. The newest
+// attempt of a name always stays: the next attempt number (restartCount)
+// and lastState are read from the CRI, where the kubelet has its status
+// cache. A dead container is one created and not started (a failed start)
+// or exited; one in unknown state is left to the runtime.
 func (w *worker) gc(ctx context.Context, st *PodStatusObserved) {
 	rt := w.a.o.Runtime
-	count := map[string]int{}
+	remove := deadContainersToRemove(st.Containers, w.a.o.MaxPerPodContainer)
 	kept := map[string]bool{}
-	for _, c := range st.Containers { // newest first per name
-		count[c.Name]++
-		if count[c.Name] > 2 && c.exited() {
-			if err := rt.RemoveContainer(ctx, c.ID); err != nil {
-				w.log().V(2).Info("Removing old container failed", "container", c.Name, "id", c.ID, "error", err)
-				kept[c.SandboxID] = true
-			}
-			w.mu.Lock()
-			delete(w.termMessages, c.ID)
-			w.mu.Unlock()
-			continue
+	for _, c := range st.Containers {
+		if !remove[c] || !w.removeDeadContainer(ctx, c) {
+			kept[c.SandboxID] = true
 		}
-		kept[c.SandboxID] = true
 	}
 	for i, sb := range st.Sandboxes {
 		if i == 0 || sb.Ready || kept[sb.ID] {
@@ -1045,6 +1111,68 @@ func (w *worker) gc(ctx context.Context, st *PodStatusObserved) {
 			w.log().V(2).Info("Removing old sandbox failed", "sandbox", sb.ID, "error", err)
 		}
 	}
+}
+
+// deadContainersToRemove decides gc's removals: of cs (newest first per
+// name), the dead containers beyond the newest limit of each name, never
+// the newest attempt; limit < 0 keeps all.
+func deadContainersToRemove(cs []*ContainerObserved, limit int) map[*ContainerObserved]bool {
+	out := map[*ContainerObserved]bool{}
+	seen := map[string]bool{}
+	dead := map[string]int{}
+	for _, c := range cs {
+		newest := !seen[c.Name]
+		seen[c.Name] = true
+		if !c.exited() && c.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+			continue
+		}
+		dead[c.Name]++
+		if !newest && limit >= 0 && dead[c.Name] > limit {
+			out[c] = true
+		}
+	}
+	return out
+}
+
+// removeDeadContainer removes container c and its log file, and tells
+// whether it is gone. The log goes too because the runtime leaves it
+// (peapod's and containerd's RemoveContainer both do): the kubelet's
+// removeContainerLog. Its path is the CRI's, else the one the agent gave.
+func (w *worker) removeDeadContainer(ctx context.Context, c *ContainerObserved) bool {
+	rt := w.a.o.Runtime
+	logDir := podLogDir(w.a.o.PodLogsDir, w.pod)
+	logPath := filepath.Join(logDir, c.Name, fmt.Sprintf("%d.log", c.Attempt))
+	termPath := ""
+	if resp, err := rt.ContainerStatus(ctx, c.ID, false); err == nil && resp.GetStatus() != nil {
+		// Only a path in the pod's own log dir: the runtime's answer is
+		// not trusted to name a file the agent may delete.
+		if p := filepath.Clean(resp.Status.GetLogPath()); strings.HasPrefix(p, logDir+string(filepath.Separator)) {
+			logPath = p
+		}
+		// The termination message file the agent made for it, in the
+		// pod's state dir.
+		if p := resp.Status.GetAnnotations()[annotationTerminationMsgHostPath]; p != "" && w.a.o.StateDir != "" &&
+			strings.HasPrefix(p, w.a.podDir(w.pod.UID)+string(filepath.Separator)) {
+			termPath = p
+		}
+	}
+	if err := rt.RemoveContainer(ctx, c.ID); err != nil {
+		w.log().V(2).Info("Removing dead container failed", "container", c.Name, "containerID", c.ID, "attempt", c.Attempt, "error", err)
+		return false
+	}
+	w.log().V(2).Info("Removed dead container", "container", c.Name, "containerID", c.ID, "attempt", c.Attempt, "log", logPath)
+	for _, p := range []string{logPath, termPath} {
+		if p == "" {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			w.log().Info("Removing the file of a removed container failed", "container", c.Name, "containerID", c.ID, "path", p, "error", err)
+		}
+	}
+	w.mu.Lock()
+	delete(w.termMessages, c.ID)
+	w.mu.Unlock()
+	return true
 }
 
 // terminationMessage is the message of an exited container: the CRI's, else
@@ -1125,8 +1253,8 @@ func (w *worker) updateStatus(st *PodStatusObserved) {
 		Message:     w.podError,
 		RuntimeName: w.a.o.RuntimeName,
 	}
-	if w.deadlineHit {
-		info.FailedReason, info.FailedMessage = "DeadlineExceeded", deadlineMessage
+	if f := w.failure; f != nil {
+		info.FailedReason, info.FailedMessage, info.FailedConditions = f.reason, f.message, f.conditions
 	}
 	w.status = computePodStatus(w.pod, st, info)
 }
@@ -1228,4 +1356,37 @@ func (w *worker) refreshStatusWhileStopping(ctx context.Context) func() {
 		cancel()
 		<-done
 	}
+}
+
+// release frees what a pod that ran its course holds besides its
+// containers, as the kubelet's SyncTerminatedPod does: its volumes (a
+// memory-backed emptyDir's pages are the node's memory until unmounted)
+// and, once no sandbox runs, its cgroup. The containers stay for their
+// logs and the status until the pod is removed. It reports whether all
+// is released; what failed is tried again on the next sync.
+func (w *worker) release(ctx context.Context, st *PodStatusObserved) bool {
+	if w.released {
+		return true
+	}
+	if v := w.a.o.Volumes; v != nil && len(w.pod.Spec.Volumes) > 0 {
+		if err := v.TeardownPod(ctx, w.pod); err != nil {
+			w.log().V(2).Info("Releasing the volumes of a finished pod failed; retrying", "error", err)
+			return false
+		}
+	}
+	if cg := w.a.o.Cgroups; cg != nil {
+		for _, sb := range st.Sandboxes {
+			if sb.Ready {
+				// Its pause (and the pod IP) stay until the pod is removed.
+				w.released = true
+				return true
+			}
+		}
+		if err := cg.RemovePod(w.pod); err != nil {
+			w.log().V(2).Info("Removing the cgroup of a finished pod failed; retrying", "error", err)
+			return false
+		}
+	}
+	w.released = true
+	return true
 }

@@ -67,6 +67,8 @@ func TestParse(t *testing.T) {
 		{name: "relative cgroup root", toml: "[agent]\ncgroup_root = \"kube\"\n", wantErr: "agent.cgroup_root"},
 		{name: "enforce system-reserved", toml: "[agent]\nenforce_node_allocatable = [\"pods\", \"system-reserved\"]\n", wantErr: "not supported"},
 		{name: "image gc low above high", toml: "[agent]\nimage_gc_low_threshold_percent = 90\n", wantErr: "agent.image_gc_low_threshold_percent (90)"},
+		{name: "unknown eviction signal", toml: "[agent]\neviction_hard = { \"memory.free\" = \"1Gi\" }\n", wantErr: "agent.eviction_hard: unknown signal \"memory.free\""},
+		{name: "soft threshold without grace", toml: "[agent]\neviction_soft = { \"memory.available\" = \"1Gi\" }\n", wantErr: "agent.eviction_soft"},
 		{name: "zero pod pids limit", toml: "[agent]\npod_pids_limit = 0\n", wantErr: "agent.pod_pids_limit"},
 		{name: "bad subnet", toml: "[cni]\nsubnet = \"10.88.0.0\"\n", wantErr: "cni.subnet"},
 	}

@@ -8,13 +8,17 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"peapod/agent/eviction"
 )
 
 // validateResources checks the keys of the node's resources: cgroups,
-// reservations and garbage collection. Eviction thresholds are checked
-// by the eviction package's parser when the agent starts, which names the
-// key too.
+// reservations, eviction thresholds (with the parser the agent uses) and
+// garbage collection.
 func (a *Agent) validateResources() error {
+	if _, err := eviction.ParseThresholds(a.EvictionHard, a.EvictionSoft, a.EvictionSoftGracePeriod, a.EvictionMinimumReclaim, false); err != nil {
+		return fmt.Errorf("agent.%w", err)
+	}
 	if r := a.CgroupRoot; r == "" || !filepath.IsAbs(r) || strings.Contains(r, "..") {
 		return fmt.Errorf("agent.cgroup_root: %q must be an absolute cgroup path without ..", r)
 	}
@@ -77,6 +81,11 @@ func (a *Agent) validateResources() error {
 		if d.Duration <= 0 {
 			return fmt.Errorf("%s: must be positive, got %s", key, d.Duration)
 		}
+	}
+	if a.MaxPerPodContainer == 0 {
+		// The kubelet allows 0; peapod reads a container's lastState from
+		// the runtime (the newest dead container), which 0 would remove.
+		return fmt.Errorf("agent.max_per_pod_container: must be at least 1, or negative for no limit")
 	}
 	if a.EvictionMaxPodGracePeriod < 0 {
 		return fmt.Errorf("agent.eviction_max_pod_grace_period: must not be negative, got %d", a.EvictionMaxPodGracePeriod)

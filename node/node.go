@@ -66,6 +66,15 @@ type Options struct {
 	RenewInterval         time.Duration // lease renewal; default 10s
 	StatusUpdateFrequency time.Duration // status computation; default 10s
 	StatusReportFrequency time.Duration // patch even if unchanged; default 5m
+	// Reserved is taken off the capacity to give allocatable: system and
+	// kube reservations plus the hard eviction thresholds (memory,
+	// ephemeral-storage), as the kubelet computes node allocatable.
+	Reserved v1.ResourceList
+	// Pressure, when set, says which pressure conditions are True (the
+	// eviction manager's view, with its thresholds and transition
+	// period); nil: the node's own reading against the kubelet's default
+	// hard thresholds.
+	Pressure func() (memory, disk, pid bool)
 	// OnPodCIDR is called with spec.podCIDRs (comma-separated, as CRI
 	// UpdateRuntimeConfig takes them) when they first appear and whenever
 	// they change, from the goroutine running Run.
@@ -292,6 +301,7 @@ func (n *Node) statusConfig() statusConfig {
 		kubeletPort:    n.o.KubeletPort,
 		maxPods:        n.o.MaxPods,
 		kubeletVersion: kv,
+		reserved:       n.o.Reserved,
 	}
 }
 
@@ -316,7 +326,7 @@ func (n *Node) observe(ctx context.Context, now time.Time) observation {
 		machine:        m,
 		runtimeVersion: n.runtimeVersion,
 		runtimeErrs:    runtimeErrors(st, err),
-		pressures:      n.hold.apply(observePressure(m), now),
+		pressures:      n.pressures(m, now),
 	}
 }
 
@@ -413,4 +423,13 @@ func readyOf(node *v1.Node) *v1.NodeCondition {
 		}
 	}
 	return nil
+}
+
+func (n *Node) pressures(m machine, now time.Time) pressures {
+	if n.o.Pressure != nil {
+		var p pressures
+		p.Memory, p.Disk, p.PID = n.o.Pressure()
+		return p
+	}
+	return n.hold.apply(observePressure(m), now)
 }

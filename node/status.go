@@ -44,6 +44,7 @@ type statusConfig struct {
 	kubeletPort    int32
 	maxPods        int
 	kubeletVersion string
+	reserved       v1.ResourceList
 }
 
 // observation is what one status round learned about the host and the
@@ -62,11 +63,7 @@ type observation struct {
 func setStatus(node *v1.Node, cfg statusConfig, obs observation, now time.Time) {
 	s := &node.Status
 	s.Capacity = capacity(s.Capacity, obs.machine, cfg.maxPods)
-	// Allocatable is capacity until system/kube reservations and the hard
-	// eviction thresholds are subtracted, as the kubelet does; that is a
-	// later issue. Until then a pod can be admitted into the memory the
-	// eviction threshold is meant to keep free.
-	s.Allocatable = s.Capacity.DeepCopy()
+	s.Allocatable = allocatable(s.Capacity, cfg.reserved)
 
 	s.Addresses = nodeAddresses(cfg.addresses, cfg.hostname)
 	s.DaemonEndpoints = v1.NodeDaemonEndpoints{KubeletEndpoint: v1.DaemonEndpoint{Port: cfg.kubeletPort}}
@@ -372,4 +369,22 @@ func podCIDRs(node *v1.Node) string {
 		return strings.Join(node.Spec.PodCIDRs, ",")
 	}
 	return node.Spec.PodCIDR
+}
+
+// allocatable is capacity less what is reserved, never below zero (the
+// kubelet's GetNodeAllocatableReservation subtracted from capacity).
+func allocatable(capacity, reserved v1.ResourceList) v1.ResourceList {
+	a := capacity.DeepCopy()
+	for name, r := range reserved {
+		c, ok := a[name]
+		if !ok {
+			continue
+		}
+		c.Sub(r)
+		if c.Sign() < 0 {
+			c.Set(0)
+		}
+		a[name] = c
+	}
+	return a
 }

@@ -460,3 +460,33 @@ func TestRuntimeErrorsWrap(t *testing.T) {
 		t.Errorf("ready runtime gave %v", errs)
 	}
 }
+
+func TestAllocatable(t *testing.T) {
+	q := resource.MustParse
+	capacity := v1.ResourceList{v1.ResourceCPU: q("2"), v1.ResourceMemory: q("24Gi"), v1.ResourcePods: q("110"), v1.ResourceEphemeralStorage: q("100G")}
+	tests := []struct {
+		name     string
+		reserved v1.ResourceList
+		want     v1.ResourceList
+	}{
+		{"none", nil, capacity},
+		{"reserved and eviction", v1.ResourceList{v1.ResourceCPU: q("500m"), v1.ResourceMemory: q("1124Mi"), v1.ResourceEphemeralStorage: q("10G")},
+			v1.ResourceList{v1.ResourceCPU: q("1500m"), v1.ResourceMemory: q("23452Mi"), v1.ResourcePods: q("110"), v1.ResourceEphemeralStorage: q("90G")}},
+		{"more reserved than there is", v1.ResourceList{v1.ResourceMemory: q("30Gi")},
+			v1.ResourceList{v1.ResourceCPU: q("2"), v1.ResourceMemory: q("0"), v1.ResourcePods: q("110"), v1.ResourceEphemeralStorage: q("100G")}},
+		{"a resource the node lacks", v1.ResourceList{"example.com/gpu": q("1")}, capacity},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := allocatable(capacity, tt.reserved)
+			for name, w := range tt.want {
+				if g := got[name]; g.Cmp(w) != 0 {
+					t.Errorf("%s = %s, want %s", name, g.String(), w.String())
+				}
+			}
+			if len(got) != len(tt.want) {
+				t.Errorf("allocatable %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

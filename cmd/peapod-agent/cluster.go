@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	criapi "k8s.io/cri-api/pkg/apis"
@@ -33,7 +34,7 @@ type cluster struct {
 	objects *apiobjects.Source
 }
 
-func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs []string, rs criapi.RuntimeService) (*cluster, error) {
+func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs []string, rs criapi.RuntimeService, reserved v1.ResourceList, pressure func() (bool, bool, bool)) (*cluster, error) {
 	_, portStr, err := net.SplitHostPort(cfg.Agent.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("agent.listen: %w", err)
@@ -66,6 +67,8 @@ func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs 
 		MaxPods:     cfg.Agent.MaxPods,
 		Runtime:     rs,
 		RootDir:     cfg.Root,
+		Reserved:    reserved,
+		Pressure:    pressure,
 		// The kubelet hands the pod CIDR the controller manager allocated
 		// to its runtime this way; runtimes that configure CNI from it
 		// use it, the others ignore it.
@@ -86,10 +89,7 @@ func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs 
 // when the server fails, so that the agent exits (and is restarted by
 // peapod serve) rather than running as a node nobody can reach.
 func (c *cluster) serveKubeletAPI(ctx context.Context, cfg *config.Config, nodeName string, nodeIPs []string,
-	rs criapi.RuntimeService, is criapi.ImageManagerService, pods kubeletapi.PodSource, reg *prometheus.Registry) (context.Context, error) {
-	st := stats.New(stats.Options{
-		NodeName: nodeName, Runtime: rs, Images: is, RootDir: cfg.Root, PodLogsDir: cfg.Agent.PodLogsDir,
-	})
+	rs criapi.RuntimeService, pods kubeletapi.PodSource, st *stats.Provider, reg *prometheus.Registry) (context.Context, error) {
 	srv, err := kubeletapi.New(kubeletapi.Options{
 		Addr:         cfg.Agent.Listen,
 		CertFile:     cfg.Agent.TLSCertFile,

@@ -25,6 +25,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	v1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remote "k8s.io/cri-client/pkg"
 	"k8s.io/klog/v2"
@@ -32,6 +33,7 @@ import (
 	"peapod/agent"
 	"peapod/config"
 	"peapod/internal/unixsock"
+	"peapod/kubeletapi/stats"
 	"peapod/probes"
 	"peapod/volumes"
 )
@@ -130,9 +132,38 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	if cfg.Agent.NodeIP != "" {
 		nodeIPs = []string{cfg.Agent.NodeIP}
 	}
+	res, err := readNodeResources(&cfg.Agent, cfg.Root)
+	if err != nil {
+		return fmt.Errorf("node resources: %w", err)
+	}
+	cgroups, err := newPodCgroups(&cfg.Agent, res)
+	if err != nil {
+		return err
+	}
+	sopts := stats.Options{NodeName: nodeName, Runtime: rs, Images: is, RootDir: cfg.Root, PodLogsDir: cfg.Agent.PodLogsDir}
+	if cgroups != nil {
+		// The "pods" system container: allocatableMemory.available.
+		sopts.PodsCgroup = cgroups.PodsCgroup()
+	}
+	st := stats.New(sopts)
+	imageGC, err := newImageGC(cfg, rs, is)
+	if err != nil {
+		return err
+	}
+	// The eviction manager and the agent refer to each other: it ranks
+	// and evicts the agent's pods, the agent asks it about admission.
+	var a *agent.Agent
+	evictions, thresholds, err := newEviction(cfg, st, imageGC,
+		func() []*v1.Pod { return a.ActivePods() },
+		func(ctx context.Context, pod *v1.Pod, status v1.PodStatus, grace *int64) error {
+			return a.EvictPod(ctx, pod, status, grace)
+		})
+	if err != nil {
+		return err
+	}
 	var cl *cluster
 	if cfg.Agent.Kubeconfig != "" {
-		cl, err = newCluster(ctx, cfg, nodeName, nodeIPs, rs)
+		cl, err = newCluster(ctx, cfg, nodeName, nodeIPs, rs, res.allocatableReserve(thresholds), evictions.Pressure)
 		if err != nil {
 			return err
 		}
@@ -166,20 +197,24 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 		ClusterDNS:    cfg.Agent.ClusterDNS,
 		ClusterDomain: cfg.Agent.ClusterDomain,
 	}
+	aopts.MaxPerPodContainer = cfg.Agent.MaxPerPodContainer
+	if cgroups != nil {
+		aopts.Cgroups = cgroups
+	}
 	if cl != nil {
-		aopts.Cluster = &agent.ClusterOptions{Client: cl.client, Node: cl.node, Objects: cl.objects, MaxPods: cfg.Agent.MaxPods}
+		aopts.Cluster = &agent.ClusterOptions{Client: cl.client, Node: cl.node, Objects: cl.objects, MaxPods: cfg.Agent.MaxPods, Admit: evictions.Admit}
 		go func() {
 			if err := cl.node.Run(ctx); err != nil {
 				klog.ErrorS(err, "Node registration stopped", "node", nodeName)
 			}
 		}()
 	}
-	a, err := agent.New(aopts)
+	a, err = agent.New(aopts)
 	if err != nil {
 		return err
 	}
 	if cl != nil {
-		ctx, err = cl.serveKubeletAPI(ctx, cfg, nodeName, nodeIPs, rs, is, a, reg)
+		ctx, err = cl.serveKubeletAPI(ctx, cfg, nodeName, nodeIPs, rs, a, st, reg)
 		if err != nil {
 			return err
 		}
@@ -206,6 +241,8 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	}()
 
 	go vols.Run(ctx)
+	go imageGC.Run(ctx)
+	go evictions.Run(ctx)
 	klog.InfoS("Agent running", "manifests", cfg.Agent.ManifestsDir, "node", nodeName, "runtime", endpoint, "listen", listen, "cluster", cfg.Agent.Kubeconfig != "")
 	if err := a.Run(ctx); err != nil {
 		return err

@@ -156,7 +156,7 @@ func startPeapod(ctx context.Context, o options, reg string, n int) (*runtime, e
 	}
 	rt.httpAddr = "127.0.0.1:" + strconv.Itoa(port)
 	sock := filepath.Join(d, "run", "peapod.sock")
-	cfg, err := writePeapodConfig(d, filepath.Join(d, "peapod.toml"), sock, rt.httpAddr, rt.bridge, subnet, reg, false)
+	cfg, err := writePeapodConfig(d, filepath.Join(d, "peapod.toml"), sock, rt.httpAddr, rt.bridge, subnet, reg, "/"+o.cgroup+"/peapod", false)
 	if err != nil {
 		return nil, err
 	}
@@ -169,8 +169,9 @@ func startPeapod(ctx context.Context, o options, reg string, n int) (*runtime, e
 
 // writePeapodConfig writes a config with its own root, state and socket
 // under dir (cniDir's conf list is shared: peapod writes none when one is
-// there) and returns its path.
-func writePeapodConfig(cniDir, path, sock, httpAddr, bridge, subnet, reg string, agent bool) (string, error) {
+// there) and returns its path. The agent's QoS tree goes below
+// cgroupRoot, which the run removes at its end.
+func writePeapodConfig(cniDir, path, sock, httpAddr, bridge, subnet, reg, cgroupRoot string, agent bool) (string, error) {
 	d := filepath.Dir(path)
 	var b strings.Builder
 	fmt.Fprintf(&b, "root = %q\nstate = %q\n", filepath.Join(d, "root"), filepath.Dir(sock))
@@ -181,6 +182,7 @@ func writePeapodConfig(cniDir, path, sock, httpAddr, bridge, subnet, reg string,
 	fmt.Fprintf(&b, "[runtimes.crun]\npath = \"/usr/bin/crun\"\nroot = %q\n", filepath.Join(filepath.Dir(sock), "crun"))
 	fmt.Fprintf(&b, "[agent]\nenabled = %t\nmanifests_dir = %q\npod_logs_dir = %q\nvolume_plugin_dir = %q\n",
 		agent, filepath.Join(d, "manifests"), filepath.Join(d, "podlogs"), filepath.Join(d, "volume-plugins"))
+	fmt.Fprintf(&b, "cgroup_root = %q\n", cgroupRoot)
 	for _, h := range []string{"docker.io", "registry.k8s.io"} {
 		fmt.Fprintf(&b, "[registry.mirrors.%q]\nendpoints = [\"http://%s\"]\n", h, reg)
 	}
@@ -198,7 +200,7 @@ func writePeapodConfig(cniDir, path, sock, httpAddr, bridge, subnet, reg string,
 func peapodIdleWithAgent(ctx context.Context, o options, cniDir, bridge, subnet, reg string) (mem, rssSplit, mem, error) {
 	d := filepath.Join(o.dir, "peapod-agent")
 	sock := filepath.Join(d, "run", "peapod.sock")
-	cfg, err := writePeapodConfig(cniDir, filepath.Join(d, "peapod.toml"), sock, "127.0.0.1:0", bridge, subnet, reg, true)
+	cfg, err := writePeapodConfig(cniDir, filepath.Join(d, "peapod.toml"), sock, "127.0.0.1:0", bridge, subnet, reg, "/"+o.cgroup+"/peapod-agent", true)
 	if err != nil {
 		return mem{}, rssSplit{}, mem{}, err
 	}

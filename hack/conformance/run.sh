@@ -75,6 +75,10 @@ cleanup() {
 	if [ -z "$had_peapod_cgroup" ]; then
 		rmdir /sys/fs/cgroup/*/peapod 2>/dev/null
 	fi
+	# The agent's (empty) QoS tree under its own cgroup root.
+	for t in kubepods/burstable kubepods/besteffort kubepods ""; do
+		rmdir /sys/fs/cgroup/*/"$bridge"-agent/$t 2>/dev/null
+	done
 	# Host dirs the reference containerd made, and containerd 2's default
 	# cgroup parent for critest's pods, when this run made them.
 	for m in ${containerd_made_dirs:-}; do rmdir "$m" 2>/dev/null; done
@@ -180,7 +184,7 @@ peapod)
 		printf '[cni]\nconf_dir = "%s"\nbridge = "%s"\nsubnet = "%s"\n' "$work/cni" "$bridge" "$subnet"
 		printf '[runtimes.runc]\npath = "/usr/sbin/runc"\nroot = "%s"\n' "$work/peapod/run/runc"
 		printf '[runtimes.crun]\npath = "/usr/bin/crun"\nroot = "%s"\n' "$work/peapod/run/crun"
-		printf '[agent]\nmanifests_dir = "%s"\npod_logs_dir = "%s"\n' "$work/peapod/manifests" "$work/peapod/pods"
+		printf '[agent]\nmanifests_dir = "%s"\npod_logs_dir = "%s"\ncgroup_root = "/%s-agent"\n' "$work/peapod/manifests" "$work/peapod/pods" "$bridge"
 		for h in $mirrored; do
 			printf '[registry.mirrors."%s"]\nendpoints = ["http://%s"]\n' "$h" "$reg"
 		done

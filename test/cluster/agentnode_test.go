@@ -34,7 +34,9 @@ const agentNodeName = "peapod-agent-node"
 // port-forward, cp and the node proxy through its kubelet API and feeds
 // metrics-server (kubectl top), survives kill -9 of itself and of the
 // runtime and a restart of the API server without restarting a container,
-// and finishes after a restart what was deleted while it was down. One
+// and finishes after a restart what was deleted while it was down; made
+// small by system_reserved, it evicts a BestEffort pod that eats its
+// memory and keeps the Guaranteed one (agentnode_eviction_test.go). One
 // cluster serves every subtest; the pods of the Deployment subtest are the
 // ones the disruptive subtests watch.
 func TestAgentNode(t *testing.T) {
@@ -61,6 +63,8 @@ func TestAgentNode(t *testing.T) {
 	t.Run("APIServerRestart", func(t *testing.T) { testAgentAPIServerRestart(shared.on(t), c) })
 	t.Run("AgentKill9", func(t *testing.T) { testAgentKill9(shared.on(t), c) })
 	t.Run("RuntimeKill9", func(t *testing.T) { testAgentRuntimeKill9(shared.on(t), c) })
+	// Under memory pressure the node admits no BestEffort pod: alone too.
+	t.Run("Eviction", func(t *testing.T) { testAgentEviction(t, c) })
 }
 
 // agentCluster brings up TestAgentNode's cluster, with metrics-server, and
@@ -87,6 +91,7 @@ func agentCluster(t *testing.T) *harness.Cluster {
 	c, err := harness.Up(ctx, harness.Options{
 		Dir: dir, Repo: repo, BinDir: bin, Log: os.Stderr,
 		Node: harness.NodePeapodAgent, NodeName: agentNodeName, MetricsServer: metricsServer,
+		AgentExtraConfig: agentResourcesConfig(t),
 	})
 	if err != nil {
 		_ = os.Remove(dir) // Up's teardown removed what was in it

@@ -69,6 +69,8 @@ func TestAgentOnContainerd(t *testing.T) {
 	}
 	madeDirs := ctrd.TrackHostDirs(cdir)
 	cgroupsBefore, _ := filepath.Glob("/sys/fs/cgroup/memory/*")
+	// The agent's QoS tree, which containerd's pods go below.
+	agentCgroupRoot := "/peapod-e2e-ctrd-" + bridge
 	logFile, err := os.Create(filepath.Join(dir, "containerd.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -116,8 +118,10 @@ func TestAgentOnContainerd(t *testing.T) {
 		// cgroup parent given: the runtime's default), now empty.
 		after, _ := filepath.Glob("/sys/fs/cgroup/memory/*")
 		for _, p := range after {
-			// peapod's own parent belongs to the daemons of other tests.
-			if !slices.Contains(cgroupsBefore, p) && filepath.Base(p) != "peapod" {
+			// peapod's own parent and the other daemons' QoS trees
+			// belong to the daemons of other tests.
+			base := filepath.Base(p)
+			if !slices.Contains(cgroupsBefore, p) && base != "peapod" && (!strings.HasPrefix(base, "peapod-e2e-") || base == strings.TrimPrefix(agentCgroupRoot, "/")) {
 				if fi, err := os.Stat(p); err == nil && fi.IsDir() {
 					for _, h := range hierarchies() {
 						removeTree(filepath.Join("/sys/fs/cgroup", h, filepath.Base(p)))
@@ -143,8 +147,8 @@ func TestAgentOnContainerd(t *testing.T) {
 	os.MkdirAll(manifests, 0o755)
 	agentState := filepath.Join(dir, "run")
 	agentConf := filepath.Join(dir, "agent.toml")
-	if err := os.WriteFile(agentConf, []byte(fmt.Sprintf("root = %q\nstate = %q\n[agent]\nmanifests_dir = %q\npod_logs_dir = %q\nvolume_plugin_dir = %q\nnode_name = \"agent-on-containerd\"\n",
-		filepath.Join(dir, "root"), agentState, manifests, filepath.Join(dir, "podlogs"), filepath.Join(dir, "plugins"))), 0o644); err != nil {
+	if err := os.WriteFile(agentConf, []byte(fmt.Sprintf("root = %q\nstate = %q\n[agent]\nmanifests_dir = %q\npod_logs_dir = %q\nvolume_plugin_dir = %q\nnode_name = \"agent-on-containerd\"\ncgroup_root = %q\n",
+		filepath.Join(dir, "root"), agentState, manifests, filepath.Join(dir, "podlogs"), filepath.Join(dir, "plugins"), agentCgroupRoot)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	agentLog, err := os.Create(filepath.Join(dir, "agent.log"))

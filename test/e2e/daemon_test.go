@@ -78,6 +78,12 @@ type daemonOpts struct {
 	extraConfig      string
 	// agentDisabled sets agent.enabled = false: a CRI runtime only.
 	agentDisabled bool
+	// root is the daemon's root (store, images, containers); empty:
+	// <dir>/root. A test that needs the image store on a filesystem of
+	// its own (image GC) mounts one and puts root there.
+	root string
+	// agentConfig is added to the [agent] table.
+	agentConfig string
 }
 
 // daemon is one running `peapod serve` with its private dirs.
@@ -88,8 +94,11 @@ type daemon struct {
 	socket  string
 	bridge  string
 	subnet  string
-	cmd     *exec.Cmd
-	logPath string
+	// cgroupRoot is the agent's cgroup_root, the daemon's own so that
+	// parallel daemons' QoS trees and node limits stay apart.
+	cgroupRoot string
+	cmd        *exec.Cmd
+	logPath    string
 	// logStart is where the running daemon's part of the log begins.
 	logStart int64
 	conn     *grpc.ClientConn
@@ -126,6 +135,7 @@ func newDaemon(t testing.TB, o daemonOpts) *daemon {
 		t.Fatal(err)
 	}
 	d := &daemon{t: t, dir: dir, bridge: "ppe" + randHex(5)[:9], subnet: freeSubnet(t)}
+	d.cgroupRoot = "/peapod-e2e-" + d.bridge
 	d.socket = filepath.Join(dir, "run", "peapod.sock")
 	d.cfgPath = filepath.Join(dir, "peapod.toml")
 	d.logPath = filepath.Join(dir, "peapod.log")
@@ -152,8 +162,12 @@ func newDaemon(t testing.TB, o daemonOpts) *daemon {
 	if binDirs == nil {
 		binDirs = []string{"/usr/lib/cni", "/opt/cni/bin"}
 	}
+	root := filepath.Join(dir, "root")
+	if o.root != "" {
+		root = o.root
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "root = %q\nstate = %q\n", filepath.Join(dir, "root"), filepath.Join(dir, "run"))
+	fmt.Fprintf(&b, "root = %q\nstate = %q\n", root, filepath.Join(dir, "run"))
 	fmt.Fprintf(&b, "[cri]\nsocket = %q\n[http]\naddress = \"127.0.0.1:0\"\n", d.socket)
 	quoted := make([]string, len(binDirs))
 	for i, bd := range binDirs {
@@ -164,9 +178,11 @@ func newDaemon(t testing.TB, o daemonOpts) *daemon {
 	fmt.Fprintf(&b, "[runtimes.crun]\npath = \"/usr/bin/crun\"\nroot = %q\n", filepath.Join(dir, "run", "crun"))
 	fmt.Fprintf(&b, "[agent]\nmanifests_dir = %q\npod_logs_dir = %q\nvolume_plugin_dir = %q\n",
 		filepath.Join(dir, "manifests"), filepath.Join(dir, "podlogs"), filepath.Join(dir, "volume-plugins"))
+	fmt.Fprintf(&b, "cgroup_root = %q\n", d.cgroupRoot)
 	if o.agentDisabled {
 		b.WriteString("enabled = false\n")
 	}
+	b.WriteString(o.agentConfig)
 	for host, ep := range o.mirrors {
 		fmt.Fprintf(&b, "[registry.mirrors.%q]\nendpoints = [%q]\n", host, ep)
 	}
@@ -301,6 +317,9 @@ func (d *daemon) cleanup() {
 	}
 	d.stop()
 	exec.Command("ip", "link", "del", d.bridge).Run()
+	for _, h := range hierarchies() {
+		removeTree(filepath.Join("/sys/fs/cgroup", h, d.cgroupRoot))
+	}
 	// Sweep mounts below the test dir (none should remain), deepest first.
 	if data, err := os.ReadFile("/proc/self/mounts"); err == nil {
 		lines := strings.Split(string(data), "\n")

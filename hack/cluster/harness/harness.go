@@ -82,6 +82,9 @@ type Options struct {
 	// kubelet node only.
 	KubeletFeatureGates string
 	KubeletExtraConfig  string
+	// AgentExtraConfig: TOML lines added to peapod-agent's [agent] table
+	// (its system_reserved, eviction_* …); peapod-agent node only.
+	AgentExtraConfig string
 	// E2EImages also pushes the images Kubernetes' node e2e specs pull
 	// (agnhost and friends; hack/testimages k8s-e2e-push): the first time
 	// it builds agnhost from the cached Kubernetes source (~2 min).
@@ -132,9 +135,10 @@ type Cluster struct {
 	// RuntimeEndpoint is the node's CRI socket (unix://…).
 	RuntimeEndpoint string `json:"runtimeEndpoint"`
 	Registry        string `json:"registry"`
-	// CgroupRoot is the kubelet's cgroupRoot, made by the harness in every
-	// hierarchy; everything of the node's pods sits below it. Empty with
-	// the peapod-agent node.
+	// CgroupRoot is the node's cgroup root (the kubelet's cgroupRoot,
+	// made by the harness in every hierarchy; peapod-agent's
+	// agent.cgroup_root, made by the agent); everything of the node's
+	// pods sits below it.
 	CgroupRoot string `json:"cgroupRoot"`
 	// Sysctls the kubelet sets on start, with the values before it ran.
 	Sysctls map[string]string `json:"sysctls"`
@@ -313,9 +317,9 @@ func (c *Cluster) pickAddresses(context.Context) error {
 		return errors.New("no free 10.x.0.0/16 for the pod network")
 	}
 	c.ServiceCIDR = "10.96.0.0/16"
-	if c.kubeletNode() {
-		c.CgroupRoot = "/peapod-cluster-" + c.Bridge
-	}
+	// The node's cgroup root, its own on this shared machine: the
+	// kubelet's is made by the harness, peapod-agent makes its own.
+	c.CgroupRoot = "/peapod-cluster-" + c.Bridge
 	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
 	return c.save()
 }

@@ -33,8 +33,9 @@ func (c *Cluster) makeNodeNetwork(context.Context) error {
 		}
 	}
 	if !c.kubeletNode() {
-		// peapod-agent makes no cgroup root, sets no sysctl and writes
-		// nothing outside its config's dirs: nothing more to record.
+		// peapod-agent makes its cgroup root itself (Down removes it),
+		// sets no sysctl and writes nothing outside its config's dirs:
+		// nothing more to record.
 		return c.save()
 	}
 	return c.makeKubeletHost()

@@ -58,6 +58,11 @@ func (c *Cluster) peapodAgentConfig(dir string) string {
 	fmt.Fprintf(&b, "pod_logs_dir = %q\n", filepath.Join(c.Dir, "pod-logs"))
 	fmt.Fprintf(&b, "volume_plugin_dir = %q\n", filepath.Join(c.Dir, "volume-plugins"))
 	fmt.Fprintf(&b, "max_pods = 110\ncluster_domain = \"cluster.local\"\n")
+	fmt.Fprintf(&b, "cgroup_root = %q\n", c.CgroupRoot)
+	b.WriteString(c.opts.AgentExtraConfig)
+	if s := c.opts.AgentExtraConfig; s != "" && !strings.HasSuffix(s, "\n") {
+		b.WriteString("\n")
+	}
 	// The kubelet API where the kubelet's would be: the API server reaches
 	// it at the node IP and the Node's advertised port, with the cluster
 	// CA's kubelet-client certificate.
