@@ -129,7 +129,10 @@ func New(o Options) (*Agent, error) {
 	} else {
 		a.nodeIPs = DetectNodeIPs()
 	}
-	a.nodeAllocatable = downward.NodeAllocatable()
+	a.nodeAllocatable = o.NodeAllocatable
+	if a.nodeAllocatable == nil {
+		a.nodeAllocatable = downward.NodeAllocatable()
+	}
 	if o.Cluster != nil {
 		cs, err := newClusterState(*o.Cluster, o.NodeName)
 		if err != nil {

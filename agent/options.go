@@ -70,6 +70,11 @@ type Options struct {
 	// Cluster turns on node mode; nil runs the static pods only.
 	Cluster *ClusterOptions
 
+	// NodeAllocatable is the node's allocatable CPU and memory: the
+	// downward API's limits.cpu / limits.memory of a container without
+	// limits. Nil: the machine's CPUs and memory.
+	NodeAllocatable v1.ResourceList
+
 	// Cgroups gives each pod its cgroup in the QoS tree
 	// (agent/podcgroups), the sandbox's CgroupParent; nil leaves the
 	// parent to the runtime (agent.cgroups_per_qos = false).

@@ -63,7 +63,7 @@ type observation struct {
 func setStatus(node *v1.Node, cfg statusConfig, obs observation, now time.Time) {
 	s := &node.Status
 	s.Capacity = capacity(s.Capacity, obs.machine, cfg.maxPods)
-	s.Allocatable = allocatable(s.Capacity, cfg.reserved)
+	s.Allocatable = Allocatable(s.Capacity, cfg.reserved)
 
 	s.Addresses = nodeAddresses(cfg.addresses, cfg.hostname)
 	s.DaemonEndpoints = v1.NodeDaemonEndpoints{KubeletEndpoint: v1.DaemonEndpoint{Port: cfg.kubeletPort}}
@@ -371,9 +371,9 @@ func podCIDRs(node *v1.Node) string {
 	return node.Spec.PodCIDR
 }
 
-// allocatable is capacity less what is reserved, never below zero (the
+// Allocatable is capacity less what is reserved, never below zero (the
 // kubelet's GetNodeAllocatableReservation subtracted from capacity).
-func allocatable(capacity, reserved v1.ResourceList) v1.ResourceList {
+func Allocatable(capacity, reserved v1.ResourceList) v1.ResourceList {
 	a := capacity.DeepCopy()
 	for name, r := range reserved {
 		c, ok := a[name]

@@ -478,7 +478,7 @@ func TestAllocatable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := allocatable(capacity, tt.reserved)
+			got := Allocatable(capacity, tt.reserved)
 			for name, w := range tt.want {
 				if g := got[name]; g.Cmp(w) != 0 {
 					t.Errorf("%s = %s, want %s", name, g.String(), w.String())

@@ -34,6 +34,7 @@ import (
 	"peapod/config"
 	"peapod/internal/unixsock"
 	"peapod/kubeletapi/stats"
+	"peapod/node"
 	"peapod/probes"
 	"peapod/volumes"
 )
@@ -161,9 +162,10 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	if err != nil {
 		return err
 	}
+	reserve := res.allocatableReserve(thresholds)
 	var cl *cluster
 	if cfg.Agent.Kubeconfig != "" {
-		cl, err = newCluster(ctx, cfg, nodeName, nodeIPs, rs, res.allocatableReserve(thresholds), evictions.Pressure)
+		cl, err = newCluster(ctx, cfg, nodeName, nodeIPs, rs, reserve, evictions.Pressure)
 		if err != nil {
 			return err
 		}
@@ -201,6 +203,7 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	if cgroups != nil {
 		aopts.Cgroups = cgroups
 	}
+	aopts.NodeAllocatable = node.Allocatable(res.capacity, reserve)
 	if cl != nil {
 		aopts.Cluster = &agent.ClusterOptions{Client: cl.client, Node: cl.node, Objects: cl.objects, MaxPods: cfg.Agent.MaxPods, Admit: evictions.Admit}
 		go func() {
