@@ -99,20 +99,14 @@ func (p *Provider) nodeMemory() (*statsapi.MemoryStats, *statsapi.SwapStats, err
 
 func (p *Provider) rootMemory(mi map[string]uint64) (rootMemory, error) {
 	v1 := filepath.Join(p.host.cgroup, "memory")
-	if b, err := os.ReadFile(filepath.Join(v1, "memory.usage_in_bytes")); err == nil {
-		usage, err := parseUint(b)
-		if err != nil {
-			return rootMemory{}, fmt.Errorf("%s: %w", filepath.Join(v1, "memory.usage_in_bytes"), err)
-		}
-		sb, err := os.ReadFile(filepath.Join(v1, "memory.stat"))
-		if err != nil {
-			return rootMemory{}, err
-		}
-		st := parseFlatKeyed(sb)
+	if _, err := os.Stat(filepath.Join(v1, "memory.usage_in_bytes")); err == nil {
 		// The total_ (hierarchical) counters: the root's own ones leave out
 		// every child cgroup on v1.
-		return rootMemory{Usage: usage, InactiveFile: st["total_inactive_file"], RSS: st["total_rss"],
-			PageFaults: lookup(st, "total_pgfault"), MajorFaults: lookup(st, "total_pgmajfault")}, nil
+		m, err := readMemoryV1(v1)
+		if err != nil {
+			return rootMemory{}, fmt.Errorf("%s: %w", v1, err)
+		}
+		return rootMemory{Usage: m.Usage, InactiveFile: m.InactiveFile, RSS: m.RSS, PageFaults: m.PageFaults, MajorFaults: m.MajorFaults}, nil
 	}
 	if sb, err := os.ReadFile(filepath.Join(p.host.cgroup, "memory.stat")); err == nil {
 		st := parseFlatKeyed(sb)
