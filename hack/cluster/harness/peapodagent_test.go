@@ -13,7 +13,8 @@ func TestPeapodAgentConfig(t *testing.T) {
 	dir := t.TempDir()
 	c := &Cluster{Dir: dir, Node: NodePeapodAgent, NodeName: "n1", NodeIP: "10.120.0.1", Ports: Ports{Kubelet: 10250},
 		RuntimeEndpoint: "unix://" + filepath.Join(dir, "runtime", "cri.sock"),
-		ManifestsDir:    filepath.Join(dir, NodePeapodAgent, "manifests")}
+		ManifestsDir:    filepath.Join(dir, NodePeapodAgent, "manifests"), CgroupRoot: "/peapod-cluster-pk1",
+		opts: Options{AgentExtraConfig: "system_reserved = { memory = \"1Gi\" }"}}
 	cfg := config.Default()
 	if err := config.Parse([]byte(c.peapodAgentConfig(filepath.Join(dir, NodePeapodAgent))), cfg); err != nil {
 		t.Fatal(err)
@@ -33,6 +34,8 @@ func TestPeapodAgentConfig(t *testing.T) {
 		"listen":            {a.Listen, "10.120.0.1:10250"},
 		"tls_cert_file":     {a.TLSCertFile, filepath.Join(dir, "pki", "kubelet-serving.crt")},
 		"client_ca_file":    {a.ClientCAFile, filepath.Join(dir, "pki", "ca.crt")},
+		"cgroup_root":       {a.CgroupRoot, "/peapod-cluster-pk1"},
+		"system_reserved":   {a.SystemReserved["memory"], "1Gi"},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("%s = %q, want %q", name, tt.got, tt.want)
