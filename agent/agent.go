@@ -42,6 +42,7 @@ import (
 
 	"peapod/agent/objects"
 	"peapod/downward"
+	"peapod/internal/atomicfile"
 )
 
 // Defaults of Options.
@@ -329,7 +330,7 @@ func (a *Agent) startWorkerLocked(ctx context.Context, pod *v1.Pod) {
 	if a.o.StateDir != "" {
 		if err := os.MkdirAll(a.podDir(pod.UID), 0o755); err == nil {
 			if b, err := json.Marshal(pod); err == nil {
-				_ = writeFileAtomic(filepath.Join(a.podDir(pod.UID), "pod.json"), b)
+				_ = atomicfile.WriteFile(filepath.Join(a.podDir(pod.UID), "pod.json"), b, 0o644)
 			}
 		}
 	}
@@ -558,26 +559,6 @@ func hashManifestDir(dir string) ([32]byte, error) {
 	var sum [32]byte
 	copy(sum[:], h.Sum(nil))
 	return sum, nil
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // DetectNodeIPs returns the first global unicast IPv4 (then IPv6) address

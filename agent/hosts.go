@@ -9,6 +9,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"peapod/internal/atomicfile"
 )
 
 // The kubelet's managed /etc/hosts (pkg/kubelet/kubelet_pods.go): the
@@ -89,7 +91,7 @@ func (w *worker) hostsMount(c *v1.Container, podIPs []string) (*runtimeapi.Mount
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(path, hostsContent(pod, podIPs, host, domain, nodeHosts)); err != nil {
+	if err := atomicfile.WriteFile(path, hostsContent(pod, podIPs, host, domain, nodeHosts), 0o644); err != nil {
 		return nil, fmt.Errorf("pod hosts file: %w", err)
 	}
 	if err := os.Chmod(path, 0o644); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"peapod/internal/atomicfile"
 	"peapod/internal/cgroupfs"
 )
 
@@ -80,7 +81,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (pid int, err err
 		return 0, fmt.Errorf("container %s: %w", id, err)
 	}
 	mb, _ := json.Marshal(meta{Bundle: bundle, LogPath: o.LogPath, Created: time.Now(), ConmonCgroup: o.ConmonCgroup})
-	if err := writeFileSync(filepath.Join(dir, "meta.json"), mb); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "meta.json"), mb, 0o600); err != nil {
 		return 0, fmt.Errorf("container %s: %w", id, err)
 	}
 
@@ -225,7 +226,7 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 		}
 		return err
 	}
-	if err := writeFileSync(filepath.Join(r.dir(id), "started"), []byte(now.Format(time.RFC3339Nano))); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(r.dir(id), "started"), []byte(now.Format(time.RFC3339Nano)), 0o600); err != nil {
 		klog.ErrorS(err, "Recording start time", "id", id)
 	}
 	klog.V(2).InfoS("Started container", "runtime", r.name, "id", id)
@@ -237,21 +238,4 @@ func envPath() string {
 		return p
 	}
 	return "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-}
-
-// writeFileSync writes a small file atomically (temp + rename).
-func writeFileSync(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

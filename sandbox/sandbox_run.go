@@ -17,6 +17,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"peapod/internal/atomicfile"
 	"peapod/internal/cgroupfs"
 	"peapod/sandbox/infra"
 	"peapod/sandbox/network"
@@ -100,7 +101,7 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	if err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "hostname"), []byte(hostname+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "hostname"), []byte(hostname+"\n"), 0o644); err != nil {
 		return "", err
 	}
 	if err := writeResolvConf(filepath.Join(dir, "resolv.conf"), cfg.GetDnsConfig()); err != nil {
@@ -357,7 +358,7 @@ func writeResolvConf(path string, dns *runtimeapi.DNSConfig) error {
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("read host resolv.conf: %w", err)
 		}
-		return writeFileAtomic(path, data, 0o644)
+		return atomicfile.WriteFile(path, data, 0o644)
 	}
 	var b strings.Builder
 	if s := dns.GetSearches(); len(s) > 0 {
@@ -369,7 +370,7 @@ func writeResolvConf(path string, dns *runtimeapi.DNSConfig) error {
 	if o := dns.GetOptions(); len(o) > 0 {
 		fmt.Fprintf(&b, "options %s\n", strings.Join(o, " "))
 	}
-	return writeFileAtomic(path, []byte(b.String()), 0o644)
+	return atomicfile.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 func writeHosts(path string, hostNet bool, hostname string, ips []string) error {
@@ -378,14 +379,14 @@ func writeHosts(path string, hostNet bool, hostname string, ips []string) error 
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("read host /etc/hosts: %w", err)
 		}
-		return writeFileAtomic(path, data, 0o644)
+		return atomicfile.WriteFile(path, data, 0o644)
 	}
 	var b strings.Builder
 	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n")
 	for _, ip := range ips {
 		fmt.Fprintf(&b, "%s\t%s\n", ip, hostname)
 	}
-	return writeFileAtomic(path, []byte(b.String()), 0o644)
+	return atomicfile.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 func writeSpec(bundle string, sp *specs.Spec) error {
@@ -393,19 +394,7 @@ func writeSpec(bundle string, sp *specs.Spec) error {
 	if err != nil {
 		return fmt.Errorf("encode OCI spec: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(bundle, "config.json"), data, 0o600)
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
 }
 
 func mountShm(path string) error {

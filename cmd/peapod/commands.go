@@ -18,6 +18,7 @@ import (
 
 	"peapod/config"
 	"peapod/cri"
+	"peapod/internal/atomicfile"
 	"peapod/sandbox/infra"
 	"peapod/sandbox/spec"
 )
@@ -136,20 +137,10 @@ func runImages(args []string) error {
 			body, _ := io.ReadAll(resp.Body)
 			return fmt.Errorf("export: %s", strings.TrimSpace(string(body)))
 		}
-		tmp := rest[0] + ".tmp"
-		out, err := os.Create(tmp)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, resp.Body); err != nil {
-			out.Close()
-			os.Remove(tmp)
+		if err := atomicfile.WriteFrom(rest[0], resp.Body, 0o644); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
-		if err := out.Close(); err != nil {
-			return err
-		}
-		return os.Rename(tmp, rest[0])
+		return nil
 	default:
 		return fmt.Errorf("unknown images subcommand %q (import, export)", sub)
 	}
