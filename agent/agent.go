@@ -80,6 +80,8 @@ type Agent struct {
 	cluster *clusterState
 	// cri shares CRI lists and statuses among the pod workers.
 	cri *criCache
+	// events: whether the runtime's container event stream is up.
+	events eventsState
 }
 
 // New checks o, fills in defaults and returns an Agent; Run starts it.
@@ -161,6 +163,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.rescan(ctx)
 	a.reapOrphans(ctx)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.watchEvents(ctx)
+	}()
 	if p := a.o.Prober; p != nil {
 		a.wg.Add(1)
 		go func() {

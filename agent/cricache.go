@@ -70,6 +70,14 @@ func (c *criCache) snapshot(ctx context.Context, rt runtimeLister, now time.Time
 	return sbs, ctrs, nil
 }
 
+// invalidate makes the next snapshot list again: an event said the list
+// is out of date.
+func (c *criCache) invalidate() {
+	c.mu.Lock()
+	c.at = time.Time{}
+	c.mu.Unlock()
+}
+
 // containerStatus is the status of listed container x, from the cache when
 // x is still in the state the cached status was read in (running or
 // exited); created or unknown containers are always asked.

@@ -231,7 +231,7 @@ func (w *worker) run(ctx context.Context) {
 		} else {
 			w.sync(ctx)
 		}
-		wait := w.a.syncPeriod
+		wait := w.a.resyncPeriod()
 		w.mu.Lock()
 		if !w.nextWake.IsZero() {
 			if d := w.nextWake.Sub(w.a.clock.Now()); d < wait {
