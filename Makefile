@@ -8,7 +8,7 @@ export GOFLAGS := -buildvcs=false
 GOTESTFLAGS ?=
 OUT := _output
 
-.PHONY: all build deps test-deps bench-deps run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down conformance-k8s conformance-k8s-agent conformance-k8s-containerd conformance-k8s-containerd-debian conformance-containerd-debian containerd bench-cluster conformance-v1.37 conformance-containerd-v1.37 critest-v1.37 fuzz
+.PHONY: all build deps test-deps bench-deps lxcfs run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down conformance-k8s conformance-k8s-agent conformance-k8s-containerd conformance-k8s-containerd-debian conformance-containerd-debian containerd bench-cluster conformance-v1.37 conformance-containerd-v1.37 critest-v1.37 fuzz
 
 all: build
 
@@ -31,9 +31,14 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags $(BUILDTAGS) -ldflags "-s -w" -o bin/peapod-agent ./cmd/peapod-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/peapod-pause ./cmd/peapod-pause
 
+# lxcfs at /var/lib/lxcfs (containers.lxcfs = "auto" uses it when it
+# answers), started where it is not running; it stays up after peapod.
+lxcfs:
+	@bash hack/lxcfs.sh start
+
 # README command 1: install, build, import a locally built busybox image,
 # and run `peapod serve` on embedded defaults in the foreground.
-run: deps build
+run: deps build lxcfs
 	@bash hack/run.sh
 
 # README command 2: install, build and run the whole suite for real, then

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,13 +28,14 @@ type Config struct {
 	// State holds runtime state: conmon pid files, exit files, attach sockets.
 	State string `toml:"state"`
 
-	CRI      CRI                `toml:"cri"`
-	HTTP     HTTP               `toml:"http"`
-	CNI      CNI                `toml:"cni"`
-	Image    Image              `toml:"image"`
-	Registry Registry           `toml:"registry"`
-	Runtimes map[string]Runtime `toml:"runtimes"`
-	Agent    Agent              `toml:"agent"`
+	CRI        CRI                `toml:"cri"`
+	HTTP       HTTP               `toml:"http"`
+	CNI        CNI                `toml:"cni"`
+	Image      Image              `toml:"image"`
+	Registry   Registry           `toml:"registry"`
+	Runtimes   map[string]Runtime `toml:"runtimes"`
+	Agent      Agent              `toml:"agent"`
+	Containers Containers         `toml:"containers"`
 }
 
 // CRI configures the gRPC surface.
@@ -57,6 +59,12 @@ type HTTP struct {
 type CNI struct {
 	ConfDir string   `toml:"conf_dir"`
 	BinDirs []string `toml:"bin_dirs"`
+	// DefaultConf writes peapod's default conf list (a bridge, host-local
+	// IPAM in Subnet, portmap) into conf_dir when it holds none at start.
+	// false leaves conf_dir to a cluster network plugin (Flannel, Calico):
+	// until its config appears, Status reports NetworkReady=false and
+	// RunPodSandbox fails; it is picked up without a restart.
+	DefaultConf bool `toml:"default_conf"`
 	// Bridge and Subnet shape the default conf list peapod writes when
 	// conf_dir holds none.
 	Bridge string `toml:"bridge"`
@@ -188,6 +196,22 @@ type Agent struct {
 	MaxPerPodContainer int `toml:"max_per_pod_container"`
 }
 
+// Containers configures what every container gets beyond its CRI config.
+type Containers struct {
+	// LXCFS bind-mounts lxcfs's proc/{meminfo,cpuinfo,stat,uptime,loadavg,
+	// diskstats,swaps} and sys/devices/system/cpu/online over each
+	// container's own, so /proc shows the container's limits: "auto" when
+	// lxcfs answers at LXCFSDir, "on" always (CreateContainer fails while
+	// lxcfs is down), "off" never. A pod opts out with the annotation
+	// peapod.io/lxcfs: "off".
+	LXCFS string `toml:"lxcfs"`
+	// LXCFSDir is lxcfs's mount point (the argument lxcfs was started with).
+	LXCFSDir string `toml:"lxcfs_dir"`
+}
+
+// LXCFSModes are the values containers.lxcfs takes.
+var LXCFSModes = []string{"auto", "on", "off"}
+
 // ReservedResources are the resource names system_reserved and
 // kube_reserved take.
 var ReservedResources = []string{"cpu", "memory", "ephemeral-storage", "pid"}
@@ -220,10 +244,11 @@ func Default() *Config {
 		},
 		HTTP: HTTP{Address: "127.0.0.1:9315"},
 		CNI: CNI{
-			ConfDir: "/etc/cni/net.d",
-			BinDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
-			Bridge:  "cni0",
-			Subnet:  "10.88.0.0/16",
+			ConfDir:     "/etc/cni/net.d",
+			BinDirs:     []string{"/usr/lib/cni", "/opt/cni/bin"},
+			DefaultConf: true,
+			Bridge:      "cni0",
+			Subnet:      "10.88.0.0/16",
 		},
 		Image: Image{StallTimeout: Duration{time.Minute}},
 		Registry: Registry{
@@ -268,6 +293,7 @@ func Default() *Config {
 			ImageGCPeriod:                    Duration{5 * time.Minute},
 			MaxPerPodContainer:               1,
 		},
+		Containers: Containers{LXCFS: "auto", LXCFSDir: "/var/lib/lxcfs"},
 	}
 }
 
@@ -327,7 +353,7 @@ func Parse(data []byte, c *Config) error {
 
 // Validate checks values that TOML types alone cannot.
 func (c *Config) Validate() error {
-	for key, p := range map[string]string{"root": c.Root, "state": c.State, "cri.socket": c.CRI.Socket, "cni.conf_dir": c.CNI.ConfDir, "agent.manifests_dir": c.Agent.ManifestsDir, "agent.pod_logs_dir": c.Agent.PodLogsDir, "agent.volume_plugin_dir": c.Agent.VolumePluginDir} {
+	for key, p := range map[string]string{"root": c.Root, "state": c.State, "cri.socket": c.CRI.Socket, "cni.conf_dir": c.CNI.ConfDir, "agent.manifests_dir": c.Agent.ManifestsDir, "agent.pod_logs_dir": c.Agent.PodLogsDir, "agent.volume_plugin_dir": c.Agent.VolumePluginDir, "containers.lxcfs_dir": c.Containers.LXCFSDir} {
 		if p == "" || !filepath.IsAbs(p) {
 			return fmt.Errorf("%s: %q must be an absolute path", key, p)
 		}
@@ -337,6 +363,9 @@ func (c *Config) Validate() error {
 	}
 	if ip := c.Agent.NodeIP; ip != "" && net.ParseIP(ip) == nil {
 		return fmt.Errorf("agent.node_ip: %q is not an IP address", ip)
+	}
+	if !slices.Contains(LXCFSModes, c.Containers.LXCFS) {
+		return fmt.Errorf("containers.lxcfs: %q must be one of %s", c.Containers.LXCFS, strings.Join(LXCFSModes, ", "))
 	}
 	if c.Agent.MaxPods <= 0 {
 		return fmt.Errorf("agent.max_pods: must be positive, got %d", c.Agent.MaxPods)
@@ -429,8 +458,11 @@ const header = `# peapod configuration. Every key below is the embedded default;
 # state     runtime state (conmon, exit files, attach sockets)
 # [cri]     the CRI gRPC socket, default OCI runtime handler, streaming address
 # [http]    /metrics, /healthz and /pods; pprof = true adds /debug/pprof/
-# [cni]     conf dir, plugin dirs; bridge and subnet of the default conf list
-#           peapod writes when conf_dir holds none
+# [cni]     conf dir (the first valid config in it, by name, is the pods'
+#           network; a config added or changed is used from the next pod
+#           on), plugin dirs; default_conf = true writes a default conf list
+#           (bridge, subnet) when conf_dir holds none at start, false leaves
+#           conf_dir to a cluster network plugin such as Flannel
 # [image]   stall_timeout cancels a pull with no real progress for that long
 # [registry.mirrors."HOST"]  endpoints tried instead of HOST, never falling
 #           back to it; loopback registries are plain http without config
@@ -442,5 +474,9 @@ const header = `# peapod configuration. Every key below is the embedded default;
 #           with the kubelet's names: QoS cgroups under cgroup_root,
 #           system_reserved / kube_reserved, eviction_* thresholds, image
 #           GC and max_per_pod_container dead containers kept
+# [containers]  lxcfs = "auto" | "on" | "off": lxcfs's proc/{meminfo,cpuinfo,
+#           stat,uptime,loadavg,diskstats,swaps} and sys/devices/system/cpu/
+#           online over every container's own (auto: when lxcfs answers at
+#           lxcfs_dir); a pod opts out with annotation peapod.io/lxcfs = "off"
 
 `

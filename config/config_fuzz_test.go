@@ -19,6 +19,7 @@ func FuzzParse(f *testing.F) {
 		"[registry.mirrors.\"docker.io\"]\nendpoints = [\"http://127.0.0.1:5000\"]\n",
 		"[runtimes.runc]\npath = \"/usr/sbin/runc\"\n[cri]\ndefault_runtime = \"runc\"\n",
 		"[image]\nstall_timeout = \"1m\"\n",
+		"[containers]\nlxcfs = \"on\"\nlxcfs_dir = \"/run/lxcfs\"\n",
 		"[image]\nstall_timeout = \"-1s\"\n",
 		"root = 5\n",
 		"[agent]\nenabled = false\nunknown = 1\n",

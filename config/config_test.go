@@ -71,6 +71,32 @@ func TestParse(t *testing.T) {
 		{name: "soft threshold without grace", toml: "[agent]\neviction_soft = { \"memory.available\" = \"1Gi\" }\n", wantErr: "agent.eviction_soft"},
 		{name: "zero pod pids limit", toml: "[agent]\npod_pids_limit = 0\n", wantErr: "agent.pod_pids_limit"},
 		{name: "bad subnet", toml: "[cni]\nsubnet = \"10.88.0.0\"\n", wantErr: "cni.subnet"},
+		{name: "cni default conf on by default, off on request", toml: "[cni]\ndefault_conf = false\n", check: func(t *testing.T, c *Config) {
+			if c.CNI.DefaultConf || !Default().CNI.DefaultConf || c.CNI.ConfDir != "/etc/cni/net.d" {
+				t.Fatalf("cni = %+v", c.CNI)
+			}
+		}},
+		{name: "cni default conf not a bool", toml: "[cni]\ndefault_conf = \"no\"\n", wantErr: "default_conf"},
+		{name: "lxcfs auto by default", toml: "", check: func(t *testing.T, c *Config) {
+			if c.Containers.LXCFS != "auto" || c.Containers.LXCFSDir != "/var/lib/lxcfs" {
+				t.Fatalf("containers = %+v", c.Containers)
+			}
+		}},
+		{name: "lxcfs off, own dir", toml: "[containers]\nlxcfs = \"off\"\nlxcfs_dir = \"/run/lxcfs\"\n", check: func(t *testing.T, c *Config) {
+			if c.Containers.LXCFS != "off" || c.Containers.LXCFSDir != "/run/lxcfs" {
+				t.Fatalf("containers = %+v", c.Containers)
+			}
+		}},
+		{name: "lxcfs on", toml: "[containers]\nlxcfs = \"on\"\n", check: func(t *testing.T, c *Config) {
+			if c.Containers.LXCFS != "on" {
+				t.Fatalf("containers = %+v", c.Containers)
+			}
+		}},
+		{name: "lxcfs bool", toml: "[containers]\nlxcfs = true\n", wantErr: "lxcfs"},
+		{name: "lxcfs unknown mode", toml: "[containers]\nlxcfs = \"yes\"\n", wantErr: `containers.lxcfs: "yes" must be one of auto, on, off`},
+		{name: "lxcfs relative dir", toml: "[containers]\nlxcfs_dir = \"var/lib/lxcfs\"\n", wantErr: "containers.lxcfs_dir"},
+		{name: "lxcfs empty dir", toml: "[containers]\nlxcfs_dir = \"\"\n", wantErr: "containers.lxcfs_dir"},
+		{name: "unknown containers key", toml: "[containers]\nlxcfs_mode = \"on\"\n", wantErr: "unknown key containers.lxcfs_mode"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,7 +123,7 @@ func TestRenderRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{"root = ", "[cri]", "socket = \"/run/peapod/peapod.sock\"", "[http]", "[cni]", "[agent]", "manifests_dir", "stall_timeout = \"1m0s\""} {
+	for _, key := range []string{"root = ", "[cri]", "socket = \"/run/peapod/peapod.sock\"", "[http]", "[cni]", "default_conf = true", "[agent]", "manifests_dir", "stall_timeout = \"1m0s\"", "[containers]", "lxcfs = \"auto\"", "lxcfs_dir = \"/var/lib/lxcfs\""} {
 		if !strings.Contains(string(out), key) {
 			t.Errorf("default config lacks %q:\n%s", key, out)
 		}

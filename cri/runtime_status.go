@@ -2,11 +2,15 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"peapod/sandbox/network"
 )
 
 // Version answers with peapod's name and version.
@@ -36,18 +40,35 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 			runtimeCond.Message = fmt.Sprintf("default runtime handler %q: %v", s.deps.DefaultHandler, err)
 		}
 	}
+	// NetworkReady=false until the conf dir holds a usable config (the
+	// kubelet keeps the node NotReady meanwhile); the conf dir is re-read
+	// on every call, so it turns true on the first Status after a cluster
+	// network plugin installs its config. Reason and message are the ones
+	// containerd and CRI-O give.
 	netCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
-	if s.deps.Network == nil {
+	var cniStatus *network.ConfStatus
+	var netErr error
+	switch n := s.deps.Network.(type) {
+	case nil:
+		netErr = errors.New("no network manager")
+	case confStatuser:
+		st := n.ConfStatus()
+		cniStatus, netErr = &st, st.Err
+	default:
+		netErr = n.Ready()
+	}
+	if netErr != nil {
 		netCond.Status = false
 		netCond.Reason = "NetworkPluginNotReady"
-		netCond.Message = "no network manager"
-	} else if err := s.deps.Network.Ready(); err != nil {
-		netCond.Status = false
-		netCond.Reason = "NetworkPluginNotReady"
-		netCond.Message = "Network plugin returns error: " + err.Error()
+		netCond.Message = "Network plugin returns error: " + netErr.Error()
+	}
+	conds := []*runtimeapi.RuntimeCondition{runtimeCond, netCond}
+	lxcfs, lxcfsOn := s.lxcfsStatus()
+	if lxcfsOn {
+		conds = append(conds, lxcfsCondition(lxcfs))
 	}
 	resp := &runtimeapi.StatusResponse{
-		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeCond, netCond}},
+		Status: &runtimeapi.RuntimeStatus{Conditions: conds},
 		Features: &runtimeapi.RuntimeFeatures{
 			SupplementalGroupsPolicy: true,
 		},
@@ -87,8 +108,36 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 			"runtimeHandlerStatus": "{" + strings.Join(info, ", ") + "}",
 			"defaultRuntime":       fmt.Sprintf("%q", s.deps.DefaultHandler),
 		}
+		if cniStatus != nil {
+			cniInfo(resp.Info, *cniStatus)
+		}
+		if lxcfsOn {
+			resp.Info["lxcfs"] = lxcfsInfo(lxcfs)
+		}
 	}
 	return resp, nil
+}
+
+// confStatuser is the part of the network manager `crictl info` shows.
+type confStatuser interface{ ConfStatus() network.ConfStatus }
+
+// cniInfo adds the CNI config in use under containerd's keys, so what an
+// operator reads in `crictl info` is where containerd puts it:
+// "lastCNILoadStatus" ("OK" or why pods cannot be networked) and "cniconfig".
+func cniInfo(info map[string]string, st network.ConfStatus) {
+	load := "OK"
+	if st.Err != nil {
+		load = st.Err.Error()
+	}
+	info["lastCNILoadStatus"] = fmt.Sprintf("%q", load)
+	cc, _ := json.Marshal(struct {
+		PluginDirs    []string `json:"PluginDirs"`
+		PluginConfDir string   `json:"PluginConfDir"`
+		ConfFile      string   `json:"ConfFile"`
+		Network       string   `json:"Network"`
+		Plugins       []string `json:"Plugins"`
+	}{st.BinDirs, st.ConfDir, st.File, st.Network, st.Plugins})
+	info["cniconfig"] = string(cc)
 }
 
 // RuntimeConfig reports the cgroup driver; the kubelet follows it.

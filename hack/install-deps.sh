@@ -9,6 +9,8 @@
 #                        iptables            portmap and the bridge plugin's ipMasq run iptables(-restore)
 #                        iproute2            ip netns / ip link
 #                        e2fsprogs, mount, util-linux   mkfs.ext4, losetup/mount, nsenter/unshare
+#                        lxcfs               containers.lxcfs: container-aware /proc files (hack/lxcfs.sh
+#                                            starts it; its Debian service is held back like the others)
 #   test               runtime, plus what the tests use:
 #                        docker-registry     local registry (hack/registry.sh, hack/testenv)
 #                        busybox-static      /bin/busybox, the source of every test image
@@ -24,14 +26,14 @@
 # on :5000 afterwards. Quiet on success; apt's output is shown on failure.
 set -euo pipefail
 
-runtime_pkgs=(runc crun conmon containernetworking-plugins iptables iproute2 e2fsprogs mount util-linux)
+runtime_pkgs=(runc crun conmon containernetworking-plugins iptables iproute2 e2fsprogs mount util-linux lxcfs)
 test_pkgs=(docker-registry busybox-static prometheus containerd)
 bench_pkgs=()
 
 # What must exist afterwards, checked whatever apt said.
 runtime_files=(/usr/sbin/runc /usr/bin/crun /usr/bin/conmon /usr/lib/cni/bridge /usr/lib/cni/host-local
 	/usr/lib/cni/loopback /usr/lib/cni/portmap /usr/sbin/iptables /usr/sbin/iptables-restore /usr/sbin/ip
-	/usr/sbin/mkfs.ext4 /usr/sbin/losetup /usr/bin/nsenter)
+	/usr/sbin/mkfs.ext4 /usr/sbin/losetup /usr/bin/nsenter /usr/bin/lxcfs)
 test_files=(/usr/bin/docker-registry /bin/busybox /usr/bin/prometheus /usr/bin/containerd /usr/bin/containerd-shim-runc-v2)
 bench_files=()
 
@@ -42,7 +44,7 @@ case ${1:-runtime} in
 runtime) pkgs=("${runtime_pkgs[@]}") files=("${runtime_files[@]}") ;;
 test) pkgs=("${runtime_pkgs[@]}" "${test_pkgs[@]}") files=("${runtime_files[@]}" "${test_files[@]}") ;;
 bench) pkgs=("${runtime_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") files=("${runtime_files[@]}" "${test_files[@]}" "${bench_files[@]}") ;;
--h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 *) echo "usage: $0 [runtime|test|bench]" >&2; exit 2 ;;
 esac
 

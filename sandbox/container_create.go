@@ -40,6 +40,12 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 	if err != nil {
 		return "", err
 	}
+	// lxcfs's files for this container, decided before any work: "on"
+	// refuses while lxcfs is down.
+	lxcfsDir, lxcfsPaths, lxcfsGen, err := m.lxcfsFor(sb)
+	if err != nil {
+		return "", err
+	}
 	sbMD := sb.Config().GetMetadata()
 	id := newID()
 	name := fmt.Sprintf("%s_%s_%s_%s_%d", cfg.GetMetadata().GetName(), sbMD.GetName(), sbMD.GetNamespace(), sbMD.GetUid(), cfg.GetMetadata().GetAttempt())
@@ -100,6 +106,8 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 		HostnamePath:     filepath.Join(sbDir, "hostname"),
 		ResolvPath:       filepath.Join(sbDir, "resolv.conf"),
 		CgroupsPath:      cgroupsPath,
+		LXCFSDir:         lxcfsDir,
+		LXCFSPaths:       lxcfsPaths,
 		MinOOMScoreAdj:   m.minOOMScoreAdj,
 		NoHugetlb:        m.noHugetlb,
 		NoSwapAccounting: m.noSwapAccounting,
@@ -206,6 +214,7 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 	m.mu.Lock()
 	m.containers[id] = c
 	m.mu.Unlock()
+	m.lxcfsCreated(id, lxcfsGen, lxcfsDir != "")
 	klog.InfoS("Container created", "id", id, "sandbox", sbRec.ID, "name", cfg.GetMetadata().GetName(), "steps", undo.timings())
 	m.emitContainer(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, c)
 	return id, nil

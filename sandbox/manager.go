@@ -83,6 +83,8 @@ type Options struct {
 	PauseArgs []string
 	// DefaultCgroupParent is used when a pod names none.
 	DefaultCgroupParent string
+	// LXCFS puts lxcfs's /proc files into containers (container_lxcfs.go).
+	LXCFS LXCFSOptions
 }
 
 // Manager owns every sandbox and container of this node.
@@ -107,6 +109,9 @@ type Manager struct {
 	podStarts podStarts
 	// events passes lifecycle events to cri/'s stream (events.go).
 	events eventHook
+	// lxcfs keeps containers on the live lxcfs (container_lxcfs.go); nil
+	// when containers.lxcfs is off.
+	lxcfs *lxcfsManager
 }
 
 // New loads the records and reconciles them with the kernel (restore.go)
@@ -133,6 +138,7 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 	m.minOOMScoreAdj = ownOOMScoreAdj()
 	m.noHugetlb = !cgroupfs.HasController("hugetlb")
 	m.noSwapAccounting = noSwapAccounting()
+	m.lxcfs = newLXCFSManager(o.LXCFS)
 	if err := m.makePauseRoot(); err != nil {
 		return nil, fmt.Errorf("pause root: %w", err)
 	}

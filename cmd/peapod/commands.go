@@ -189,6 +189,7 @@ func runCheck(args []string) error {
 	} else {
 		report("overlayfs", nil)
 	}
+	checkLXCFS(cfg, report, func(kind, what string) { fmt.Printf("%-5s %s\n", kind, what) })
 	if len(failed) > 0 {
 		return fmt.Errorf("%d checks failed", len(failed))
 	}

@@ -13,11 +13,12 @@ import (
 )
 
 // registerNodeMetrics adds the node collector (cAdvisor-named container,
-// pod and node series from the sandbox manager's one-second stats cache)
-// and the runtime's pod start histogram to reg, and mounts /debug/pprof/
-// on mux when http.pprof is set.
+// pod and node series from the sandbox manager's one-second stats cache),
+// the runtime's pod start histogram and lxcfs's state to reg, and mounts
+// /debug/pprof/ on mux when http.pprof is set.
 func registerNodeMetrics(cfg *config.Config, reg prometheus.Registerer, mgr *sandbox.Manager, mux *http.ServeMux) {
 	reg.MustRegister(metrics.NewNodeCollector(mgr))
+	reg.MustRegister(metrics.NewLXCFSCollector(mgr))
 	mgr.OnPodStart(metrics.NewPodStart(reg).Observe)
 	if cfg.HTTP.Pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)

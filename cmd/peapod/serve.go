@@ -122,6 +122,8 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 		CacheDir: filepath.Join(cfg.Root, "cni-cache"),
 		Bridge:   cfg.CNI.Bridge,
 		Subnet:   cfg.CNI.Subnet,
+		// Off: conf_dir belongs to the cluster's network plugin.
+		NoDefaultConf: !cfg.CNI.DefaultConf,
 	})
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
@@ -167,10 +169,12 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 		Images:         images,
 		PausePath:      pausePath,
 		PauseArgs:      pauseArgs,
+		LXCFS:          sandbox.LXCFSOptions{Mode: cfg.Containers.LXCFS, Dir: cfg.Containers.LXCFSDir},
 	})
 	if err != nil {
 		return fmt.Errorf("sandboxes: %w", err)
 	}
+	go mgr.RunLXCFS(ctx)
 	for _, rt := range ociRuntimes {
 		go func() {
 			for id := range rt.Exits() {
@@ -288,6 +292,13 @@ func findPause() (string, []string, error) {
 	helper := filepath.Join(filepath.Dir(self), "peapod-pause")
 	if fi, err := os.Stat(helper); err == nil && fi.Mode().IsRegular() {
 		return helper, nil, nil
+	}
+	// The pause confines itself with AllThreadsSyscall, which a binary
+	// built with cgo refuses (ENOTSUP): such a peapod would report ready
+	// and then fail every RunPodSandbox. Say so at start-up instead.
+	if _, _, e := syscall.AllThreadsSyscall(syscall.SYS_GETPID, 0, 0, 0); e == syscall.ENOTSUP {
+		return "", nil, fmt.Errorf("no %s beside %s, and this peapod was built with cgo, so it cannot be its own pod pause: "+
+			"build with CGO_ENABLED=0 (make build does) or install peapod-pause (CGO_ENABLED=0 go build ./cmd/peapod-pause) beside it", helper, self)
 	}
 	return self, []string{"pause"}, nil
 }

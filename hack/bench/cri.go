@@ -42,7 +42,7 @@ func grpcLifecycles(ctx context.Context, o options, rt *runtime, r *result) erro
 	}
 	r.grpc = map[string][]float64{}
 	for i := 0; i < o.n; i++ {
-		t, err := grpcLifecycle(ctx, o, cl, fmt.Sprintf("grpc-%d", i))
+		t, err := grpcLifecycle(ctx, o, cl, fmt.Sprintf("grpc-%d", i), nil)
 		if err != nil {
 			return err
 		}
@@ -59,10 +59,17 @@ func grpcLifecycles(ctx context.Context, o options, rt *runtime, r *result) erro
 // grpcLifecycle runs one pod and its container, timing each call, then
 // stops and removes the pod (untimed), also when a call failed. A pod whose
 // RunPodSandbox failed half-way has no id here; rt.stop's rmp -af removes it.
-func grpcLifecycle(ctx context.Context, o options, cl runtimeapi.RuntimeServiceClient, name string) (t map[string]float64, err error) {
+// annotations are added to the pod's.
+func grpcLifecycle(ctx context.Context, o options, cl runtimeapi.RuntimeServiceClient, name string, annotations map[string]string) (t map[string]float64, err error) {
 	podCfg, ctrCfg, err := grpcConfigs(o, name)
 	if err != nil {
 		return nil, err
+	}
+	for k, v := range annotations {
+		if podCfg.Annotations == nil {
+			podCfg.Annotations = map[string]string{}
+		}
+		podCfg.Annotations[k] = v
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute) // crictl's --timeout
 	defer cancel()

@@ -37,6 +37,7 @@ type options struct {
 	critestN       int           // critest -benchmark samples per benchmark; 0 skips it
 	critestTimeout time.Duration // one critest run; stopped at it
 	only           string        // "", or a comma list of peapod, containerd, containerd-debian
+	lxcfs          bool          // also time peapod's gRPC pod starts with lxcfs on
 	cgroup         string        // the pods' cgroup parent's parent, removed at the end
 	keepOnError    bool
 }
@@ -56,6 +57,7 @@ func main() {
 	flag.DurationVar(&o.critestTimeout, "critest-timeout", 5*time.Minute, "stop critest -benchmark after this long")
 	flag.StringVar(&o.only, "only", "", "run only these runtimes (comma list): peapod, containerd (the current release, "+containerdref.CurrentVersion+"), containerd-debian (Debian's 1.6)")
 	flag.BoolVar(&o.keepOnError, "keep", false, "keep the scratch dir when a phase fails")
+	flag.BoolVar(&o.lxcfs, "lxcfs", true, "after the peapod column, time n gRPC pod starts with lxcfs and n without on a peapod with containers.lxcfs = on (an lxcfs of the run's own)")
 	flag.Parse()
 	// critest runs in its own dir: every path handed to it is absolute.
 	if abs, err := filepath.Abs(o.out); err == nil {
@@ -150,6 +152,9 @@ func run(ctx context.Context, o options) (retErr error) {
 		r, err := measure(ctx, o, rt)
 		if stopErr := rt.stop(); stopErr != nil && err == nil {
 			err = stopErr
+		}
+		if err == nil && key == "peapod" && o.lxcfs {
+			r.lxcfsWith, r.lxcfsWithout, err = lxcfsStarts(ctx, o, rt, reg.addr)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", rt.name, err)

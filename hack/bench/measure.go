@@ -48,6 +48,10 @@ type result struct {
 	}
 	profiles []string
 	critest  *critestResult // nil when the phase is off
+	// lxcfsWith, lxcfsWithout: peapod only, gRPC start totals on a
+	// daemon with containers.lxcfs = "on", of pods with lxcfs and of pods
+	// that opt out, interleaved (lxcfs.go).
+	lxcfsWith, lxcfsWithout []float64
 }
 
 var phaseOrder = []string{"runp", "create", "start", "stopp", "rmp", "total"}

@@ -25,6 +25,7 @@ type runtime struct {
 	cmd      *exec.Cmd
 	dir      string
 	bridge   string
+	subnet   string // of its CNI conf list
 	httpAddr string // peapod's /metrics and /debug/pprof/
 	// helpers lists the per-pod helper processes (conmon / shims) of this
 	// daemon only, from their command lines.
@@ -140,6 +141,7 @@ func startPeapod(ctx context.Context, o options, reg string, n int) (*runtime, e
 	if err != nil {
 		return nil, err
 	}
+	rt.subnet = subnet
 	if err := writeCNI(d, "bench-peapod", rt.bridge, subnet); err != nil {
 		return nil, err
 	}
@@ -156,7 +158,7 @@ func startPeapod(ctx context.Context, o options, reg string, n int) (*runtime, e
 	}
 	rt.httpAddr = "127.0.0.1:" + strconv.Itoa(port)
 	sock := filepath.Join(d, "run", "peapod.sock")
-	cfg, err := writePeapodConfig(d, filepath.Join(d, "peapod.toml"), sock, rt.httpAddr, rt.bridge, subnet, reg, "/"+o.cgroup+"/peapod", false)
+	cfg, err := writePeapodConfig(d, filepath.Join(d, "peapod.toml"), sock, rt.httpAddr, rt.bridge, subnet, reg, "/"+o.cgroup+"/peapod", false, "")
 	if err != nil {
 		return nil, err
 	}
@@ -170,8 +172,10 @@ func startPeapod(ctx context.Context, o options, reg string, n int) (*runtime, e
 // writePeapodConfig writes a config with its own root, state and socket
 // under dir (cniDir's conf list is shared: peapod writes none when one is
 // there) and returns its path. The agent's QoS tree goes below
-// cgroupRoot, which the run removes at its end.
-func writePeapodConfig(cniDir, path, sock, httpAddr, bridge, subnet, reg, cgroupRoot string, agent bool) (string, error) {
+// cgroupRoot, which the run removes at its end. lxcfs is off unless
+// lxcfsDir names an lxcfs mount (then "on"): the figures must not depend
+// on whether the host runs lxcfs at /var/lib/lxcfs.
+func writePeapodConfig(cniDir, path, sock, httpAddr, bridge, subnet, reg, cgroupRoot string, agent bool, lxcfsDir string) (string, error) {
 	d := filepath.Dir(path)
 	var b strings.Builder
 	fmt.Fprintf(&b, "root = %q\nstate = %q\n", filepath.Join(d, "root"), filepath.Dir(sock))
@@ -183,6 +187,11 @@ func writePeapodConfig(cniDir, path, sock, httpAddr, bridge, subnet, reg, cgroup
 	fmt.Fprintf(&b, "[agent]\nenabled = %t\nmanifests_dir = %q\npod_logs_dir = %q\nvolume_plugin_dir = %q\n",
 		agent, filepath.Join(d, "manifests"), filepath.Join(d, "podlogs"), filepath.Join(d, "volume-plugins"))
 	fmt.Fprintf(&b, "cgroup_root = %q\n", cgroupRoot)
+	if lxcfsDir == "" {
+		b.WriteString("[containers]\nlxcfs = \"off\"\n")
+	} else {
+		fmt.Fprintf(&b, "[containers]\nlxcfs = \"on\"\nlxcfs_dir = %q\n", lxcfsDir)
+	}
 	for _, h := range []string{"docker.io", "registry.k8s.io"} {
 		fmt.Fprintf(&b, "[registry.mirrors.%q]\nendpoints = [\"http://%s\"]\n", h, reg)
 	}
@@ -200,7 +209,7 @@ func writePeapodConfig(cniDir, path, sock, httpAddr, bridge, subnet, reg, cgroup
 func peapodIdleWithAgent(ctx context.Context, o options, cniDir, bridge, subnet, reg string) (mem, rssSplit, mem, error) {
 	d := filepath.Join(o.dir, "peapod-agent")
 	sock := filepath.Join(d, "run", "peapod.sock")
-	cfg, err := writePeapodConfig(cniDir, filepath.Join(d, "peapod.toml"), sock, "127.0.0.1:0", bridge, subnet, reg, "/"+o.cgroup+"/peapod-agent", true)
+	cfg, err := writePeapodConfig(cniDir, filepath.Join(d, "peapod.toml"), sock, "127.0.0.1:0", bridge, subnet, reg, "/"+o.cgroup+"/peapod-agent", true, "")
 	if err != nil {
 		return mem{}, rssSplit{}, mem{}, err
 	}

@@ -83,7 +83,8 @@ func render(o options, rs []*result, loadBefore, loadAfter string) (string, []st
 			if math.IsNaN(v) {
 				rw.vals = append(rw.vals, "n/a")
 				// Only peapod serves /metrics and has an agent.
-				if !((strings.HasPrefix(label, "/metrics") || strings.HasPrefix(label, "peapod-agent")) && r.key != "peapod") {
+				// lxcfs: a peapod-only row, and none without /usr/bin/lxcfs.
+				if !((strings.HasPrefix(label, "/metrics") || strings.HasPrefix(label, "peapod-agent")) && r.key != "peapod") && !strings.Contains(label, "lxcfs on") {
 					missing = append(missing, fmt.Sprintf("%s: %s", r.name, label))
 				}
 				continue
@@ -109,6 +110,22 @@ func render(o options, rs []*result, loadBefore, loadAfter string) (string, []st
 	}
 	add("pod+container start over gRPC (Run+Create+Start) p50", func(r *result) float64 { return grpcStart(r, 0.5) }, ms)
 	add("pod+container start over gRPC (Run+Create+Start) p90", func(r *result) float64 { return grpcStart(r, 0.9) }, ms)
+	if o.lxcfs {
+		for _, v := range []struct {
+			what string
+			xs   func(r *result) []float64
+		}{{"with lxcfs", func(r *result) []float64 { return r.lxcfsWith }}, {"pod opted out", func(r *result) []float64 { return r.lxcfsWithout }}} {
+			for _, q := range []float64{0.5, 0.9} {
+				v, q := v, q
+				add(fmt.Sprintf("pod+container start over gRPC, lxcfs on, %s (peapod) p%.0f", v.what, q*100), func(r *result) float64 {
+					if r.key != "peapod" || len(v.xs(r)) == 0 {
+						return math.NaN()
+					}
+					return quantile(v.xs(r), q)
+				}, ms)
+			}
+		}
+	}
 	add(fmt.Sprintf("%d pods in parallel: all running", o.parallel), func(r *result) float64 { return r.par }, sec)
 	add(fmt.Sprintf("density %d pods (%d at a time): all running", o.density, o.batch), func(r *result) float64 { return r.density.wall }, sec)
 	add("density: pod start p50", func(r *result) float64 { return quantile(r.density.starts, 0.5) }, ms)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# hack/cluster/build.sh [all|control-plane|e2e|containerd|metrics-server] —
+# hack/cluster/build.sh [all|control-plane|e2e|containerd|metrics-server|flannel] —
 # build the Kubernetes components peapod's cluster tests run, from the Go
 # module proxy, into a cache outside the work tree keyed by version:
 #
@@ -13,6 +13,10 @@
 #                                  (metrics-server: kubectl top through the
 #                                   aggregated metrics.k8s.io API; prints its
 #                                   own bin dir; `all` builds it too)
+#   $PEAPOD_CACHE/flannel-$FLANNEL_VERSION/{bin/flanneld,cni/flannel}
+#                                  (flannel: the cluster network of the
+#                                   multi-node tests; flanneld and the
+#                                   `flannel` CNI meta plugin; prints its dir)
 #
 # PEAPOD_CACHE defaults to /var/cache/peapod; K8S_VERSION to v1.37.2 (the
 # release whose k8s.io/* v0.37.2 libraries peapod links). A binary already in
@@ -29,6 +33,14 @@ set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 METRICS_SERVER_VERSION=${METRICS_SERVER_VERSION:-v0.9.0}
+FLANNEL_VERSION=${FLANNEL_VERSION:-v0.28.10}
+# The `flannel` CNI meta plugin: its own repository (flannel-io/cni-plugin)
+# is refused by the module proxy; containernetworking/plugins carried the same
+# plugin until v0.9.1 (plugins/meta/flannel), where it builds.
+FLANNEL_CNI_VERSION=${FLANNEL_CNI_VERSION:-v0.9.1}
+# flannel requires tencentcloud-sdk-go/tencentcloud/vpc v1.3.188, which the
+# module proxy refuses; v1.3.75 is served and has what its tencentvpc backend uses.
+FLANNEL_TENCENT_VPC=${FLANNEL_TENCENT_VPC:-v1.3.75}
 PEAPOD_CACHE=${PEAPOD_CACHE:-/var/cache/peapod}
 what=${1:-control-plane}
 
@@ -177,12 +189,64 @@ build_metrics_server() {
 	echo "$mbin"
 }
 
+# build_flannel: flanneld (github.com/flannel-io/flannel, its module root is
+# package main) and the `flannel` CNI meta plugin, into
+# $PEAPOD_CACHE/flannel-$FLANNEL_VERSION/{bin,cni}; prints that dir.
+#
+# flanneld: a scratch module requires the release and replaces the one
+# dependency the proxy refuses (FLANNEL_TENCENT_VPC above), so minimal version
+# selection picks exactly flannel's own versions otherwise. cgo on, as
+# flannel's Makefile builds amd64 (the UDP backend's C proxy), static like
+# its release binaries; netgo/osusergo keep glibc's NSS out of a static
+# binary. The CNI plugin: `go install pkg@version` (the v0.9.1 go.mod has no
+# replaces), static, no cgo. Neither touches peapod's go.mod.
+build_flannel() {
+	local fdir=$PEAPOD_CACHE/flannel-$FLANNEL_VERSION
+	if [ -x "$fdir/bin/flanneld" ] && [ -x "$fdir/cni/flannel" ]; then
+		echo "$fdir"
+		return 0
+	fi
+	local start=$SECONDS tmp
+	mkdir -p "$fdir/bin" "$fdir/cni"
+	rm -rf "$fdir/.tmp"
+	mkdir -p "$fdir/.tmp"
+	if [ ! -x "$fdir/bin/flanneld" ]; then
+		command -v gcc >/dev/null || die "flanneld needs cgo: no gcc (apt-get install gcc libc6-dev)"
+		log "building flanneld $FLANNEL_VERSION (cgo; cold: ~1.5 min on 2 cores)"
+		tmp=$(mktemp -d "$fdir/mod.XXXXXX")
+		(
+			cd "$tmp"
+			go mod init peapod.local/flannel-build >/dev/null 2>&1
+			go mod edit -require="github.com/flannel-io/flannel@$FLANNEL_VERSION" \
+				-replace="github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc=github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc@$FLANNEL_TENCENT_VPC"
+			go mod download github.com/flannel-io/flannel
+			CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo \
+				-ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION -extldflags -static" \
+				-o "$fdir/.tmp/flanneld" github.com/flannel-io/flannel
+		) || { rm -rf "$tmp" "$fdir/.tmp"; die "flanneld $FLANNEL_VERSION build failed"; }
+		rm -rf "$tmp"
+		mv -f "$fdir/.tmp/flanneld" "$fdir/bin/flanneld"
+	fi
+	if [ ! -x "$fdir/cni/flannel" ]; then
+		log "building the flannel CNI plugin (containernetworking/plugins $FLANNEL_CNI_VERSION plugins/meta/flannel)"
+		GOBIN="$fdir/.tmp" go install -trimpath \
+			-ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$FLANNEL_CNI_VERSION" \
+			"github.com/containernetworking/plugins/plugins/meta/flannel@$FLANNEL_CNI_VERSION" ||
+			{ rm -rf "$fdir/.tmp"; die "flannel CNI plugin $FLANNEL_CNI_VERSION build failed"; }
+		mv -f "$fdir/.tmp/flannel" "$fdir/cni/flannel"
+	fi
+	rm -rf "$fdir/.tmp"
+	log "flannel $FLANNEL_VERSION built in $((SECONDS - start))s"
+	echo "$fdir"
+}
+
 case $what in
 control-plane) build_control_plane ;;
 e2e) build_e2e ;;
 all) build_control_plane; build_e2e; build_metrics_server >/dev/null ;;
 containerd) build_containerd; exit 0 ;;
 metrics-server) build_metrics_server; exit 0 ;;
-*) echo "usage: $0 [all|control-plane|e2e|containerd|metrics-server]" >&2; exit 2 ;;
+flannel) build_flannel; exit 0 ;;
+*) echo "usage: $0 [all|control-plane|e2e|containerd|metrics-server|flannel]" >&2; exit 2 ;;
 esac
 echo "$bin"

@@ -2,17 +2,18 @@ package network
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
+	"syscall"
 
 	"github.com/containernetworking/cni/libcni"
 	"k8s.io/klog/v2"
+
+	"peapod/internal/atomicfile"
 )
 
 // confExts are the file name extensions libcni, CRI-O and containerd read.
@@ -83,125 +84,124 @@ func writeDefaultConfIfEmpty(o Options) error {
 	if err := os.MkdirAll(o.ConfDir, 0o755); err != nil {
 		return fmt.Errorf("CNI conf dir: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(o.ConfDir, DefaultConfFile), data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(o.ConfDir, DefaultConfFile), data, 0o644); err != nil {
 		return fmt.Errorf("writing the default CNI config: %w", err)
 	}
 	klog.InfoS("wrote the default CNI config", "file", filepath.Join(o.ConfDir, DefaultConfFile), "bridge", o.Bridge, "subnet", o.Subnet)
 	return nil
 }
 
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	// The temp name does not end in a config extension, so a reader that
-	// lists the dir meanwhile never sees a half-written config.
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-// stamp identifies one version of a file or dir cheaply.
+// stamp identifies one version of a config file cheaply: a file replaced
+// by rename gets a new inode, one rewritten in place a new mtime or size.
 type stamp struct {
-	mtime time.Time
+	name  string
+	ino   uint64
+	mtime int64 // ns
 	size  int64
 }
 
-func stampOf(fi fs.FileInfo) stamp { return stamp{fi.ModTime(), fi.Size()} }
+func stampOf(path string, fi fs.FileInfo) stamp {
+	st := stamp{name: filepath.Base(path), mtime: fi.ModTime().UnixNano(), size: fi.Size()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = sys.Ino
+	}
+	return st
+}
 
-// confCache holds the network list last loaded from the conf dir. It stays
-// valid while the dir's mtime (files added, removed, renamed) and the chosen
-// file's mtime and size are unchanged.
+// confCache holds the network list last loaded from the conf dir, with the
+// stamps of every config file in it at that time. It stays valid while those
+// stamps are unchanged: a file added, removed, renamed or rewritten (even an
+// invalid one sorting first, which may have become valid) reloads it.
 type confCache struct {
-	dir      stamp
-	file     string
-	fileSt   stamp
-	list     *libcni.NetworkConfigList
-	err      error
-	loadedAt time.Time
+	stamps []stamp
+	file   string
+	list   *libcni.NetworkConfigList
 }
 
 // networkList returns the network to use: the first valid config in the conf
-// dir by file name, re-read when the dir or that file changed.
+// dir by file name. The dir is listed and its config files stat'ed on every
+// call (a few syscalls: Status and RunPodSandbox are its callers), so a
+// config an operator installs, changes or removes is in use from the next
+// call on, without a restart and without a watch to keep alive. This is
+// what containerd's CRI plugin gets from its fsnotify conf syncer and CRI-O
+// from ocicni's watcher, without their window between the event and the
+// reload.
 func (m *Manager) networkList() (*libcni.NetworkConfigList, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	dirFI, err := os.Stat(m.opts.ConfDir)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("no CNI network config in %s", m.opts.ConfDir)
-		}
-		return nil, fmt.Errorf("CNI conf dir: %w", err)
-	}
-	c := &m.conf
-	if !c.loadedAt.IsZero() && c.dir == stampOf(dirFI) && c.file != "" {
-		if fi, err := os.Stat(c.file); err == nil && stampOf(fi) == c.fileSt {
-			return c.list, c.err
-		}
-	}
-	*c = confCache{dir: stampOf(dirFI), loadedAt: time.Now()}
-	c.file, c.fileSt, c.list, c.err = loadFirstConf(m.opts.ConfDir)
-	if c.err != nil {
-		// An empty or invalid dir is re-read on every call: it is the
-		// not-ready path, and a cached "" file would never be revalidated.
-		c.loadedAt = time.Time{}
-	}
-	return c.list, c.err
+	_, list, err := m.currentConf()
+	return list, err
 }
 
-func loadFirstConf(dir string) (string, stamp, *libcni.NetworkConfigList, error) {
+// currentConf is networkList with the file the list comes from.
+func (m *Manager) currentConf() (string, *libcni.NetworkConfigList, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	dir := m.opts.ConfDir
 	files, err := confFiles(dir)
 	if err != nil {
-		return "", stamp{}, nil, fmt.Errorf("reading CNI conf dir: %w", err)
+		return "", nil, fmt.Errorf("reading CNI conf dir: %w", err)
 	}
-	if len(files) == 0 {
-		return "", stamp{}, nil, fmt.Errorf("no CNI network config in %s", dir)
-	}
-	var skipped []string
-	for _, f := range files {
+	stamps := make([]stamp, 0, len(files))
+	fis := make([]fs.FileInfo, len(files))
+	for i, f := range files {
 		fi, err := os.Stat(f)
 		if err != nil {
-			skipped = append(skipped, fmt.Sprintf("%s: %v", filepath.Base(f), err))
+			// Gone meanwhile, or a dangling link: part of the key as
+			// "nothing", loadFirstConf reports it.
+			stamps = append(stamps, stamp{name: filepath.Base(f)})
+			continue
+		}
+		fis[i] = fi
+		stamps = append(stamps, stampOf(f, fi))
+	}
+	c := &m.conf
+	if c.list != nil && slices.Equal(c.stamps, stamps) {
+		return c.file, c.list, nil
+	}
+	file, list, err := loadFirstConf(dir, files, fis)
+	if err != nil {
+		// Not cached: the not-ready path stays a re-read on every call.
+		if c.list != nil {
+			klog.InfoS("CNI config gone, network not ready", "confDir", dir, "err", err)
+		}
+		*c = confCache{}
+		return "", nil, err
+	}
+	if c.file != file || c.list == nil || !slices.Equal(c.list.Bytes, list.Bytes) {
+		klog.InfoS("Using CNI config", "file", file, "network", list.Name, "plugins", pluginTypes(list))
+	}
+	*c = confCache{stamps: stamps, file: file, list: list}
+	return file, list, nil
+}
+
+func pluginTypes(list *libcni.NetworkConfigList) []string {
+	var types []string
+	for _, p := range list.Plugins {
+		types = append(types, p.Network.Type)
+	}
+	return types
+}
+
+// loadFirstConf loads the first valid config of files (sorted, with their
+// FileInfo; nil where stat failed).
+func loadFirstConf(dir string, files []string, fis []fs.FileInfo) (string, *libcni.NetworkConfigList, error) {
+	if len(files) == 0 {
+		return "", nil, fmt.Errorf("no CNI network config in %s", dir)
+	}
+	var skipped []string
+	for i, f := range files {
+		if fis[i] == nil {
+			skipped = append(skipped, fmt.Sprintf("%s: cannot stat", filepath.Base(f)))
 			continue
 		}
 		list, err := loadConfFile(f)
 		if err != nil {
-			klog.InfoS("skipping invalid CNI config", "file", f, "err", err)
+			klog.V(2).InfoS("Skipping invalid CNI config", "file", f, "err", err)
 			skipped = append(skipped, fmt.Sprintf("%s: %v", filepath.Base(f), err))
 			continue
 		}
-		return f, stampOf(fi), list, nil
+		return f, list, nil
 	}
-	return "", stamp{}, nil, fmt.Errorf("no valid CNI network config in %s (%s)", dir, strings.Join(skipped, "; "))
+	return "", nil, fmt.Errorf("no valid CNI network config in %s (%s)", dir, strings.Join(skipped, "; "))
 }
 
 func loadConfFile(path string) (*libcni.NetworkConfigList, error) {
@@ -233,30 +233,42 @@ func loadConfFile(path string) (*libcni.NetworkConfigList, error) {
 // Ready reports whether pods can be networked: nil, or an error that names
 // what is missing — the config, or a plugin binary. It re-reads the conf dir
 // when it changed, so a config added later is picked up.
-func (m *Manager) Ready() error {
-	list, err := m.networkList()
+func (m *Manager) Ready() error { return m.ConfStatus().Err }
+
+// ConfStatus is the CNI config as Status sees it (`crictl info`).
+type ConfStatus struct {
+	ConfDir string
+	BinDirs []string
+	File    string   // the config file in use; "" when none is valid
+	Network string   // its network name
+	Plugins []string // its plugins' types, in chain order
+	Err     error    // nil: pods can be networked
+}
+
+// ConfStatus reports the config in use and whether pods can be networked
+// with it (every plugin binary, IPAM included, found in BinDirs).
+func (m *Manager) ConfStatus() ConfStatus {
+	st := ConfStatus{ConfDir: m.opts.ConfDir, BinDirs: m.opts.BinDirs}
+	file, list, err := m.currentConf()
 	if err != nil {
-		return err
+		st.Err = err
+		return st
 	}
+	st.File = file
+	st.Network, st.Plugins = list.Name, pluginTypes(list)
 	for _, p := range list.Plugins {
-		if _, err := m.exec.FindInPath(p.Network.Type, m.opts.BinDirs); err != nil {
-			return fmt.Errorf("CNI plugin %q not found in %v", p.Network.Type, m.opts.BinDirs)
-		}
-		if ipam := p.Network.IPAM.Type; ipam != "" {
-			if _, err := m.exec.FindInPath(ipam, m.opts.BinDirs); err != nil {
-				return fmt.Errorf("CNI plugin %q not found in %v", ipam, m.opts.BinDirs)
+		for _, typ := range []string{p.Network.Type, p.Network.IPAM.Type} {
+			if typ == "" {
+				continue
+			}
+			if _, err := m.exec.FindInPath(typ, m.opts.BinDirs); err != nil {
+				st.Err = fmt.Errorf("CNI plugin %q not found in %v (network %q of %s)", typ, m.opts.BinDirs, list.Name, st.File)
+				return st
 			}
 		}
 	}
-	return nil
+	return st
 }
 
 // ConfFile returns the config file in use, or "" when none is valid.
-func (m *Manager) ConfFile() string {
-	if _, err := m.networkList(); err != nil {
-		return ""
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.conf.file
-}
+func (m *Manager) ConfFile() string { return m.ConfStatus().File }

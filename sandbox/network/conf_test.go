@@ -1,6 +1,7 @@
 package network
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"peapod/internal/atomicfile"
 )
 
 const otherConf = `{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"ptp","ipam":{"type":"host-local","subnet":"10.99.0.0/24"}}]}`
@@ -182,6 +185,114 @@ func TestReadyPicksUpChanges(t *testing.T) {
 	write("05-first.conflist", strings.Replace(otherConf, `"other"`, `"edited"`, 1))
 	if l, _ := m.networkList(); l == nil || l.Name != "edited" {
 		t.Fatalf("network = %v, want edited", l)
+	}
+}
+
+// With NoDefaultConf an empty conf dir stays empty: the network is not
+// ready, and Setup says why, until the operator's config appears.
+func TestNoDefaultConf(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "net.d")
+	m, err := New(Options{ConfDir: dir, BinDirs: []string{"/usr/lib/cni"}, CacheDir: t.TempDir(), NoDefaultConf: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("conf dir %s was created", dir)
+	}
+	want := "no CNI network config in " + dir
+	if err := m.Ready(); err == nil || err.Error() != want {
+		t.Fatalf("Ready() = %v, want %q", err, want)
+	}
+	st := m.ConfStatus()
+	if st.File != "" || st.Network != "" || st.ConfDir != dir || st.Err == nil {
+		t.Errorf("ConfStatus = %+v", st)
+	}
+	// Setup reads the config before it touches the netns.
+	_, err = m.Setup(context.Background(), Pod{ID: "p1", Name: "a", Namespace: "default", NetNS: "/nonexistent"})
+	if err == nil || !strings.Contains(err.Error(), "network not ready: "+want) {
+		t.Fatalf("Setup = %v, want network not ready", err)
+	}
+	// Nothing ADDed, nothing configured: Teardown has nothing to undo.
+	if err := m.Teardown(context.Background(), Pod{ID: "p1", Name: "a", Namespace: "default"}); err != nil {
+		t.Errorf("Teardown with no config and no cached ADD = %v, want nil", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "10-flannel.conflist"), []byte(otherConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st = m.ConfStatus()
+	if st.Err != nil || filepath.Base(st.File) != "10-flannel.conflist" || st.Network != "other" || !reflect.DeepEqual(st.Plugins, []string{"ptp"}) {
+		t.Fatalf("ConfStatus after install = %+v", st)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("conf dir holds %d files, want only the operator's", len(ents))
+	}
+}
+
+// Every change an operator makes to the dir is seen by the next call: a
+// file replaced by rename with the same size and mtime, an invalid file
+// sorting first fixed in place, the file in use removed.
+func TestConfChanges(t *testing.T) {
+	dir := t.TempDir()
+	m, err := New(Options{ConfDir: dir, BinDirs: []string{"/usr/lib/cni"}, CacheDir: t.TempDir(), NoDefaultConf: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	network := func() string {
+		t.Helper()
+		l, err := m.networkList()
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return l.Name
+	}
+	write := func(name, c string, mtime time.Time) {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := atomicfile.WriteFile(p, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if !mtime.IsZero() {
+			if err := os.Chtimes(p, mtime, mtime); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	conf := func(name string) string { return strings.Replace(otherConf, `"other"`, `"`+name+`"`, 1) }
+	mtime := time.Unix(1700000000, 0)
+	write("10-net.conflist", conf("aaaa"), mtime)
+	if got := network(); got != "aaaa" {
+		t.Fatalf("network = %q, want aaaa", got)
+	}
+	// Same name, size and mtime; a new inode (rename over it).
+	write("10-net.conflist", conf("bbbb"), mtime)
+	if got := network(); got != "bbbb" {
+		t.Fatalf("after replace: network = %q, want bbbb", got)
+	}
+	// An invalid config sorting first is skipped...
+	if err := os.WriteFile(filepath.Join(dir, "05-bad.conflist"), []byte(`{nope`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := network(); got != "bbbb" {
+		t.Fatalf("with an invalid first file: network = %q, want bbbb", got)
+	}
+	// ...and used once fixed in place.
+	time.Sleep(10 * time.Millisecond)
+	if err := os.WriteFile(filepath.Join(dir, "05-bad.conflist"), []byte(conf("fixed")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := network(); got != "fixed" {
+		t.Fatalf("after the fix: network = %q, want fixed", got)
+	}
+	for _, f := range []string{"05-bad.conflist", "10-net.conflist"} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := network(); got != "error: no CNI network config in "+dir {
+		t.Fatalf("after removing all: network = %q", got)
 	}
 }
 

@@ -246,6 +246,175 @@ func TestSetupTeardown(t *testing.T) {
 	}
 }
 
+// The operator's config changes under running pods: the next pod gets the
+// new network (another bridge, subnet and network name), and CHECK and DEL
+// of a pod use the config its ADD used — its IP goes back to the old range,
+// its veth off the old bridge — even once the dir holds no config at all.
+func TestConfChangedUnderPods(t *testing.T) {
+	t.Parallel()
+	w, _ := newWorld(t, false)
+	ctx := context.Background()
+	a, b := w.pod(t, "a"), w.pod(t, "b")
+	ra, err := w.m.Setup(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Subnet.Contains(ra.IPs[0]) {
+		t.Fatalf("pod a: IP %s, want one in %s", ra.IPs[0], w.Subnet)
+	}
+	// The operator installs another network over peapod's conflist.
+	e2 := nettest.New(t)
+	e2.Options.NetworkName = "peapod-test-b"
+	conf2, err := network.DefaultConfList(e2.Options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	confFile := filepath.Join(w.Options.ConfDir, network.DefaultConfFile)
+	if err := os.WriteFile(confFile+".new", conf2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(confFile+".new", confFile); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.m.ConfStatus(); st.Err != nil || st.Network != "peapod-test-b" {
+		t.Fatalf("ConfStatus after the change = %+v", st)
+	}
+	rb, err := w.m.Setup(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rb.Network != "peapod-test-b" || !e2.Subnet.Contains(rb.IPs[0]) {
+		t.Fatalf("pod b: network %s IP %s, want peapod-test-b in %s", rb.Network, rb.IPs[0], e2.Subnet)
+	}
+	if vs := e2.BridgeVeths(t); len(vs) != 1 {
+		t.Errorf("new bridge ports = %v, want b's veth", vs)
+	}
+	if err := w.m.Check(ctx, a); err != nil {
+		t.Errorf("Check of a (old network): %v", err)
+	}
+	if err := w.m.Teardown(ctx, a); err != nil {
+		t.Fatalf("Teardown of a: %v", err)
+	}
+	if _, err := os.Stat(w.IPAMFile(ra.IPs[0])); !os.IsNotExist(err) {
+		t.Errorf("a's IP %s still reserved in the old range: %v", ra.IPs[0], err)
+	}
+	if vs := w.BridgeVeths(t); len(vs) != 0 {
+		t.Errorf("veths left on the old bridge: %v", vs)
+	}
+	// The operator removes the config: b is still torn down with its own.
+	if err := os.Remove(confFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.m.Ready(); err == nil {
+		t.Fatal("Ready with an empty conf dir = nil")
+	}
+	if err := w.m.Teardown(ctx, b); err != nil {
+		t.Fatalf("Teardown of b with no config left: %v", err)
+	}
+	if _, err := os.Stat(e2.IPAMFile(rb.IPs[0])); !os.IsNotExist(err) {
+		t.Errorf("b's IP %s still reserved: %v", rb.IPs[0], err)
+	}
+	if vs := e2.BridgeVeths(t); len(vs) != 0 {
+		t.Errorf("veths left on the new bridge: %v", vs)
+	}
+}
+
+// flannelCNIDir is where `hack/cluster/build.sh flannel` puts the flannel
+// CNI meta plugin (PEAPOD_CACHE defaults to /var/cache/peapod).
+func flannelCNIDir() string {
+	cache := os.Getenv("PEAPOD_CACHE")
+	if cache == "" {
+		cache = "/var/cache/peapod"
+	}
+	return filepath.Join(cache, "flannel-v0.28.10", "cni")
+}
+
+// The flannel meta plugin (containernetworking/plugins v0.9.1) as Flannel's
+// operators install it — kube-flannel's cni-conf.json: flannel delegating
+// to bridge, then portmap — with the subnet.env flanneld would write for
+// this node. peapod runs the chain as any other conflist.
+func TestFlannelMetaPlugin(t *testing.T) {
+	t.Parallel()
+	nettest.Integration(t)
+	pluginDir := flannelCNIDir()
+	if _, err := os.Stat(filepath.Join(pluginDir, "flannel")); err != nil {
+		t.Skipf("no flannel CNI plugin in %s: build it with `bash hack/cluster/build.sh flannel`", pluginDir)
+	}
+	e := nettest.New(t)
+	dir := t.TempDir()
+	subnetEnv := filepath.Join(dir, "subnet.env")
+	env := fmt.Sprintf("FLANNEL_NETWORK=10.250.0.0/16\nFLANNEL_SUBNET=%s/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n", e.Gateway)
+	if err := os.WriteFile(subnetEnv, []byte(env), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// cniVersion 0.3.1 as kube-flannel ships it: the v0.9.1 plugin speaks
+	// CNI up to 0.4.0.
+	conf := fmt.Sprintf(`{"name": "cbr0", "cniVersion": "0.3.1", "plugins": [
+  {"type": "flannel", "subnetFile": %q, "dataDir": %q, "ipam": {"dataDir": %q},
+   "delegate": {"bridge": %q, "hairpinMode": true, "isDefaultGateway": true}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}`,
+		subnetEnv, filepath.Join(dir, "flannel"), e.Options.IPAMDataDir, e.Options.Bridge)
+	if err := os.MkdirAll(e.Options.ConfDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.Options.ConfDir, "10-flannel.conflist"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := e.Options
+	opts.NoDefaultConf = true
+	opts.BinDirs = append([]string{pluginDir}, opts.BinDirs...)
+	m, err := network.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Ready(); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	w := &world{Env: e, m: m}
+	ctx := context.Background()
+	p := w.pod(t, "fl")
+	res, err := m.Setup(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := res.IPs[0]
+	if res.Network != "cbr0" || !e.Subnet.Contains(ip) {
+		t.Fatalf("network %s IP %s, want cbr0 in %s", res.Network, ip, e.Subnet)
+	}
+	// flanneld's MTU on eth0, its network routed via the bridge.
+	err = network.InNetNS(p.NetNS, func() error {
+		eth0, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if mtu := eth0.Attrs().MTU; mtu != 1450 {
+			return fmt.Errorf("eth0 MTU %d, want FLANNEL_MTU 1450", mtu)
+		}
+		routes, err := netlink.RouteList(eth0, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if r.Dst != nil && r.Dst.String() == "10.250.0.0/16" && r.Gw.Equal(e.Gateway) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no route to FLANNEL_NETWORK via %s in %v", e.Gateway, routes)
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	if err := m.Teardown(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e.Options.IPAMDataDir, "cbr0", ip.String())); !os.IsNotExist(err) {
+		t.Errorf("IP %s still reserved: %v", ip, err)
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "flannel")); len(left) > 0 {
+		t.Errorf("flannel's scratch netconf left: %d files", len(left))
+	}
+}
+
 // Two pods on the bridge reach each other over TCP.
 func TestPodToPod(t *testing.T) {
 	t.Parallel()

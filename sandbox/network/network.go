@@ -14,6 +14,11 @@
 // Teardown is idempotent and runs with the netns path missing or broken, so
 // the IP address is freed whatever order the caller unwinds in; Setup undoes
 // its own partial ADD. The caller (sandbox/) serialises operations on one pod.
+//
+// The network is the operator's: the first valid config in the conf dir,
+// re-read whenever the dir changes (conf.go), so Setup of the next pod uses a
+// config installed or changed while peapod runs. Teardown and Check use the
+// config the pod's ADD used, from libcni's cache, whatever the dir holds now.
 package network
 
 import (
@@ -65,8 +70,14 @@ type Options struct {
 	CacheDir string   // libcni's result cache, peapod's own so it never mixes with other runtimes
 	NetNSDir string   // where network namespaces are pinned
 
+	// NoDefaultConf leaves an empty ConfDir empty: a cluster network
+	// plugin (Flannel, Calico) installs its config there, and until it does
+	// Ready reports the network not ready and Setup fails.
+	NoDefaultConf bool
+
 	// The next fields shape the default conflist only, written when ConfDir
-	// holds none; they change nothing once a config exists.
+	// holds none (and NoDefaultConf is false); they change nothing once a
+	// config exists.
 	Bridge      string // bridge device name
 	Subnet      string // host-local IPAM range
 	NetworkName string // CNI network name
@@ -110,8 +121,9 @@ type Manager struct {
 }
 
 // New returns a Manager. When opts.ConfDir holds no network config, New
-// writes peapod's default conflist there (atomically); an existing config is
-// never touched. A missing plugin is not an error here: Ready reports it.
+// writes peapod's default conflist there (atomically) unless
+// opts.NoDefaultConf; an existing config is never touched. A missing config
+// or plugin is not an error here: Ready reports it.
 func New(opts Options) (*Manager, error) {
 	opts = opts.withDefaults()
 	if len(opts.Bridge) > 15 {
@@ -123,8 +135,10 @@ func New(opts Options) (*Manager, error) {
 	if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 		return nil, fmt.Errorf("CNI cache dir: %w", err)
 	}
-	if err := writeDefaultConfIfEmpty(opts); err != nil {
-		return nil, err
+	if !opts.NoDefaultConf {
+		if err := writeDefaultConfIfEmpty(opts); err != nil {
+			return nil, err
+		}
 	}
 	exec := &invoke.DefaultExec{
 		RawExec:       &invoke.RawExec{Stderr: os.Stderr},
@@ -192,7 +206,7 @@ func (m *Manager) Setup(ctx context.Context, p Pod) (*Result, error) {
 	}
 	list, err := m.networkList()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("network not ready: %w", err)
 	}
 	if err := loopbackUp(p.NetNS); err != nil {
 		return nil, fmt.Errorf("setting up network of pod %s: %w", p, err)
@@ -225,11 +239,13 @@ func (m *Manager) Setup(ctx context.Context, p Pod) (*Result, error) {
 // is "", missing, or not a network namespace any more, DEL still runs, with
 // an empty netns, which the plugins take as "the interface is gone already":
 // bridge and host-local still free the IP address, portmap its rules.
+//
+// DEL runs with the config and arguments of p's ADD (libcni's cache), so a
+// pod outlives a change of the operator's config: its address goes back to
+// the range and bridge it came from. With nothing cached (a second DEL, or
+// peapod stopped mid-ADD) the current config is used; with neither there is
+// nothing to undo.
 func (m *Manager) Teardown(ctx context.Context, p Pod) error {
-	list, err := m.networkList()
-	if err != nil {
-		return fmt.Errorf("tearing down network of pod %s: %w", p, err)
-	}
 	nsPath := p.NetNS
 	if nsPath != "" {
 		if ok, err := IsNetNS(nsPath); !ok {
@@ -239,22 +255,69 @@ func (m *Manager) Teardown(ctx context.Context, p Pod) error {
 			nsPath = ""
 		}
 	}
-	if err := m.cni.DelNetworkList(ctx, list, m.runtimeConf(p, nsPath)); err != nil {
+	list, rt := m.addedConf(p, nsPath)
+	if list == nil {
+		var err error
+		if list, err = m.networkList(); err != nil {
+			klog.InfoS("No CNI ADD cached and no network config: nothing to tear down", "pod", p.String(), "reason", err)
+			return nil
+		}
+		rt = m.runtimeConf(p, nsPath)
+	}
+	if err := m.cni.DelNetworkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("CNI DEL of network %q for pod %s: %w", list.Name, p, err)
 	}
 	return nil
 }
 
-// Check runs CNI CHECK of the network for p against the cached ADD result.
+// Check runs CNI CHECK of the network for p against the cached ADD result,
+// with the config of that ADD.
 func (m *Manager) Check(ctx context.Context, p Pod) error {
-	list, err := m.networkList()
-	if err != nil {
-		return err
+	list, rt := m.addedConf(p, p.NetNS)
+	if list == nil {
+		var err error
+		if list, err = m.networkList(); err != nil {
+			return err
+		}
+		rt = m.runtimeConf(p, p.NetNS)
 	}
-	if err := m.cni.CheckNetworkList(ctx, list, m.runtimeConf(p, p.NetNS)); err != nil {
+	if err := m.cni.CheckNetworkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("CNI CHECK of network %q for pod %s: %w", list.Name, p, err)
 	}
 	return nil
+}
+
+// addedConf returns the network list and runtime config p's CNI ADD ran
+// with, from libcni's cache in CacheDir (the file it writes on every
+// successful ADD and removes on DEL), or nil when none is cached. CRI-O's
+// ocicni tears pods down the same way (GetNetworkListCachedConfig); here
+// the network name need not be known, GetCachedAttachments finds it by
+// container id.
+func (m *Manager) addedConf(p Pod, nsPath string) (*libcni.NetworkConfigList, *libcni.RuntimeConf) {
+	atts, err := m.cni.GetCachedAttachments(p.ID)
+	if err != nil {
+		klog.InfoS("Reading the CNI cache failed, using the current config", "pod", p.String(), "err", err)
+		return nil, nil
+	}
+	for _, a := range atts {
+		if a.IfName != IfName {
+			continue
+		}
+		list, err := libcni.NetworkConfFromBytes(a.Config)
+		if err != nil || list.Name != a.Network {
+			klog.InfoS("Cached CNI config unusable, using the current config", "pod", p.String(), "network", a.Network, "err", err)
+			return nil, nil
+		}
+		rt := m.runtimeConf(p, nsPath)
+		if a.CniArgs != nil {
+			rt.Args = a.CniArgs
+		}
+		if a.CapabilityArgs != nil {
+			rt.CapabilityArgs = a.CapabilityArgs
+		}
+		return list, rt
+	}
+	return nil, nil
 }
 
 // String names the pod in errors and logs: namespace/name (id).

@@ -42,6 +42,12 @@ type ContainerInput struct {
 	// destination wins).
 	HostsPath, HostnamePath, ResolvPath, ShmPath string
 
+	// LXCFSDir is lxcfs's mount point ("" = no lxcfs); each of LXCFSPaths
+	// (container paths, e.g. /proc/meminfo) gets lxcfs's file at
+	// LXCFSDir/<path> bound over it, unless a CRI mount covers the path.
+	LXCFSDir   string
+	LXCFSPaths []string
+
 	CgroupsPath string // cgroupfs path, e.g. /kubepods/besteffort/pod<uid>/<id>
 	// NodeHostname is the HOSTNAME env of containers of a pod whose config
 	// has no hostname (host network pods).
@@ -147,6 +153,7 @@ func Container(in ContainerInput) (*specs.Spec, Warnings, error) {
 		{src: in.ResolvPath, dst: "/etc/resolv.conf", ro: sc.GetReadonlyRootfs()},
 		{src: in.ShmPath, dst: "/dev/shm"},
 	}
+	files = append(files, lxcfsFiles(cfg.GetMounts(), in.LXCFSDir, in.LXCFSPaths)...)
 	s.Mounts, s.Linux.RootfsPropagation, err = containerMounts(cfg.GetMounts(), files, privileged)
 	if err != nil {
 		return nil, nil, err

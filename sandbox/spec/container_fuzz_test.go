@@ -62,6 +62,7 @@ func FuzzContainer(f *testing.F) {
 			RootfsPath: root, Namespaces: Namespaces{Net: "/proc/1/ns/net", IPC: "/proc/1/ns/ipc", UTS: "/proc/1/ns/uts"},
 			CgroupsPath: "/peapod/podu/cid", MinOOMScoreAdj: -500, SeccompProfileRoot: t.TempDir(),
 			HostCaps: hostCaps, HostDevices: []specs.LinuxDevice{},
+			LXCFSDir: "/var/lib/lxcfs", LXCFSPaths: []string{"/proc/meminfo", "/proc/cpuinfo", "/sys/devices/system/cpu/online"},
 		}
 		s, _, err := Container(in)
 		if err != nil {
@@ -76,6 +77,11 @@ func FuzzContainer(f *testing.F) {
 		for _, m := range s.Mounts {
 			if !path.IsAbs(m.Destination) || path.Clean(m.Destination) != m.Destination {
 				t.Fatalf("mount destination %q not absolute and clean", m.Destination)
+			}
+			// lxcfs's files go only where lxcfs serves them, and never
+			// where the pod mounts its own.
+			if slices.Equal(m.Options, lxcfsOptions) && (m.Source != "/var/lib/lxcfs"+m.Destination || LXCFSCovered(cfg.GetMounts(), m.Destination)) {
+				t.Fatalf("lxcfs mount %+v", m)
 			}
 		}
 		if s.Linux != nil {

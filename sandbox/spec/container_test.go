@@ -482,3 +482,63 @@ func TestContainerHugepagesWithoutController(t *testing.T) {
 		})
 	}
 }
+
+// lxcfs's files go over the container's own, after /proc and /sys, as
+// read-only plain binds; a pod's own mount at (or above) a path wins.
+func TestContainerLXCFS(t *testing.T) {
+	paths := []string{"/proc/cpuinfo", "/proc/meminfo", "/proc/uptime", "/sys/devices/system/cpu/online"}
+	tests := []struct {
+		name   string
+		mutate func(*ContainerInput)
+		want   []string // destinations bound from lxcfs
+	}{
+		{name: "no lxcfs", mutate: func(in *ContainerInput) { in.LXCFSPaths = paths }, want: nil},
+		{name: "every path", mutate: func(in *ContainerInput) { in.LXCFSDir, in.LXCFSPaths = "/var/lib/lxcfs", paths }, want: paths},
+		{name: "privileged too", mutate: func(in *ContainerInput) {
+			in.LXCFSDir, in.LXCFSPaths = "/var/lib/lxcfs", paths
+			sc(in).Privileged = true
+			in.Sandbox.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}
+			in.HostDevices = []specs.LinuxDevice{}
+		}, want: paths},
+		{name: "pod mounts win", mutate: func(in *ContainerInput) {
+			in.LXCFSDir, in.LXCFSPaths = "/var/lib/lxcfs", paths
+			in.Config.Mounts = []*runtimeapi.Mount{
+				{ContainerPath: "/proc/meminfo", HostPath: "/h/meminfo"},
+				{ContainerPath: "/sys/devices/system", HostPath: "/h/system"},
+			}
+		}, want: []string{"/proc/cpuinfo", "/proc/uptime"}},
+		{name: "unclean paths dropped", mutate: func(in *ContainerInput) {
+			in.LXCFSDir, in.LXCFSPaths = "/var/lib/lxcfs", []string{"proc/meminfo", "/proc/../etc/passwd", "/proc/stat"}
+		}, want: []string{"/proc/stat"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _, err := Container(testInput(t, tt.mutate))
+			if err != nil {
+				t.Fatal(err)
+			}
+			validate(t, s)
+			var got []string
+			for i, m := range s.Mounts {
+				if !strings.HasPrefix(m.Source, "/var/lib/lxcfs/") {
+					continue
+				}
+				got = append(got, m.Destination)
+				if m.Source != "/var/lib/lxcfs"+m.Destination || m.Type != "bind" || !slices.Equal(m.Options, []string{"bind", "ro", "nosuid", "nodev", "noexec"}) {
+					t.Errorf("lxcfs mount %+v", m)
+				}
+				// Its filesystem is mounted before it.
+				parent := "/proc"
+				if strings.HasPrefix(m.Destination, "/sys/") {
+					parent = "/sys"
+				}
+				if j := slices.IndexFunc(s.Mounts, func(x specs.Mount) bool { return x.Destination == parent }); j < 0 || j > i {
+					t.Errorf("%s mounted before %s", m.Destination, parent)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("lxcfs binds %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -82,6 +82,41 @@ func bindMount(m *runtimeapi.Mount, field string) (specs.Mount, string, error) {
 type sandboxFile struct {
 	src, dst string
 	ro       bool
+	// opts replaces the bind's options ("rbind", "rprivate", rw/ro).
+	opts []string
+}
+
+// lxcfsOptions are those of lxcfs's binds: a plain bind (a file has no
+// submounts), read-only as the files are, nothing to run or open as a
+// device. sandbox/lxcfs sets the same flags on a bind it adds later.
+var lxcfsOptions = []string{"bind", "ro", "nosuid", "nodev", "noexec"}
+
+// LXCFSCovered reports whether a CRI mount is at container path p or
+// above it: the pod's own mount wins over lxcfs's file.
+func LXCFSCovered(criMounts []*runtimeapi.Mount, p string) bool {
+	for _, m := range criMounts {
+		d := path.Clean(m.GetContainerPath())
+		if d == p || (d != "/" && strings.HasPrefix(p, d+"/")) {
+			return true
+		}
+	}
+	return false
+}
+
+// lxcfsFiles are lxcfs's files at paths (below dir) that no CRI mount
+// covers.
+func lxcfsFiles(criMounts []*runtimeapi.Mount, dir string, paths []string) []sandboxFile {
+	if dir == "" {
+		return nil
+	}
+	var out []sandboxFile
+	for _, p := range paths {
+		if !path.IsAbs(p) || path.Clean(p) != p || LXCFSCovered(criMounts, p) {
+			continue
+		}
+		out = append(out, sandboxFile{src: path.Join(dir, p), dst: p, opts: lxcfsOptions})
+	}
+	return out
 }
 
 // containerMounts assembles the container's mounts: the defaults, minus
@@ -114,7 +149,11 @@ func containerMounts(criMounts []*runtimeapi.Mount, files []sandboxFile, privile
 		if f.ro {
 			mode = "ro"
 		}
-		supplied = append(supplied, specs.Mount{Destination: f.dst, Type: "bind", Source: f.src, Options: []string{"rbind", "rprivate", mode}})
+		opts := []string{"rbind", "rprivate", mode}
+		if f.opts != nil {
+			opts = slices.Clone(f.opts)
+		}
+		supplied = append(supplied, specs.Mount{Destination: f.dst, Type: "bind", Source: f.src, Options: opts})
 	}
 	devSupplied := covered("/dev")
 	var out []specs.Mount

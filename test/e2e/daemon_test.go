@@ -72,6 +72,9 @@ type daemonOpts struct {
 	mirrors    map[string]string // upstream host -> endpoint
 	cniBinDirs []string
 	noCNIConf  bool
+	// noDefaultCNIConf sets cni.default_conf = false: with noCNIConf the
+	// conf dir stays empty until the test writes a config.
+	noDefaultCNIConf bool
 	// failpointControl wraps the bridge in the cni-failpoint test plugin
 	// (its binary must be first in cniBinDirs).
 	failpointControl string
@@ -174,6 +177,9 @@ func newDaemon(t testing.TB, o daemonOpts) *daemon {
 		quoted[i] = fmt.Sprintf("%q", bd)
 	}
 	fmt.Fprintf(&b, "[cni]\nconf_dir = %q\nbin_dirs = [%s]\nbridge = %q\nsubnet = %q\n", confDir, strings.Join(quoted, ", "), d.bridge, d.subnet)
+	if o.noDefaultCNIConf {
+		b.WriteString("default_conf = false\n")
+	}
 	fmt.Fprintf(&b, "[runtimes.runc]\npath = \"/usr/sbin/runc\"\nroot = %q\n", filepath.Join(dir, "run", "runc"))
 	fmt.Fprintf(&b, "[runtimes.crun]\npath = \"/usr/bin/crun\"\nroot = %q\n", filepath.Join(dir, "run", "crun"))
 	fmt.Fprintf(&b, "[agent]\nmanifests_dir = %q\npod_logs_dir = %q\nvolume_plugin_dir = %q\n",
