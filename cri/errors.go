@@ -28,7 +28,7 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, sandbox.ErrAlreadyExists):
 		code = codes.AlreadyExists
-	case errors.Is(err, sandbox.ErrFailedPrecondion):
+	case errors.Is(err, sandbox.ErrFailedPrecondion), errors.Is(err, image.ErrInUse):
 		code = codes.FailedPrecondition
 	case errors.Is(err, sandbox.ErrUnimplemented):
 		code = codes.Unimplemented

@@ -10,7 +10,9 @@ import (
 )
 
 // RemoveImage removes an image with all its tags, as containerd does; an
-// absent image succeeds. Containers using it keep their layers.
+// absent image succeeds. Containers using it keep their layers; an image
+// a container mounts as an image volume stays, FailedPrecondition naming
+// the container (crictl rmi prints it).
 func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
 	ref := req.GetImage().GetImage()
 	if ref == "" {

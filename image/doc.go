@@ -8,6 +8,8 @@
 //	blobs/sha256/<hex>           compressed layers, configs, manifests (digest verified)
 //	snapshots/<chainid-hex>/fs   one unpacked layer, usable as an overlay lowerdir
 //	tmp/                         work in progress; emptied by New
+//	volumes/<image hex>          an image mounted read-only for containers (volume.go)
+//	volume-empty/                the empty bottom lower of a one-layer image's volume
 //
 // Life of the objects (every arrow is one rename, so a crash at any point
 // leaves either the old or the new state, never half of one):
@@ -16,7 +18,8 @@
 //	snapshot: absent ──unpack+verify diffID────▶ tmp/snap-* ──rename──▶ snapshots/<chain>
 //	image:    all blobs+snapshots committed ──store.Put──▶ VISIBLE ──Remove / lost last name──▶ gone
 //	GC:       a blob or snapshot lives while an image record, a holder
-//	          (Acquire/Release) or an in-flight pull/import (lease) refers to it.
+//	          (Acquire/Release, image volumes included) or an in-flight
+//	          pull/import (lease) refers to it.
 //
 // A pull runs in two phases. DOWNLOAD fetches the manifest, the config and
 // every layer blob fully into the blob store; the stall detector only runs

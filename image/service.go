@@ -116,6 +116,10 @@ type Service struct {
 
 	pulls, blobs, snaps flight
 
+	// volMu serialises image volume mounts and unmounts (volume.go); it
+	// is taken before mu, never under it.
+	volMu sync.Mutex
+
 	subMu sync.Mutex
 	subs  map[string]map[*progress]struct{} // blob hex -> pulls waiting for it
 
@@ -365,13 +369,23 @@ func union(a, b []string) []string {
 }
 
 // Remove removes the image ref resolves to, with all its tags and digests.
-// Snapshots held by containers (Acquire) stay until Release.
+// Snapshots held by containers (Acquire) stay until Release. An image a
+// container mounts as a volume is not removed: ErrInUse names the
+// containers.
 func (s *Service) Remove(ctx context.Context, ref string) error {
 	s.mu.Lock()
 	r, err := s.resolveLocked(ref)
 	if err != nil {
 		s.mu.Unlock()
 		return err
+	}
+	if users := s.volumeUsersLocked(r.ID, ""); len(users) > 0 {
+		s.mu.Unlock()
+		what := "container " + users[0] + ": remove it first"
+		if len(users) > 1 {
+			what = "containers " + strings.Join(users, ", ") + ": remove them first"
+		}
+		return fmt.Errorf("%w: image %s is mounted as an image volume by %s", ErrInUse, r.ID, what)
 	}
 	if err := s.o.Store.Delete(store.BucketImages, r.ID); err != nil {
 		s.mu.Unlock()

@@ -29,6 +29,9 @@ func (s *Service) FsUsage() (FsUsage, error) {
 			}
 			return err
 		}
+		if d.IsDir() && p == s.volumesDir() {
+			return filepath.SkipDir // image volumes: the snapshots again, through overlay
+		}
 		fi, err := d.Info()
 		if err != nil {
 			return nil

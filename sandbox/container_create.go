@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,7 +23,8 @@ import (
 )
 
 // CreateContainer creates a container in a ready sandbox: image layers
-// acquired, overlay rootfs mounted, OCI spec written, `runtime create` run
+// acquired, overlay rootfs mounted, image volumes mounted
+// (container_image_volumes.go), OCI spec written, `runtime create` run
 // under conmon. Each step unwinds on failure.
 func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *runtimeapi.ContainerConfig) (_ string, retErr error) {
 	if err := validateContainerConfig(cfg); err != nil {
@@ -86,6 +88,21 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 	}
 	undo.push("unmount rootfs", func(context.Context) error { return unmountAll(rootfs) })
 
+	var imageVols map[int]string
+	if slices.ContainsFunc(cfg.GetMounts(), spec.IsImageMount) {
+		if imageVols, err = m.mountImageVolumes(ctx, id, cfg); err != nil {
+			// The volumes mounted before the one that failed go too,
+			// whatever became of the caller's context.
+			cctx, cancel := cleanupCtx()
+			defer cancel()
+			if rerr := m.o.Images.ReleaseVolumes(cctx, id); rerr != nil {
+				klog.ErrorS(rerr, "Releasing image volumes of a failed create", "id", id)
+			}
+			return "", err
+		}
+		undo.push("release image volumes", func(ctx context.Context) error { return m.o.Images.ReleaseVolumes(ctx, id) })
+	}
+
 	sbDir := m.sandboxStateDir(sbRec.ID)
 	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	nss, err := m.containerNamespaces(sb, nsOpts)
@@ -108,6 +125,7 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 		CgroupsPath:      cgroupsPath,
 		LXCFSDir:         lxcfsDir,
 		LXCFSPaths:       lxcfsPaths,
+		ImageVolumes:     imageVols,
 		MinOOMScoreAdj:   m.minOOMScoreAdj,
 		NoHugetlb:        m.noHugetlb,
 		NoSwapAccounting: m.noSwapAccounting,

@@ -147,6 +147,12 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 	if err := m.o.Images.Release(ctx, rec.ID); err != nil {
 		return fmt.Errorf("remove container %s: release image: %w", rec.ID, err)
 	}
+	// Image volumes stay mounted while the container exists, exited or
+	// not (its image cannot be removed meanwhile); the last user's
+	// removal unmounts each.
+	if err := m.o.Images.ReleaseVolumes(ctx, rec.ID); err != nil {
+		return fmt.Errorf("remove container %s: %w", rec.ID, err)
+	}
 	if err := os.RemoveAll(stateDir); err != nil {
 		return fmt.Errorf("remove container %s: %w", rec.ID, err)
 	}

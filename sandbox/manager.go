@@ -61,10 +61,14 @@ type Network interface {
 	Teardown(ctx context.Context, p network.Pod) error
 }
 
-// Images hands out image layers for container rootfs (peapod/image).
+// Images hands out image layers for container rootfs, and images
+// mounted read-only as volumes (peapod/image).
 type Images interface {
 	Acquire(ctx context.Context, holder, ref string) ([]string, *image.Image, error)
 	Release(ctx context.Context, holder string) error
+	MountVolume(ctx context.Context, container, ref string) (*image.Volume, error)
+	ReleaseVolumes(ctx context.Context, container string) error
+	ReconcileVolumes(ctx context.Context, alive func(container string) bool) error
 }
 
 // Options wire a Manager.

@@ -23,6 +23,10 @@ import (
 //     is NOTREADY.
 //   - a record whose runtime state is unreadable is kept (UNKNOWN for
 //     containers) so that stop and remove can still clean it up.
+//   - image volumes are counted from the image store's holders, one per
+//     (container, image): a container with a record keeps its mounts (made
+//     again if a reboot took them), any other holder is dropped, and an
+//     image nothing holds is unmounted (image/volume.go).
 func (m *Manager) restore(ctx context.Context) error {
 	err := store.List(m.o.Store, store.BucketSandboxes, func(key string, rec *SandboxRecord) error {
 		sb, err := newSandbox(*rec)
@@ -37,7 +41,9 @@ func (m *Manager) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	recorded := map[string]bool{}
 	err = store.List(m.o.Store, store.BucketContainers, func(key string, rec *ContainerRecord) error {
+		recorded[key] = true
 		c, err := newContainer(*rec)
 		if err != nil {
 			klog.ErrorS(err, "Skipping unreadable container record", "id", key)
@@ -55,6 +61,14 @@ func (m *Manager) restore(ctx context.Context) error {
 	}
 	for _, c := range m.containers {
 		m.restoreContainer(ctx, c)
+	}
+	if m.o.Images != nil {
+		// Every container with a record keeps its image volumes (an
+		// unreadable record too: its runtime may still run); holds of
+		// containers never recorded (a crash inside CreateContainer) go.
+		if err := m.o.Images.ReconcileVolumes(ctx, func(id string) bool { return recorded[id] }); err != nil {
+			klog.ErrorS(err, "Image volumes not fully reconciled")
+		}
 	}
 	klog.InfoS("Restored state", "sandboxes", len(m.sandboxes), "containers", len(m.containers))
 	return nil

@@ -48,6 +48,12 @@ type ContainerInput struct {
 	LXCFSDir   string
 	LXCFSPaths []string
 
+	// ImageVolumes: for each CRI mount that is an image volume (by index
+	// into Config.Mounts), the host path it binds read-only: the image's
+	// mounted rootfs, or image_sub_path resolved inside it (the caller's
+	// job: it needs the kernel).
+	ImageVolumes map[int]string
+
 	CgroupsPath string // cgroupfs path, e.g. /kubepods/besteffort/pod<uid>/<id>
 	// NodeHostname is the HOSTNAME env of containers of a pod whose config
 	// has no hostname (host network pods).
@@ -154,7 +160,7 @@ func Container(in ContainerInput) (*specs.Spec, Warnings, error) {
 		{src: in.ShmPath, dst: "/dev/shm"},
 	}
 	files = append(files, lxcfsFiles(cfg.GetMounts(), in.LXCFSDir, in.LXCFSPaths)...)
-	s.Mounts, s.Linux.RootfsPropagation, err = containerMounts(cfg.GetMounts(), files, privileged)
+	s.Mounts, s.Linux.RootfsPropagation, err = containerMounts(cfg.GetMounts(), in.ImageVolumes, files, privileged)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"fmt"
 	"os"
 	"path"
 	"path/filepath"
@@ -28,6 +29,9 @@ func FuzzContainer(f *testing.F) {
 			Mounts:     []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/tmp"}, {ContainerPath: "../../etc", HostPath: "/"}, {ContainerPath: "rel", HostPath: "/x"}},
 			Devices:    []*runtimeapi.Device{{ContainerPath: "/dev/x", HostPath: "/dev/null", Permissions: "rwm"}, {ContainerPath: "/etc/shadow", HostPath: "/dev/null"}},
 			WorkingDir: "../..", Envs: []*runtimeapi.KeyValue{{Key: "A=B", Value: []byte("c")}}},
+		{Metadata: &runtimeapi.ContainerMetadata{Name: "iv"}, Image: &runtimeapi.ImageSpec{Image: "b"}, Command: []string{"x"},
+			Mounts: []*runtimeapi.Mount{{ContainerPath: "/vol", Image: &runtimeapi.ImageSpec{Image: "sha256:0"}, Readonly: true, ImageSubPath: "../etc"},
+				{ContainerPath: "/rw", Image: &runtimeapi.ImageSpec{Image: "x"}, HostPath: "/etc"}}},
 		{Metadata: &runtimeapi.ContainerMetadata{Name: "p"}, Image: &runtimeapi.ImageSpec{Image: "b"}, Command: []string{"x"},
 			Linux: &runtimeapi.LinuxContainerConfig{
 				Resources: &runtimeapi.LinuxContainerResources{CpuShares: 2, MemoryLimitInBytes: 1, OomScoreAdj: -1000, CpusetCpus: "0-999999"},
@@ -63,6 +67,10 @@ func FuzzContainer(f *testing.F) {
 			CgroupsPath: "/peapod/podu/cid", MinOOMScoreAdj: -500, SeccompProfileRoot: t.TempDir(),
 			HostCaps: hostCaps, HostDevices: []specs.LinuxDevice{},
 			LXCFSDir: "/var/lib/lxcfs", LXCFSPaths: []string{"/proc/meminfo", "/proc/cpuinfo", "/sys/devices/system/cpu/online"},
+			ImageVolumes: map[int]string{},
+		}
+		for i := range cfg.GetMounts() {
+			in.ImageVolumes[i] = fmt.Sprintf("/var/lib/peapod/images/volumes/v%d", i)
 		}
 		s, _, err := Container(in)
 		if err != nil {
@@ -82,6 +90,16 @@ func FuzzContainer(f *testing.F) {
 			// where the pod mounts its own.
 			if slices.Equal(m.Options, lxcfsOptions) && (m.Source != "/var/lib/lxcfs"+m.Destination || LXCFSCovered(cfg.GetMounts(), m.Destination)) {
 				t.Fatalf("lxcfs mount %+v", m)
+			}
+			// An image volume binds what the caller mounted, read-only
+			// (unless a host mount happens to name the same source).
+			imageSrc, hostSrc := false, false
+			for i, cm := range cfg.GetMounts() {
+				imageSrc = imageSrc || (IsImageMount(cm) && in.ImageVolumes[i] == m.Source)
+				hostSrc = hostSrc || (!IsImageMount(cm) && cm.GetHostPath() == m.Source)
+			}
+			if imageSrc && !hostSrc && !slices.Contains(m.Options, "ro") && !slices.Contains(m.Options, "rro") {
+				t.Fatalf("image volume mount %+v is not read-only", m)
 			}
 		}
 		if s.Linux != nil {

@@ -29,12 +29,45 @@ func defaultMounts(privileged bool) []specs.Mount {
 	}
 }
 
-// bindMount turns one CRI mount into an OCI bind mount. It returns the
-// rootfs propagation the mount needs ("" for none).
-func bindMount(m *runtimeapi.Mount, field string) (specs.Mount, string, error) {
+// IsImageMount reports whether a CRI mount is an image volume
+// (Mount.image names an image).
+func IsImageMount(m *runtimeapi.Mount) bool { return m.GetImage().GetImage() != "" }
+
+// CheckImageMount checks what an image volume mount asks for besides the
+// image: no host_path (the two are exclusive), readonly set (image volumes
+// are read-only by definition; containerd refuses the same, critest
+// expects a refusal), an absolute container_path. field is "mounts[i]".
+// The image and image_sub_path are the caller's to resolve.
+func CheckImageMount(m *runtimeapi.Mount, field string) error {
+	if m.GetHostPath() != "" {
+		return fieldErr(field+".host_path", "must be empty when %s.image is set, got %q", field, m.GetHostPath())
+	}
+	if !m.GetReadonly() {
+		return fieldErr(field+".readonly", "must be true: image volumes are read-only")
+	}
+	if dst := m.GetContainerPath(); dst == "" || !path.IsAbs(dst) {
+		return fieldErr(field+".container_path", "must be an absolute path, got %q", dst)
+	}
+	return nil
+}
+
+// bindMount turns one CRI mount into an OCI bind mount. imageSrc is the
+// host path an image volume mount binds (the caller mounted the image and
+// resolved image_sub_path in it); "" for others. It returns the rootfs
+// propagation the mount needs ("" for none).
+func bindMount(m *runtimeapi.Mount, field, imageSrc string) (specs.Mount, string, error) {
 	dst, src := m.GetContainerPath(), m.GetHostPath()
-	if m.GetImage() != nil && m.GetImage().GetImage() != "" {
-		return specs.Mount{}, "", unsupported(field+".image", "image volumes")
+	if IsImageMount(m) {
+		if err := CheckImageMount(m, field); err != nil {
+			return specs.Mount{}, "", err
+		}
+		if imageSrc == "" {
+			// The caller's bug, not the request's.
+			return specs.Mount{}, "", fmt.Errorf("%s.image %q: no image volume was mounted for it", field, m.GetImage().GetImage())
+		}
+		src = imageSrc
+	} else if m.GetImageSubPath() != "" {
+		return specs.Mount{}, "", fieldErr(field+".image_sub_path", "is only valid with %s.image", field)
 	}
 	if dst == "" || !path.IsAbs(dst) {
 		return specs.Mount{}, "", fieldErr(field+".container_path", "must be an absolute path, got %q", dst)
@@ -121,14 +154,15 @@ func lxcfsFiles(criMounts []*runtimeapi.Mount, dir string, paths []string) []san
 
 // containerMounts assembles the container's mounts: the defaults, minus
 // those a CRI mount (or the sandbox /dev/shm) replaces and everything under
-// /dev when /dev itself is supplied; the CRI mounts; the sandbox files not
-// already covered by a CRI mount. Sorted by path depth (stable) so a parent is
-// mounted before its children. Also returns the rootfs propagation.
-func containerMounts(criMounts []*runtimeapi.Mount, files []sandboxFile, privileged bool) ([]specs.Mount, string, error) {
+// /dev when /dev itself is supplied; the CRI mounts (an image volume binds
+// imageVols[i]); the sandbox files not already covered by a CRI mount.
+// Sorted by path depth (stable) so a parent is mounted before its children.
+// Also returns the rootfs propagation.
+func containerMounts(criMounts []*runtimeapi.Mount, imageVols map[int]string, files []sandboxFile, privileged bool) ([]specs.Mount, string, error) {
 	var supplied []specs.Mount
 	rootProp := ""
 	for i, m := range criMounts {
-		om, p, err := bindMount(m, fmt.Sprintf("mounts[%d]", i))
+		om, p, err := bindMount(m, fmt.Sprintf("mounts[%d]", i), imageVols[i])
 		if err != nil {
 			return nil, "", err
 		}

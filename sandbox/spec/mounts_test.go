@@ -28,12 +28,14 @@ func findMount(ms []specs.Mount, dst string) *specs.Mount {
 
 func TestBindMount(t *testing.T) {
 	private := runtimeapi.MountPropagation_PROPAGATION_PRIVATE
+	iv := &runtimeapi.ImageSpec{Image: "sha256:" + strings.Repeat("a", 64)}
 	tests := []struct {
 		name     string
 		m        *runtimeapi.Mount
 		opts     []string
 		rootProp string
 		errField string
+		imageSrc string // the caller's mounted image volume for mounts[0]
 	}{
 		{name: "rw private", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h"}, opts: []string{"rbind", "rprivate", "rw"}},
 		{name: "ro", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", Readonly: true}, opts: []string{"rbind", "rprivate", "ro"}},
@@ -45,12 +47,23 @@ func TestBindMount(t *testing.T) {
 		{name: "selinux relabel ignored", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", SelinuxRelabel: true}, opts: []string{"rbind", "rprivate", "rw"}},
 		{name: "relative container path", m: &runtimeapi.Mount{ContainerPath: "data", HostPath: "/h"}, errField: "mounts[0].container_path"},
 		{name: "no host path", m: &runtimeapi.Mount{ContainerPath: "/data"}, errField: "mounts[0].host_path"},
-		{name: "image volume", m: &runtimeapi.Mount{ContainerPath: "/data", Image: &runtimeapi.ImageSpec{Image: "busybox"}}, errField: "mounts[0].image"},
+		{name: "image volume", m: &runtimeapi.Mount{ContainerPath: "/data", Image: iv, Readonly: true}, imageSrc: "/iv/root", opts: []string{"rbind", "rprivate", "ro"}},
+		{name: "image volume rro", m: &runtimeapi.Mount{ContainerPath: "/data", Image: iv, Readonly: true, RecursiveReadOnly: true}, imageSrc: "/iv/root", opts: []string{"rbind", "rprivate", "rro"}},
+		{name: "image volume sub path", m: &runtimeapi.Mount{ContainerPath: "/data", Image: iv, Readonly: true, ImageSubPath: "etc"}, imageSrc: "/iv/root/etc", opts: []string{"rbind", "rprivate", "ro"}},
+		{name: "image volume not readonly", m: &runtimeapi.Mount{ContainerPath: "/data", Image: iv}, imageSrc: "/iv/root", errField: "mounts[0].readonly"},
+		{name: "image volume with host path", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", Image: iv, Readonly: true}, imageSrc: "/iv/root", errField: "mounts[0].host_path"},
+		{name: "image volume relative path", m: &runtimeapi.Mount{ContainerPath: "data", Image: iv, Readonly: true}, imageSrc: "/iv/root", errField: "mounts[0].container_path"},
+		{name: "image sub path without image", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", ImageSubPath: "etc"}, errField: "mounts[0].image_sub_path"},
+		{name: "empty image spec is a host mount", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", Image: &runtimeapi.ImageSpec{}}, opts: []string{"rbind", "rprivate", "rw"}},
 		{name: "bad propagation", m: &runtimeapi.Mount{ContainerPath: "/data", HostPath: "/h", Propagation: 9}, errField: "mounts[0].propagation"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, rp, err := containerMounts([]*runtimeapi.Mount{tt.m}, nil, false)
+			var vols map[int]string
+			if tt.imageSrc != "" {
+				vols = map[int]string{0: tt.imageSrc}
+			}
+			got, rp, err := containerMounts([]*runtimeapi.Mount{tt.m}, vols, nil, false)
 			if tt.errField != "" {
 				if err == nil || !strings.HasPrefix(err.Error(), tt.errField+":") {
 					t.Fatalf("want %s error, got %v", tt.errField, err)
@@ -61,7 +74,11 @@ func TestBindMount(t *testing.T) {
 				t.Fatal(err)
 			}
 			m := findMount(got, "/data")
-			if m == nil || m.Type != "bind" || m.Source != "/h" || !slices.Equal(m.Options, tt.opts) {
+			src := "/h"
+			if tt.imageSrc != "" {
+				src = tt.imageSrc
+			}
+			if m == nil || m.Type != "bind" || m.Source != src || !slices.Equal(m.Options, tt.opts) {
 				t.Fatalf("mount %+v, want options %v", m, tt.opts)
 			}
 			if rp != tt.rootProp {
@@ -69,11 +86,18 @@ func TestBindMount(t *testing.T) {
 			}
 		})
 	}
+	t.Run("image volume the caller did not mount", func(t *testing.T) {
+		// Not the request's fault: not InvalidArgument.
+		_, _, err := containerMounts([]*runtimeapi.Mount{{ContainerPath: "/data", Image: iv, Readonly: true}}, nil, nil, false)
+		if err == nil || IsInvalidArgument(err) {
+			t.Fatalf("err = %v, want an internal error", err)
+		}
+	})
 }
 
 func TestContainerMounts(t *testing.T) {
 	t.Run("defaults", func(t *testing.T) {
-		got, _, err := containerMounts(nil, nil, false)
+		got, _, err := containerMounts(nil, nil, nil, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +113,7 @@ func TestContainerMounts(t *testing.T) {
 		}
 	})
 	t.Run("privileged sysfs and cgroup rw", func(t *testing.T) {
-		got, _, _ := containerMounts(nil, nil, true)
+		got, _, _ := containerMounts(nil, nil, nil, true)
 		for _, d := range []string{"/sys", "/sys/fs/cgroup"} {
 			if m := findMount(got, d); !slices.Contains(m.Options, "rw") || slices.Contains(m.Options, "ro") {
 				t.Errorf("%s %v", d, m.Options)
@@ -111,7 +135,7 @@ func TestContainerMounts(t *testing.T) {
 			{src: "/sb/shm", dst: "/dev/shm"},
 			{src: "", dst: "/etc/skipped"},
 		}
-		got, rp, err := containerMounts(cri, files, false)
+		got, rp, err := containerMounts(cri, nil, files, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +182,7 @@ func TestContainerMounts(t *testing.T) {
 		}
 	})
 	t.Run("supplied /dev drops defaults below it", func(t *testing.T) {
-		got, _, _ := containerMounts([]*runtimeapi.Mount{{ContainerPath: "/dev", HostPath: "/dev"}}, []sandboxFile{{src: "/sb/shm", dst: "/dev/shm"}}, false)
+		got, _, _ := containerMounts([]*runtimeapi.Mount{{ContainerPath: "/dev", HostPath: "/dev"}}, nil, []sandboxFile{{src: "/sb/shm", dst: "/dev/shm"}}, false)
 		for _, m := range got {
 			if strings.HasPrefix(m.Destination, "/dev/") && m.Type != "bind" {
 				t.Errorf("default %s kept under a supplied /dev", m.Destination)

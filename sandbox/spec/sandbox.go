@@ -237,7 +237,7 @@ func SandboxWithWarnings(in SandboxInput) (*specs.Spec, Warnings, error) {
 	if in.HostnamePath != "" {
 		files = append(files, sandboxFile{src: in.HostnamePath, dst: "/etc/hostname", ro: true})
 	}
-	s.Mounts, _, err = containerMounts(nil, files, false)
+	s.Mounts, _, err = containerMounts(nil, nil, files, false)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -25,8 +25,9 @@ func TestUnsupportedAndInvalidContainers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Image volumes are read-only by definition (image_volume_test.go).
 	imageVolume := containerConfig("iv", "true")
-	imageVolume.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", Image: &runtimeapi.ImageSpec{Image: busybox}, Readonly: true}}
+	imageVolume.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", Image: &runtimeapi.ImageSpec{Image: busybox}}}
 	relativeWD := containerConfig("wd", "true")
 	relativeWD.WorkingDir = "relative/dir"
 	for _, tc := range []struct {
@@ -34,7 +35,7 @@ func TestUnsupportedAndInvalidContainers(t *testing.T) {
 		code codes.Code
 		want string
 	}{
-		{imageVolume, codes.Unimplemented, "mounts[0].image"},
+		{imageVolume, codes.InvalidArgument, "mounts[0].readonly"},
 		{relativeWD, codes.InvalidArgument, "working_dir"},
 	} {
 		_, err := d.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: tc.cfg, SandboxConfig: cfg})
