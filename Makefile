@@ -30,6 +30,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags $(BUILDTAGS) -ldflags "-s -w" -o bin/peapod ./cmd/peapod
 	CGO_ENABLED=0 $(GO) build -trimpath -tags $(BUILDTAGS) -ldflags "-s -w" -o bin/peapod-agent ./cmd/peapod-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/peapod-pause ./cmd/peapod-pause
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(BUILDTAGS) -ldflags "-s -w" -o bin/peapod-csi-loop ./cmd/peapod-csi-loop
 
 # lxcfs at /var/lib/lxcfs (containers.lxcfs = "auto" uses it when it
 # answers), started where it is not running; it stays up after peapod.

@@ -43,6 +43,7 @@
 // (configMap, secret, downwardAPI, projected; serviceAccountToken sources
 // from Options.Tokens), ownership.go (the pod's fsGroup on its volumes),
 // hostpath.go, subpath.go,
-// flexvolume.go (driver protocol, built-in peapod/loop), loop.go (loop
-// ioctls), mount.go (mountinfo, mount helpers, format), metrics.go.
+// flexvolume.go (driver protocol, built-in peapod/loop), loop.go and
+// mount.go (thin wrappers over disk/: loop ioctls, mountinfo, mount helpers,
+// format; shared with the CSI driver csi/loop), metrics.go.
 package volumes
