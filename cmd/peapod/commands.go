@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"peapod/cri"
 	"peapod/internal/atomicfile"
 	"peapod/sandbox/infra"
+	"peapod/sandbox/network"
 	"peapod/sandbox/spec"
 )
 
@@ -170,7 +172,21 @@ func runCheck(args []string) error {
 		_, err := os.Stat(r.Path)
 		report("runtime "+name+" ("+r.Path+")", err)
 	}
-	for _, plugin := range []string{"bridge", "host-local", "portmap", "loopback"} {
+	// The plugins of the config in use; with none yet, those of the
+	// default config peapod writes, or (default_conf = false) the missing
+	// config itself, which the cluster's network plugin installs.
+	plugins := []string{"bridge", "host-local", "portmap", "loopback"}
+	if file, types, err := network.FirstConf(cfg.CNI.ConfDir); err == nil {
+		report("CNI config "+file, nil)
+		plugins = types
+		if !slices.Contains(plugins, "loopback") {
+			plugins = append(plugins, "loopback") // every pod's lo
+		}
+	} else if !cfg.CNI.DefaultConf {
+		report("CNI config", fmt.Errorf("%v: pods cannot start until the network plugin installs one (cni.default_conf = false)", err))
+		plugins = []string{"loopback"}
+	}
+	for _, plugin := range plugins {
 		var found error = fmt.Errorf("not in %s", strings.Join(cfg.CNI.BinDirs, ", "))
 		for _, d := range cfg.CNI.BinDirs {
 			if _, err := os.Stat(filepath.Join(d, plugin)); err == nil {

@@ -272,3 +272,21 @@ func (m *Manager) ConfStatus() ConfStatus {
 
 // ConfFile returns the config file in use, or "" when none is valid.
 func (m *Manager) ConfFile() string { return m.ConfStatus().File }
+
+// FirstConf is the config peapod would use from dir right now, and the
+// plugin types of its chain: for `peapod check`, without a Manager.
+func FirstConf(dir string) (file string, plugins []string, err error) {
+	files, err := confFiles(dir)
+	if err != nil {
+		return "", nil, fmt.Errorf("reading CNI conf dir: %w", err)
+	}
+	fis := make([]fs.FileInfo, len(files))
+	for i, f := range files {
+		fis[i], _ = os.Stat(f)
+	}
+	file, list, err := loadFirstConf(dir, files, fis)
+	if err != nil {
+		return "", nil, err
+	}
+	return file, pluginTypes(list), nil
+}
