@@ -288,5 +288,11 @@ func FirstConf(dir string) (file string, plugins []string, err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	return file, pluginTypes(list), nil
+	for _, p := range list.Plugins {
+		plugins = append(plugins, p.Network.Type)
+		if t := p.Network.IPAM.Type; t != "" {
+			plugins = append(plugins, t) // host-local, called by the plugin
+		}
+	}
+	return file, plugins, nil
 }

@@ -327,12 +327,12 @@ func TestFirstConf(t *testing.T) {
 	if _, _, err := FirstConf(dir); err == nil || !strings.Contains(err.Error(), "no CNI network config") {
 		t.Fatalf("empty dir: %v", err)
 	}
-	conf := `{"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel","delegate":{"isDefaultGateway":true}},{"type":"portmap","capabilities":{"portMappings":true}}]}`
+	conf := `{"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel","delegate":{"isDefaultGateway":true}},{"type":"portmap","capabilities":{"portMappings":true}},{"type":"bandwidth","ipam":{"type":"host-local"}}]}`
 	if err := os.WriteFile(filepath.Join(dir, "10-flannel.conflist"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	file, plugins, err := FirstConf(dir)
-	if err != nil || filepath.Base(file) != "10-flannel.conflist" || strings.Join(plugins, ",") != "flannel,portmap" {
+	if err != nil || filepath.Base(file) != "10-flannel.conflist" || strings.Join(plugins, ",") != "flannel,portmap,bandwidth,host-local" {
 		t.Fatalf("FirstConf = %s %v %v", file, plugins, err)
 	}
 }
