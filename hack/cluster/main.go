@@ -2,6 +2,7 @@
 // this machine, and down again (see README.md beside it).
 //
 //	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME] [--metrics-server]
+//	go run ./hack/cluster up --hosts 2 [--backend host-gw|vxlan] [--dir DIR] [--node-name PREFIX]
 //	go run ./hack/cluster down [--dir DIR]
 //	go run ./hack/cluster env [--dir DIR]
 //	go run ./hack/cluster conformance [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--focus RE] [--skip RE] [--out DIR] [--procs N]
@@ -33,6 +34,8 @@ func main() {
 	node := fs.String("node", harness.NodeKubelet, "the node agent: kubelet (the upstream one) or peapod-agent (bin/peapod-agent in node mode, on runtime peapod)")
 	nodeName := fs.String("node-name", "peapod-node", "the node's name")
 	gates := fs.String("kubelet-feature-gates", "", "extra kubelet feature gates, Name=true,Other=false")
+	hosts := fs.Int("hosts", 0, "up: a multi-node cluster of this many test hosts (network namespaces), each a peapod-agent node, joined by Flannel (harness/hosts.go)")
+	backend := fs.String("backend", harness.BackendHostGW, "up with --hosts: Flannel's backend, host-gw or vxlan")
 	metrics := fs.Bool("metrics-server", false, "up: also run metrics-server (built by hack/cluster/build.sh metrics-server) behind the metrics.k8s.io API, for kubectl top")
 	focus := fs.String("focus", `\[NodeConformance\]`, "conformance: the specs to run (ginkgo focus)")
 	skip := fs.String("skip", `\[Serial\]|\[Disruptive\]|\[Flaky\]|\[Slow\]|\[Feature:|\[Alpha\]`, "conformance: the specs to leave out (ginkgo skip)")
@@ -47,6 +50,18 @@ func main() {
 		check(err)
 		bin, err := build(repo, "control-plane")
 		check(err)
+		nodeSet := false
+		fs.Visit(func(f *flag.Flag) { nodeSet = nodeSet || f.Name == "node" })
+		flannel := ""
+		if *hosts > 0 {
+			if !nodeSet {
+				*node = harness.NodePeapodAgent
+			}
+			flannel, err = build(repo, "flannel")
+			check(err)
+		} else {
+			*backend = ""
+		}
 		ms := ""
 		if *metrics {
 			dir, err := build(repo, "metrics-server")
@@ -56,6 +71,7 @@ func main() {
 		c, err := harness.Up(ctx, harness.Options{
 			Dir: *dir, Repo: repo, BinDir: bin, Runtime: *runtime, Node: *node, NodeName: *nodeName,
 			KubeletFeatureGates: *gates, MetricsServer: ms, Log: os.Stderr,
+			Hosts: *hosts, Backend: *backend, FlannelDir: flannel,
 		})
 		check(err)
 		printEnv(c)
@@ -93,6 +109,14 @@ func build(repo, target string) (string, error) {
 func printEnv(c *harness.Cluster) {
 	fmt.Printf("KUBECONFIG=%s\n", c.Kubeconfig)
 	fmt.Printf("KUBECTL=%s\n", c.Kubectl)
+	if len(c.Hosts) > 0 {
+		fmt.Printf("BACKEND=%s HOST_NET=%s CONTROL_PLANE_IP=%s CLUSTER_CIDR=%s\n", c.Backend, c.HostNet, c.ControlPlaneIP, c.ClusterCIDR)
+		for _, h := range c.Hosts {
+			fmt.Printf("HOST=%s NETNS=%s NODE=%s NODE_IP=%s POD_CIDR=%s CONTAINER_RUNTIME_ENDPOINT=%s STATIC_PODS=%s\n",
+				h.ID, h.Netns, h.Name, h.IP, h.PodCIDR, h.RuntimeEndpoint, h.ManifestsDir)
+		}
+		return
+	}
 	fmt.Printf("CONTAINER_RUNTIME_ENDPOINT=%s\n", c.RuntimeEndpoint)
 	fmt.Printf("NODE=%s NODE_IP=%s POD_CIDR=%s\n", c.NodeName, c.NodeIP, c.PodCIDR)
 	node := c.Node
@@ -113,6 +137,6 @@ func check(err error) {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run ./hack/cluster up|down|env [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME] [--metrics-server]")
+	fmt.Fprintln(os.Stderr, "usage: go run ./hack/cluster up|down|env [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME] [--metrics-server] [--hosts N [--backend host-gw|vxlan]]")
 	os.Exit(2)
 }

@@ -47,6 +47,8 @@ func (c *Cluster) Down() error {
 	if rt := c.runtimeComponent(); rt != nil {
 		note(rt.stop(30 * time.Second))
 	}
+	// The test hosts' agents, pods, runtimes and flanneld (hosts.go).
+	podCgroups = append(podCgroups, c.stopHosts(note)...)
 	for _, name := range []string{"kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
 		if p := c.component(name); p != nil {
 			note(p.stop(20 * time.Second))
@@ -57,6 +59,10 @@ func (c *Cluster) Down() error {
 			note(fmt.Errorf("registry stop: %w: %s", err, out))
 		}
 	}
+	// The hosts' network namespaces (and with them everything in them:
+	// cni0, flannel's routes and flannel.1, iptables rules), the switch
+	// and the real host's veth.
+	c.removeHostNetwork(note)
 	if c.Bridge != "" {
 		if _, err := os.Stat("/sys/class/net/" + c.Bridge); err == nil {
 			if out, err := exec.Command("ip", "link", "del", c.Bridge).CombinedOutput(); err != nil {
@@ -69,13 +75,20 @@ func (c *Cluster) Down() error {
 	for _, d := range c.MadeHostDirs {
 		note(os.RemoveAll(d))
 	}
+	roots := []string{}
 	if c.CgroupRoot != "" {
-		note(removeCgroupTree(c.CgroupRoot))
+		roots = append(roots, c.CgroupRoot)
+	}
+	for _, h := range c.Hosts {
+		roots = append(roots, h.CgroupRoot)
+	}
+	for _, r := range roots {
+		note(removeCgroupTree(r))
 	}
 	for _, cg := range podCgroups {
 		// The runtime removes a pod cgroup it made itself; one it could
 		// not (busy at the time) or one a node agent named goes here.
-		if c.CgroupRoot == "" || !strings.HasPrefix(cg, c.CgroupRoot+"/") {
+		if !underAny(cg, roots) {
 			note(removeCgroupTree(cg))
 		}
 	}
@@ -128,8 +141,13 @@ func (c *Cluster) runtimeComponent() *component {
 // cgroups the runtime reports for them (peapod's verbose status has
 // cgroupParent), for Down to remove once the runtime is gone.
 func (c *Cluster) removeAllPods(ctx context.Context) ([]string, error) {
+	return removeAllPodsAt(ctx, c.RuntimeEndpoint)
+}
+
+// removeAllPodsAt is removeAllPods for the runtime at endpoint.
+func removeAllPodsAt(ctx context.Context, endpoint string) ([]string, error) {
 	var cgroups []string
-	err := criCall(ctx, c.RuntimeEndpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
+	err := criCall(ctx, endpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
 		list, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 		if err != nil {
 			return fmt.Errorf("list pods: %w", err)
@@ -168,6 +186,16 @@ func podCgroup(info string) string {
 		return ""
 	}
 	return cg
+}
+
+// underAny says whether cgroup cg is below one of roots.
+func underAny(cg string, roots []string) bool {
+	for _, r := range roots {
+		if strings.HasPrefix(cg, r+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // unmountUnder lazily unmounts every mount below dir, deepest first (the

@@ -36,6 +36,10 @@
 // host process serving the aggregated metrics.k8s.io API, so that `kubectl
 // top` works; the API server always runs with the aggregation (front
 // proxy) flags kubeadm gives it.
+//
+// Options.Hosts makes a multi-node cluster instead (hosts.go): the same
+// control plane, and that many test hosts, each a network namespace with
+// its own peapod, peapod-agent node and flanneld.
 package harness
 
 import (
@@ -96,6 +100,19 @@ type Options struct {
 	MetricsServer string
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
+
+	// Hosts > 0 makes a multi-node cluster (hosts.go): that many test
+	// hosts, each a network namespace on a shared "physical" bridge with
+	// its own peapod, peapod-agent node (named NodeName-1, NodeName-2 …)
+	// and flanneld, instead of the one node on the real host. Node must
+	// be peapod-agent (the default then), Runtime peapod.
+	Hosts int
+	// Backend is Flannel's backend with Hosts: "host-gw" (default) or
+	// "vxlan".
+	Backend string
+	// FlannelDir holds bin/flanneld and cni/flannel (hack/cluster/build.sh
+	// flannel prints it); required with Hosts.
+	FlannelDir string
 }
 
 // The node agents Options.Node names.
@@ -152,6 +169,23 @@ type Cluster struct {
 	ManifestsDir string       `json:"manifestsDir,omitempty"`
 	Components   []*component `json:"components"`
 
+	// Multi-node clusters only (Options.Hosts, hosts.go); the single-node
+	// fields above (NodeName, NodeIP, Bridge, PodCIDR, RuntimeEndpoint,
+	// CgroupRoot, ManifestsDir) stay empty there and each Host has its own.
+	Backend string `json:"backend,omitempty"`
+	// HostNet is the hosts' "physical" /24; ControlPlaneIP the real host's
+	// address on it, where tcpforward relays the API server and registry.
+	HostNet        string  `json:"hostNet,omitempty"`
+	ControlPlaneIP string  `json:"controlPlaneIP,omitempty"`
+	SwitchNetns    string  `json:"switchNetns,omitempty"`
+	HostLink       string  `json:"hostLink,omitempty"`
+	FlannelDir     string  `json:"flannelDir,omitempty"`
+	Hosts          []*Host `json:"hosts,omitempty"`
+	// MadeNetns and MadeLinks are the network namespaces and root-netns
+	// links Up made, recorded as each is made: Down deletes exactly these.
+	MadeNetns []string `json:"madeNetns,omitempty"`
+	MadeLinks []string `json:"madeLinks,omitempty"`
+
 	opts Options
 }
 
@@ -201,6 +235,9 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 	}
 	if o.Node == "" {
 		o.Node = NodeKubelet
+		if o.Hosts > 0 {
+			o.Node = NodePeapodAgent
+		}
 	}
 	if o.NodeName == "" {
 		o.NodeName = "peapod-node"
@@ -220,6 +257,9 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 	if o.Dir == "" || o.Repo == "" || o.BinDir == "" {
 		return nil, errors.New("harness: Dir, Repo and BinDir are required")
 	}
+	if err := checkMultiNodeOptions(&o); err != nil {
+		return nil, err
+	}
 	if ents, err := os.ReadDir(o.Dir); err == nil && len(ents) > 0 {
 		return nil, fmt.Errorf("harness: %s is not empty (a cluster already there? run down first)", o.Dir)
 	}
@@ -228,7 +268,11 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 		Phase: "starting", Dir: o.Dir, Repo: o.Repo, BinDir: o.BinDir, Runtime: o.Runtime, Node: o.Node,
 		NodeName: o.NodeName, Kubectl: kubectl, opts: o, Sysctls: map[string]string{},
 	}
-	for _, d := range []string{"pki", "logs", "etcd", o.Node, "pod-logs", "volume-plugins", "cni", "runtime"} {
+	dirs := []string{"pki", "logs", "etcd", o.Node, "pod-logs", "volume-plugins", "cni", "runtime"}
+	if o.Hosts > 0 {
+		dirs = []string{"pki", "logs", "etcd", "hosts", "bin"}
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
 			return nil, err
 		}
@@ -259,6 +303,9 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 		{o.Node, c.startNode},
 		{"node Ready", c.waitNodeReady},
 		{"default service account", c.waitDefaultServiceAccount},
+	}
+	if o.Hosts > 0 {
+		steps = c.multiNodeSteps()
 	}
 	if o.MetricsServer != "" {
 		steps = append(steps, struct {
@@ -321,6 +368,11 @@ func (c *Cluster) pickAddresses(context.Context) error {
 	// kubelet's is made by the harness, peapod-agent makes its own.
 	c.CgroupRoot = "/peapod-cluster-" + c.Bridge
 	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
+	if c.opts.Hosts > 0 {
+		if err := c.pickHosts(string(routes)); err != nil {
+			return err
+		}
+	}
 	return c.save()
 }
 
@@ -363,14 +415,18 @@ func (c *Cluster) makePKI(context.Context) error {
 	specs := []certSpec{
 		{name: "apiserver", cn: "kube-apiserver", server: true,
 			dns: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-			ips: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}},
+			ips: c.apiServerIPs()},
 		{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}, client: true},
 		{name: "admin", cn: "kubernetes-admin", orgs: []string{"system:masters"}, client: true},
 		{name: "controller-manager", cn: "system:kube-controller-manager", client: true},
 		{name: "scheduler", cn: "system:kube-scheduler", client: true},
-		{name: "kubelet-client", cn: node, orgs: []string{"system:nodes"}, client: true},
-		{name: "kubelet-serving", cn: c.NodeName, server: true, dns: []string{c.NodeName, "localhost"},
-			ips: []net.IP{net.ParseIP(c.NodeIP)}},
+	}
+	if len(c.Hosts) == 0 {
+		// The one node's (each host's are makeHostsPKI's).
+		specs = append(specs,
+			certSpec{name: "kubelet-client", cn: node, orgs: []string{"system:nodes"}, client: true},
+			certSpec{name: "kubelet-serving", cn: c.NodeName, server: true, dns: []string{c.NodeName, "localhost"},
+				ips: []net.IP{net.ParseIP(c.NodeIP)}})
 	}
 	for _, s := range specs {
 		if err := ca.issue(dir, s); err != nil {
@@ -382,13 +438,22 @@ func (c *Cluster) makePKI(context.Context) error {
 			return err
 		}
 	}
+	if len(c.Hosts) > 0 {
+		if err := c.makeHostsPKI(ca, dir); err != nil {
+			return err
+		}
+	}
 	if err := newServiceAccountKey(dir); err != nil {
 		return err
 	}
-	for name, user := range map[string]string{
+	users := map[string]string{
 		"admin": "kubernetes-admin", "controller-manager": "system:kube-controller-manager",
 		"scheduler": "system:kube-scheduler", "kubelet": node,
-	} {
+	}
+	if len(c.Hosts) > 0 {
+		delete(users, "kubelet") // each host has its own (makeHostsPKI)
+	}
+	for name, user := range users {
 		cert := name
 		if name == "kubelet" {
 			cert = "kubelet-client"
@@ -532,7 +597,7 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 	comp, err := c.start("kube-apiserver", filepath.Join(c.BinDir, "kube-apiserver"), []string{
 		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", c.Ports.Etcd),
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", c.Ports.APIServer),
-		"--advertise-address=" + c.NodeIP,
+		"--advertise-address=" + c.advertiseAddress(),
 		// The kubernetes Service's endpoint would be the advertise address,
 		// which only this machine reaches; pods have no route there anyway.
 		"--endpoint-reconciler-type=none",

@@ -141,13 +141,18 @@ func (c *Cluster) startRuntime(ctx context.Context) error {
 
 // waitCRI waits until the runtime answers Version on its socket.
 func (c *Cluster) waitCRI(ctx context.Context, comp *component) error {
+	return waitCRIAt(ctx, comp, c.RuntimeEndpoint)
+}
+
+// waitCRIAt waits until the runtime comp answers Version on endpoint.
+func waitCRIAt(ctx context.Context, comp *component, endpoint string) error {
 	deadline := time.Now().Add(60 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
 		if !comp.alive() {
 			return fmt.Errorf("%s exited; its log ends:\n%s", comp.Name, tail(comp.Log, 20))
 		}
-		if last = criCall(ctx, c.RuntimeEndpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
+		if last = criCall(ctx, endpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
 			_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
 			return err
 		}); last == nil {
@@ -155,7 +160,7 @@ func (c *Cluster) waitCRI(ctx context.Context, comp *component) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("%s did not answer on %s within 60s: %v", comp.Name, c.RuntimeEndpoint, last)
+	return fmt.Errorf("%s did not answer on %s within 60s: %v", comp.Name, endpoint, last)
 }
 
 func (c *Cluster) startPeapod(dir, sock string) (*component, error) {
@@ -410,8 +415,12 @@ func (c *Cluster) RuntimeVersion(ctx context.Context) (name, version string, err
 
 // PodSandboxes lists the runtime's sandboxes: id by pod UID.
 func (c *Cluster) PodSandboxes(ctx context.Context) (map[string][]string, error) {
+	return podSandboxesAt(ctx, c.RuntimeEndpoint)
+}
+
+func podSandboxesAt(ctx context.Context, endpoint string) (map[string][]string, error) {
 	out := map[string][]string{}
-	err := criCall(ctx, c.RuntimeEndpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
+	err := criCall(ctx, endpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
 		list, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 		if err != nil {
 			return err

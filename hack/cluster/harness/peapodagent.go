@@ -47,28 +47,46 @@ func (c *Cluster) startPeapodAgent(ctx context.Context) error {
 // cluster_dns stays empty as the kubelet's clusterDNS does (no cluster DNS
 // here: pods get the host's resolv.conf).
 func (c *Cluster) peapodAgentConfig(dir string) string {
+	return agentConfig{
+		cluster: c.Dir, dir: dir, runtimeEndpoint: c.RuntimeEndpoint,
+		kubeconfig: filepath.Join(c.Dir, "kubelet.kubeconfig"),
+		nodeName:   c.NodeName, nodeIP: c.NodeIP, manifests: c.ManifestsDir,
+		podLogs: filepath.Join(c.Dir, "pod-logs"), volumePlugins: filepath.Join(c.Dir, "volume-plugins"),
+		cgroupRoot: c.CgroupRoot, extra: c.opts.AgentExtraConfig, port: c.Ports.Kubelet,
+		cert: c.pki("kubelet-serving.crt"), key: c.pki("kubelet-serving.key"), clientCA: c.pki("ca.crt"),
+	}.render()
+}
+
+// agentConfig is what one peapod-agent node's config says: the single
+// node's (peapodAgentConfig) or a test host's (hosts.go).
+type agentConfig struct {
+	cluster, dir, runtimeEndpoint, kubeconfig, nodeName, nodeIP, manifests string
+	podLogs, volumePlugins, cgroupRoot, extra, cert, key, clientCA         string
+	port                                                                   int
+}
+
+func (a agentConfig) render() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# peapod-agent of the cluster in %s (hack/cluster/harness)\n", c.Dir)
-	fmt.Fprintf(&b, "root = %q\nstate = %q\n", filepath.Join(dir, "root"), filepath.Join(dir, "run"))
-	fmt.Fprintf(&b, "[cri]\nsocket = %q\n", strings.TrimPrefix(c.RuntimeEndpoint, "unix://"))
+	fmt.Fprintf(&b, "# peapod-agent of the cluster in %s (hack/cluster/harness)\n", a.cluster)
+	fmt.Fprintf(&b, "root = %q\nstate = %q\n", filepath.Join(a.dir, "root"), filepath.Join(a.dir, "run"))
+	fmt.Fprintf(&b, "[cri]\nsocket = %q\n", strings.TrimPrefix(a.runtimeEndpoint, "unix://"))
 	fmt.Fprintf(&b, "[agent]\n")
-	fmt.Fprintf(&b, "kubeconfig = %q\n", filepath.Join(c.Dir, "kubelet.kubeconfig"))
-	fmt.Fprintf(&b, "node_name = %q\nnode_ip = %q\n", c.NodeName, c.NodeIP)
-	fmt.Fprintf(&b, "manifests_dir = %q\n", c.ManifestsDir)
-	fmt.Fprintf(&b, "pod_logs_dir = %q\n", filepath.Join(c.Dir, "pod-logs"))
-	fmt.Fprintf(&b, "volume_plugin_dir = %q\n", filepath.Join(c.Dir, "volume-plugins"))
+	fmt.Fprintf(&b, "kubeconfig = %q\n", a.kubeconfig)
+	fmt.Fprintf(&b, "node_name = %q\nnode_ip = %q\n", a.nodeName, a.nodeIP)
+	fmt.Fprintf(&b, "manifests_dir = %q\n", a.manifests)
+	fmt.Fprintf(&b, "pod_logs_dir = %q\n", a.podLogs)
+	fmt.Fprintf(&b, "volume_plugin_dir = %q\n", a.volumePlugins)
 	fmt.Fprintf(&b, "max_pods = 110\ncluster_domain = \"cluster.local\"\n")
-	fmt.Fprintf(&b, "cgroup_root = %q\n", c.CgroupRoot)
-	b.WriteString(c.opts.AgentExtraConfig)
-	if s := c.opts.AgentExtraConfig; s != "" && !strings.HasSuffix(s, "\n") {
+	fmt.Fprintf(&b, "cgroup_root = %q\n", a.cgroupRoot)
+	b.WriteString(a.extra)
+	if a.extra != "" && !strings.HasSuffix(a.extra, "\n") {
 		b.WriteString("\n")
 	}
 	// The kubelet API where the kubelet's would be: the API server reaches
 	// it at the node IP and the Node's advertised port, with the cluster
 	// CA's kubelet-client certificate.
-	fmt.Fprintf(&b, "listen = %q\n", net.JoinHostPort(c.NodeIP, strconv.Itoa(c.Ports.Kubelet)))
-	fmt.Fprintf(&b, "tls_cert_file = %q\ntls_private_key_file = %q\nclient_ca_file = %q\n",
-		c.pki("kubelet-serving.crt"), c.pki("kubelet-serving.key"), c.pki("ca.crt"))
+	fmt.Fprintf(&b, "listen = %q\n", net.JoinHostPort(a.nodeIP, strconv.Itoa(a.port)))
+	fmt.Fprintf(&b, "tls_cert_file = %q\ntls_private_key_file = %q\nclient_ca_file = %q\n", a.cert, a.key, a.clientCA)
 	return b.String()
 }
 
@@ -78,7 +96,11 @@ func (c *Cluster) agentSocket() string {
 
 // waitAgentHealthz polls GET /healthz on the agent's unix socket.
 func (c *Cluster) waitAgentHealthz(ctx context.Context, comp *component) error {
-	sock := c.agentSocket()
+	return waitAgentHealthzAt(ctx, comp, c.agentSocket())
+}
+
+// waitAgentHealthzAt polls GET /healthz on agent comp's socket sock.
+func waitAgentHealthzAt(ctx context.Context, comp *component, sock string) error {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
