@@ -41,14 +41,24 @@ pid_alive() {
 	[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
 }
 
-# pid_execing: the started process exists but has not exec'd the
-# registry yet ($! is the forked shell, then env, for a moment).
-pid_execing() {
-	local pid
-	pid=$(cat "$pidfile" 2>/dev/null) || return 1
-	[[ $pid =~ ^[0-9]+$ ]] && [ -d "/proc/$pid" ] || return 1
-	[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
-	[ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" != "$(readlink -f "$REGISTRY_BIN")" ]
+# pid_state: "alive" (the registry runs), "execing" (the started process
+# exists but has not exec'd the registry yet: $! is the forked shell, then
+# env, for a moment) or "dead". One reading of /proc/PID/exe decides: two
+# readings (alive? then execing?) raced with the exec in between and
+# declared a starting registry dead.
+pid_state() {
+	local pid exe
+	pid=$(cat "$pidfile" 2>/dev/null) || { echo dead; return; }
+	[[ $pid =~ ^[0-9]+$ ]] && [ -d "/proc/$pid" ] || { echo dead; return; }
+	[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || { echo dead; return; }
+	exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+	if [ "$exe" = "$(readlink -f "$REGISTRY_BIN")" ]; then
+		echo alive
+	elif [ -d "/proc/$pid" ]; then
+		echo execing
+	else
+		echo dead
+	fi
 }
 
 addr_of() { sed -n 's/^  addr: //p' "$dir/config.yml" 2>/dev/null; }
@@ -109,15 +119,17 @@ YAML
 	echo $! >"$pidfile"
 	local i
 	for ((i = 0; i < 200; i++)); do
-		if ! pid_alive; then
-			if pid_execing; then
-				sleep 0.05
-				continue
-			fi
+		case $(pid_state) in
+		execing)
+			sleep 0.05
+			continue
+			;;
+		dead)
 			tail -n 20 "$dir/registry.log" >&2 || true
 			rm -f "$pidfile"
 			die "docker-registry exited at start (port $port in use?); log: $dir/registry.log"
-		fi
+			;;
+		esac
 		if v2_answers 127.0.0.1 "$port"; then
 			echo "registry.sh: 127.0.0.1:$port up (pid $(cat "$pidfile"), $(( ($(date +%s%N) - start_ns) / 1000000 )) ms)"
 			return 0
