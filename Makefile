@@ -144,22 +144,24 @@ conformance-v1.37: build critest-v1.37
 conformance-containerd-v1.37: containerd critest-v1.37
 	CRITEST=$(CRITEST_V137) CONFORMANCE_VERBOSE=1 bash hack/conformance/run.sh containerd
 
-# Go's native fuzzing of the parsers of hostile input (image layers and
-# references, CRI container configs, pod manifests, the config file, conmon's
+# Go's native fuzzing of the parsers of hostile input (image layers,
+# references, archives, manifests, indexes, configs and registry answers,
+# CRI container configs, pod manifests, the config file, conmon's
 # exit file): each target for FUZZTIME on top of its corpus (seeds in the
 # test, crashers in testdata/fuzz). make test runs each for 3 s.
 FUZZTIME ?= 1m
 FUZZ_TARGETS = ./image:FuzzUnpackEntries ./image:FuzzUnpackTar ./image:FuzzNormalize \
+	./image:FuzzArchiveEntries ./image:FuzzImportArchive ./image:FuzzParseImage ./image:FuzzSelectPlatform ./image:FuzzPullResponses \
 	./sandbox/spec:FuzzContainer ./agent:FuzzParseManifest ./config:FuzzParse ./oci:FuzzParseExitFile
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz: $$name ($$pkg) for $(FUZZTIME)"; \
 		log=$$(mktemp); \
-		if ! $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg >$$log 2>&1; then \
+		if ! $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg >$$log 2>&1; then \
 			if grep -q 'Failing input written' $$log; then cat $$log; rm -f $$log; exit 1; fi; \
 			echo "fuzz: $$name: the fuzzing engine failed without an input (a loaded machine?); once more:"; grep -v '^fuzz: elapsed' $$log | tail -5; \
-			$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg >$$log 2>&1 || { cat $$log; rm -f $$log; exit 1; }; \
+			$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg >$$log 2>&1 || { cat $$log; rm -f $$log; exit 1; }; \
 		fi; \
 		rm -f $$log; \
 	done

@@ -27,14 +27,14 @@
 set -euo pipefail
 
 runtime_pkgs=(runc crun conmon containernetworking-plugins iptables iproute2 e2fsprogs mount util-linux lxcfs)
-test_pkgs=(docker-registry busybox-static prometheus containerd)
+test_pkgs=(docker-registry busybox-static prometheus containerd skopeo)
 bench_pkgs=()
 
 # What must exist afterwards, checked whatever apt said.
 runtime_files=(/usr/sbin/runc /usr/bin/crun /usr/bin/conmon /usr/lib/cni/bridge /usr/lib/cni/host-local
 	/usr/lib/cni/loopback /usr/lib/cni/portmap /usr/sbin/iptables /usr/sbin/iptables-restore /usr/sbin/ip
 	/usr/sbin/mkfs.ext4 /usr/sbin/losetup /usr/bin/nsenter /usr/bin/lxcfs)
-test_files=(/usr/bin/docker-registry /bin/busybox /usr/bin/prometheus /usr/bin/containerd /usr/bin/containerd-shim-runc-v2)
+test_files=(/usr/bin/docker-registry /bin/busybox /usr/bin/prometheus /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/bin/skopeo)
 bench_files=()
 
 log() { echo "install-deps: $*"; }

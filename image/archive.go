@@ -2,13 +2,14 @@ package image
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -32,6 +33,11 @@ const (
 // when it is a full reference — a bare tag like "latest" leaves the image
 // unnamed, reachable by id) or a `docker save` archive (manifest.json with
 // RepoTags). When both are present (docker 25+, and Export) index.json wins.
+// The layout may also be the only directory of the tar (a tarred layout
+// dir). Links inside the archive are accepted as archive_read.go says.
+// Each image is ingested whole or not at all: a failure leaves no record,
+// blob or snapshot of the failing image; the images of the archive
+// imported before it stay, and are returned with the error.
 func (s *Service) Import(ctx context.Context, r io.Reader) ([]*Image, error) {
 	dir, err := os.MkdirTemp(s.tmpDir, "import-")
 	if err != nil {
@@ -41,74 +47,9 @@ func (s *Service) Import(ctx context.Context, r io.Reader) ([]*Image, error) {
 	if err := extractArchive(r, dir); err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}
-	type item struct {
-		img  v1.Image
-		rec  *record
-		what string
-	}
-	var items []item
-	if _, err := os.Stat(filepath.Join(dir, "index.json")); err == nil {
-		idx, err := layout.ImageIndexFromPath(dir)
-		if err != nil {
-			return nil, fmt.Errorf("import: OCI layout: %w", err)
-		}
-		im, err := idx.IndexManifest()
-		if err != nil {
-			return nil, fmt.Errorf("import: OCI layout: %w", err)
-		}
-		for _, d := range im.Manifests {
-			img, err := s.imageFromIndexDesc(idx, d)
-			if err != nil {
-				return nil, fmt.Errorf("import: %s: %w", d.Digest, err)
-			}
-			rec := &record{}
-			n := d.Annotations[annotationContainerdName]
-			if n == "" && strings.ContainsAny(d.Annotations[annotationRefName], "/:@") {
-				n = d.Annotations[annotationRefName]
-			}
-			if n != "" {
-				repo, suffix, err := splitRef(n)
-				if err != nil {
-					return nil, fmt.Errorf("import: %w", err)
-				}
-				if strings.HasPrefix(suffix, ":") {
-					rec.RepoTags = []string{repo + suffix}
-				}
-				rec.RepoDigests = []string{repo + "@" + d.Digest.String()}
-			}
-			items = append(items, item{img, rec, d.Digest.String()})
-		}
-	} else if _, err := os.Stat(filepath.Join(dir, "manifest.json")); err == nil {
-		opener := func() (io.ReadCloser, error) { return tarDir(dir), nil }
-		m, err := tarball.LoadManifest(opener)
-		if err != nil {
-			return nil, fmt.Errorf("import: manifest.json: %w", err)
-		}
-		for _, e := range m {
-			var tag *name.Tag
-			rec := &record{}
-			for _, t := range e.RepoTags {
-				named, err := Normalize(t)
-				if err != nil {
-					return nil, fmt.Errorf("import: %w", err)
-				}
-				rec.RepoTags = append(rec.RepoTags, named)
-				if tag == nil {
-					tt, err := name.NewTag(t)
-					if err != nil {
-						return nil, fmt.Errorf("import: %w", err)
-					}
-					tag = &tt
-				}
-			}
-			img, err := tarball.Image(opener, tag)
-			if err != nil {
-				return nil, fmt.Errorf("import: %s: %w", e.Config, err)
-			}
-			items = append(items, item{img, rec, e.Config})
-		}
-	} else {
-		return nil, errors.New("import: neither index.json (OCI layout) nor manifest.json (docker save) in archive")
+	items, err := s.archiveImages(archiveRoot(dir))
+	if err != nil {
+		return nil, fmt.Errorf("import: %w", err)
 	}
 	var out []*Image
 	for _, it := range items {
@@ -129,104 +70,159 @@ func (s *Service) Import(ctx context.Context, r io.Reader) ([]*Image, error) {
 	return out, nil
 }
 
-func (s *Service) imageFromIndexDesc(idx v1.ImageIndex, d v1.Descriptor) (v1.Image, error) {
+// archiveImage is one image found in an extracted archive.
+type archiveImage struct {
+	img  v1.Image
+	rec  *record
+	what string // for errors: its name and digest
+}
+
+// archiveImages lists the images of the extracted archive in dir.
+func (s *Service) archiveImages(dir string) ([]archiveImage, error) {
+	var items []archiveImage
+	if fi, err := os.Stat(filepath.Join(dir, "index.json")); err == nil && fi.Mode().IsRegular() {
+		idx, err := layout.ImageIndexFromPath(dir)
+		if err != nil {
+			return nil, fmt.Errorf("OCI layout: %w", err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return nil, fmt.Errorf("OCI layout: index.json: %w", err)
+		}
+		for _, d := range im.Manifests {
+			rec := &record{}
+			what := d.Digest.String()
+			n := d.Annotations[annotationContainerdName]
+			if n == "" && strings.ContainsAny(d.Annotations[annotationRefName], "/:@") {
+				n = d.Annotations[annotationRefName]
+			}
+			if n != "" {
+				repo, suffix, err := splitRef(n)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", what, err)
+				}
+				if strings.HasPrefix(suffix, ":") {
+					rec.RepoTags = []string{repo + suffix}
+				}
+				rec.RepoDigests = []string{repo + "@" + d.Digest.String()}
+				what = repo + suffix + " (" + what + ")"
+			}
+			img, err := s.imageFromIndexDesc(idx, d, 0)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", what, err)
+			}
+			items = append(items, archiveImage{img, rec, what})
+		}
+		return items, nil
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "manifest.json")); err != nil || !fi.Mode().IsRegular() {
+		return nil, errors.New("neither index.json (OCI layout) nor manifest.json (docker save) in the archive")
+	}
+	opener := func() (io.ReadCloser, error) { return tarDir(dir), nil }
+	m, err := tarball.LoadManifest(opener)
+	if err != nil {
+		return nil, fmt.Errorf("manifest.json: %w", err)
+	}
+	for _, e := range m {
+		var tag *name.Tag
+		rec := &record{}
+		for _, t := range e.RepoTags {
+			named, err := Normalize(t)
+			if err != nil {
+				return nil, fmt.Errorf("manifest.json: %w", err)
+			}
+			rec.RepoTags = append(rec.RepoTags, named)
+			if tag == nil {
+				tt, err := name.NewTag(t)
+				if err != nil {
+					return nil, fmt.Errorf("manifest.json: %w", err)
+				}
+				tag = &tt
+			}
+		}
+		what := e.Config
+		if len(rec.RepoTags) > 0 {
+			what = rec.RepoTags[0] + " (" + e.Config + ")"
+		}
+		img, err := tarball.Image(opener, tag)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		items = append(items, archiveImage{img, rec, what})
+	}
+	return items, nil
+}
+
+// maxIndexDepth bounds nested indexes in a layout (real ones nest once).
+const maxIndexDepth = 4
+
+// imageFromIndexDesc returns the image d names in idx, resolving nested
+// indexes to the node's platform. ggcr's layout reader trusts the blob at
+// blobs/sha256/<hex> to be what its name says; each manifest and index is
+// checked against its descriptor here, so the digest recorded as a
+// RepoDigest is the digest of what was stored.
+func (s *Service) imageFromIndexDesc(idx v1.ImageIndex, d v1.Descriptor, depth int) (v1.Image, error) {
 	if !d.MediaType.IsIndex() {
-		return idx.Image(d.Digest)
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return nil, archiveBlobErr("manifest", d.Digest, err)
+		}
+		raw, err := img.RawManifest()
+		if err != nil {
+			return nil, archiveBlobErr("manifest", d.Digest, err)
+		}
+		if err := checkDescriptor("manifest", d, raw); err != nil {
+			return nil, err
+		}
+		return img, nil
+	}
+	if depth >= maxIndexDepth {
+		return nil, fmt.Errorf("index %s: indexes nested more than %d deep", d.Digest, maxIndexDepth)
 	}
 	child, err := idx.ImageIndex(d.Digest)
 	if err != nil {
+		return nil, archiveBlobErr("index", d.Digest, err)
+	}
+	raw, err := child.RawManifest()
+	if err != nil {
+		return nil, archiveBlobErr("index", d.Digest, err)
+	}
+	if err := checkDescriptor("index", d, raw); err != nil {
 		return nil, err
 	}
-	cm, err := child.IndexManifest()
+	cm, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", d.Digest, err)
+	}
+	c, err := selectPlatform(cm, d.Digest, *s.o.Platform)
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range cm.Manifests {
-		if c.Platform != nil && c.Platform.Satisfies(*s.o.Platform) {
-			return s.imageFromIndexDesc(child, c)
-		}
-	}
-	return nil, fmt.Errorf("no image for platform %s", s.o.Platform)
+	return s.imageFromIndexDesc(child, c, depth+1)
 }
 
-// extractArchive unpacks regular files and dirs of an image archive into
-// dir; anything else, or a name leaving dir, is refused.
-func extractArchive(r io.Reader, dir string) error {
-	tr := tar.NewReader(r)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read archive: %w", err)
-		}
-		rel := path.Clean(strings.TrimPrefix(hdr.Name, "./"))
-		if rel == "." {
-			continue
-		}
-		if !filepath.IsLocal(rel) {
-			return fmt.Errorf("archive entry %q escapes the archive", hdr.Name)
-		}
-		p := filepath.Join(dir, rel)
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o700); err != nil {
-				return err
-			}
-		case tar.TypeReg, tar.TypeRegA:
-			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-				return err
-			}
-			f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("archive entry %q: type %q not supported", hdr.Name, hdr.Typeflag)
-		}
+// checkDescriptor verifies raw is the blob descriptor d names.
+func checkDescriptor(kind string, d v1.Descriptor, raw []byte) error {
+	got, n, err := v1.SHA256(bytes.NewReader(raw))
+	if err != nil {
+		return err
 	}
+	if got != d.Digest {
+		return fmt.Errorf("%s %s: digest mismatch: the archive's blob is %s", kind, d.Digest, got)
+	}
+	if d.Size != n {
+		return fmt.Errorf("%s %s: size mismatch: the descriptor says %d bytes, the blob has %d", kind, d.Digest, d.Size, n)
+	}
+	return nil
 }
 
-// tarDir streams the regular files of dir as a tar, so ggcr's docker-save
-// reader (which wants a tar opener) can read an extracted archive.
-func tarDir(dir string) io.ReadCloser {
-	pr, pw := io.Pipe()
-	go func() {
-		tw := tar.NewWriter(pw)
-		err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err != nil || !d.Type().IsRegular() {
-				return err
-			}
-			rel, _ := filepath.Rel(dir, p)
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			if err := tw.WriteHeader(&tar.Header{Name: filepath.ToSlash(rel), Mode: 0o644, Size: fi.Size(), Typeflag: tar.TypeReg}); err != nil {
-				return err
-			}
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = io.Copy(tw, f)
-			return err
-		})
-		if err == nil {
-			err = tw.Close()
-		}
-		pw.CloseWithError(err)
-	}()
-	return pr
+// archiveBlobErr says "not in the archive" for a blob the layout lacks,
+// rather than the open error on a temporary path.
+func archiveBlobErr(kind string, d v1.Hash, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s %s is not in the archive", kind, d)
+	}
+	return fmt.Errorf("%s %s: %w", kind, d, err)
 }
 
 type dockerManifest struct {

@@ -19,7 +19,8 @@
 //	image:    all blobs+snapshots committed ──store.Put──▶ VISIBLE ──Remove / lost last name──▶ gone
 //	GC:       a blob or snapshot lives while an image record, a holder
 //	          (Acquire/Release, image volumes included) or an in-flight
-//	          pull/import (lease) refers to it.
+//	          pull/import (lease) refers to it. A pull or import that fails
+//	          collects at once what it stored and nothing else refers to.
 //
 // A pull runs in two phases. DOWNLOAD fetches the manifest, the config and
 // every layer blob fully into the blob store; the stall detector only runs
@@ -41,4 +42,9 @@
 // image files (e.g. /etc/passwd) must check for regular files before
 // reading. Extended attributes in the trusted.overlay.* namespace are
 // dropped so a layer cannot forge overlay markers.
+//
+// Archive safety (Import): links between archive entries are resolved by
+// name inside the archive and materialised as hardlinks to extracted
+// files; no symlink is ever created, nothing outside the extraction dir
+// is read or written (archive_read.go).
 package image

@@ -197,7 +197,7 @@ type tent struct {
 	body string
 }
 
-func tarBytes(t *testing.T, ents []tent) []byte {
+func tarBytes(t testing.TB, ents []tent) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -249,7 +249,7 @@ func imageOf(t *testing.T, layers ...v1.Layer) v1.Image {
 	return img
 }
 
-func must[T any](t *testing.T) func(T, error) T {
+func must[T any](t testing.TB) func(T, error) T {
 	return func(v T, err error) T {
 		t.Helper()
 		if err != nil {

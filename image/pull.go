@@ -114,6 +114,7 @@ func (s *Service) pull(ctx context.Context, named string, auth *Auth) (_ *Image,
 		remote.WithAuth(authenticator(auth)),
 		remote.WithPlatform(*s.o.Platform),
 		remote.WithUserAgent("peapod"),
+		remote.WithRetryBackoff(registryRetry),
 	}
 	if s.o.Transport != nil {
 		opts = append(opts, remote.WithTransport(s.o.Transport))
@@ -137,9 +138,9 @@ func (s *Service) pull(ctx context.Context, named string, auth *Auth) (_ *Image,
 	if desc == nil {
 		return nil, fmt.Errorf("pull %s: %w", named, errors.Join(tried...))
 	}
-	img, err := desc.Image()
+	img, err := s.platformImage(desc, ep, slices.Concat(opts, []remote.Option{remote.WithContext(ctx)}))
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: resolve %s for platform %s: %w", named, desc.Digest, s.o.Platform, err)
+		return nil, fmt.Errorf("pull %s: %w", named, err)
 	}
 	repo, suffix, _ := splitRef(named)
 	rec := &record{RepoDigests: []string{repo + "@" + desc.Digest.String()}}
@@ -159,6 +160,43 @@ func (s *Service) pull(ctx context.Context, named string, auth *Auth) (_ *Image,
 	}
 	logger.Info("Pulled image", "image", out.ID, "endpoint", ep.host, "bytes", prog.done.Load(), "duration", time.Since(start))
 	return out, nil
+}
+
+// registryRetry is how often and how far apart the registry client tries
+// a request again after a network error or a 408, 429, 500, 502, 503 or 504
+// answer: go-containerregistry's default, three tries 1 s and 3 s apart.
+// (A body cut mid-stream is not retried here: the pull fails, cleans up,
+// and the caller's next pull starts that blob again.) Tests shorten it.
+var registryRetry = remote.Backoff{Duration: time.Second, Factor: 3, Jitter: 0.1, Steps: 3}
+
+// platformImage is the image desc names: itself, or the manifest of an
+// index for the node's platform, fetched by digest from the same endpoint.
+// Resolved here rather than by desc.Image() so that an error names the
+// index and the manifest digest at fault.
+func (s *Service) platformImage(desc *remote.Descriptor, ep endpoint, opts []remote.Option) (v1.Image, error) {
+	if !desc.MediaType.IsIndex() {
+		img, err := desc.Image()
+		if err != nil {
+			return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+		}
+		return img, nil
+	}
+	im, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
+	}
+	child, err := selectPlatform(im, desc.Digest, *s.o.Platform)
+	if err != nil {
+		return nil, err
+	}
+	if child.MediaType != "" && !child.MediaType.IsImage() {
+		return nil, fmt.Errorf("index %s: the entry for platform %s is a %q, not an image manifest", desc.Digest, s.o.Platform, child.MediaType)
+	}
+	img, err := remote.Image(ep.ref.Context().Digest(child.Digest.String()), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s of index %s: %w", child.Digest, desc.Digest, err)
+	}
+	return img, nil
 }
 
 var errStalled = errors.New("stalled")
@@ -215,75 +253,56 @@ func (s *Service) watch(ctx context.Context, cancel context.CancelCauseFunc, ref
 }
 
 // ingest stores img's manifest, config and layers and commits rec: the
-// download phase (blobs), then stopDownload, then the unpack phase.
+// download phase (blobs), then stopDownload, then the unpack phase. When it
+// fails, what it stored and nothing else refers to (the manifest, the
+// config, layers fetched before the failure, their snapshots) is removed
+// again, so a failed pull or import leaves the store as it found it.
 func (s *Service) ingest(ctx context.Context, named string, img v1.Image, rec *record,
-	fetch func(context.Context, v1.Hash) (io.ReadCloser, error), prog *progress, stopDownload func()) (*Image, error) {
+	fetch func(context.Context, v1.Hash) (io.ReadCloser, error), prog *progress, stopDownload func()) (_ *Image, err error) {
 	rawManifest, err := img.RawManifest()
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
-	mdig, _, err := v1.SHA256(bytes.NewReader(rawManifest))
+	m, err := parseManifest(rawManifest)
 	if err != nil {
 		return nil, err
-	}
-	manifest, err := v1.ParseManifest(bytes.NewReader(rawManifest))
-	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", mdig, err)
 	}
 	mt, err := img.MediaType()
 	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", mdig, err)
+		return nil, fmt.Errorf("manifest %s: %w", m.digest, err)
 	}
 	rawConfig, err := img.RawConfigFile()
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", manifest.Config.Digest, err)
+		return nil, fmt.Errorf("config %s: %w", m.Config.Digest, err)
 	}
-	if cd, _, _ := v1.SHA256(bytes.NewReader(rawConfig)); cd != manifest.Config.Digest {
-		return nil, fmt.Errorf("config digest mismatch: manifest %s says %s, got %s", mdig, manifest.Config.Digest, cd)
-	}
-	cfg, err := v1.ParseConfigFile(bytes.NewReader(rawConfig))
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", manifest.Config.Digest, err)
-	}
-	if len(cfg.RootFS.DiffIDs) != len(manifest.Layers) {
-		return nil, fmt.Errorf("manifest %s has %d layers but config %s has %d diff ids",
-			mdig, len(manifest.Layers), manifest.Config.Digest, len(cfg.RootFS.DiffIDs))
-	}
-	rec.ID = manifest.Config.Digest.String()
-	rec.Manifest = mdig.String()
-	rec.ManifestMediaType = string(mt)
-	rec.Size = uint64(manifest.Config.Size)
-	rec.config = cfg
-	var chain v1.Hash
-	leases := []string{"blob:" + mdig.Hex, "blob:" + manifest.Config.Digest.Hex}
-	for i, l := range manifest.Layers {
-		if l.Digest.Algorithm != "sha256" || cfg.RootFS.DiffIDs[i].Algorithm != "sha256" {
-			return nil, fmt.Errorf("layer %s: only sha256 digests are supported", l.Digest)
-		}
-		diffID := cfg.RootFS.DiffIDs[i]
-		if i == 0 {
-			chain = diffID
-		} else {
-			chain, _, _ = v1.SHA256(strings.NewReader(chain.String() + " " + diffID.String()))
-		}
-		rec.Layers = append(rec.Layers, layerRecord{Digest: l.Digest.String(), DiffID: diffID.String(), Size: l.Size, MediaType: string(l.MediaType)})
-		rec.ChainIDs = append(rec.ChainIDs, chain.String())
-		rec.Size += uint64(l.Size)
-		leases = append(leases, "blob:"+l.Digest.Hex, "snap:"+chain.Hex)
-		prog.total.Add(l.Size)
-	}
-	defer s.lease(leases)()
-
-	// DOWNLOAD
-	if err := s.writeBlob(mdig, rawManifest); err != nil {
+	if err := m.setConfig(rawConfig); err != nil {
 		return nil, err
 	}
-	if err := s.writeBlob(manifest.Config.Digest, rawConfig); err != nil {
+	m.fill(rec)
+	rec.ManifestMediaType = string(mt)
+	leases := []string{"blob:" + m.digest.Hex, "blob:" + m.Config.Digest.Hex}
+	for i, l := range m.Layers {
+		leases = append(leases, "blob:"+l.Digest.Hex, "snap:"+hexOf(rec.ChainIDs[i]))
+		prog.total.Add(l.Size)
+	}
+	release := s.lease(leases)
+	defer func() {
+		release()
+		if err != nil {
+			s.collect()
+		}
+	}()
+
+	// DOWNLOAD
+	if err := s.writeBlob(m.digest, rawManifest); err != nil {
+		return nil, err
+	}
+	if err := s.writeBlob(m.Config.Digest, rawConfig); err != nil {
 		return nil, err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(downloadJobs)
-	for _, l := range manifest.Layers {
+	for _, l := range m.Layers {
 		g.Go(func() error { return s.fetchBlob(gctx, l.Digest, l.Size, fetch, prog) })
 	}
 	if err := g.Wait(); err != nil {
@@ -298,6 +317,16 @@ func (s *Service) ingest(ctx context.Context, named string, img v1.Image, rec *r
 		}
 	}
 	return s.commit(rec)
+}
+
+// collect removes the blobs and snapshots nothing refers to (after a failed
+// ingest: what it stored for itself alone). Blobs and snapshots of other
+// pulls in flight are leased, so they stay.
+func (s *Service) collect() {
+	s.mu.Lock()
+	victims := s.gcLocked()
+	s.mu.Unlock()
+	removeAll(victims)
 }
 
 // writeBlob stores small in-memory blobs (manifests, configs).
@@ -391,18 +420,23 @@ func (s *Service) download(ctx context.Context, d v1.Hash, size int64, fetch fun
 	defer os.Remove(f.Name())
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h, subWriter{s, d.Hex}), rc)
+	// One byte more than the manifest says is enough to know the blob is
+	// wrong: a registry sending an endless body must not fill the disk.
+	n, err := io.Copy(io.MultiWriter(f, h, subWriter{s, d.Hex}), io.LimitReader(rc, size+1))
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil {
 			err = cause
 		}
 		return fmt.Errorf("fetch blob %s: %w", d, err)
 	}
+	if n > size {
+		return fmt.Errorf("blob %s: size mismatch: the manifest says %d bytes, more arrived", d, size)
+	}
+	if n != size {
+		return fmt.Errorf("blob %s: size mismatch: the manifest says %d bytes, got %d", d, size, n)
+	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != d.Hex {
 		return fmt.Errorf("blob %s: digest mismatch: got sha256:%s", d, got)
-	}
-	if size > 0 && n != size {
-		return fmt.Errorf("blob %s: size mismatch: want %d, got %d", d, size, n)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("blob %s: %w", d, err)
