@@ -40,14 +40,43 @@ func Open(path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store dir: %w", err)
 	}
+	if err := checkNotTruncated(path); err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("open store %s: locked by another process (is another peapod running on this root?)", path)
 		}
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, fmt.Errorf("open store %s: %w; %s", path, err, recoveryAdvice(path))
 	}
 	return &Store{db: db}, nil
+}
+
+// recoveryAdvice is what to do with a state database peapod cannot read:
+// nothing is dropped silently, the operator decides.
+func recoveryAdvice(path string) string {
+	return fmt.Sprintf("the state database is damaged: restore it from a backup, or move it aside (mv %s %s.broken) to start with empty state — containers still running are then unknown to peapod and must be stopped by hand", path, path)
+}
+
+// checkNotTruncated refuses an empty database file beside other state: bbolt
+// would take an empty file for a new database and start with no records
+// while the sandboxes, containers and images it described are still on
+// disk — a silent loss. An empty file alone (a first start cut short
+// before bbolt wrote its header) is a new database.
+func checkNotTruncated(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() != 0 {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	for _, sub := range []string{"containers", "sandboxes", filepath.Join("images", "blobs", "sha256")} {
+		if ents, err := os.ReadDir(filepath.Join(dir, sub)); err == nil && len(ents) > 0 {
+			return fmt.Errorf("open store %s: the file is empty but %s holds %d entries: the database was truncated; %s",
+				path, filepath.Join(dir, sub), len(ents), recoveryAdvice(path))
+		}
+	}
+	return nil
 }
 
 // Close closes the database.
