@@ -2,6 +2,7 @@ package oci
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -65,6 +66,12 @@ func (r *Runtime) arm(id string) (*monitor, error) {
 		return nil, err
 	}
 	if f == nil { // conmon already gone
+		if o := r.openOrphan(id); o != nil {
+			klog.InfoS("conmon is gone but the container runs; watching the container's own process for its exit", "runtime", r.name, "id", id)
+			m.pidfd = o
+			go r.wait(id, m)
+			return m, nil
+		}
 		klog.V(2).InfoS("conmon already exited", "runtime", r.name, "id", id)
 		close(m.done)
 		r.exits.push(id)
@@ -73,6 +80,29 @@ func (r *Runtime) arm(id string) (*monitor, error) {
 	m.pidfd = f
 	go r.wait(id, m)
 	return m, nil
+}
+
+// openOrphan opens a pidfd on the container's own init process when the
+// container still runs: after its conmon died under it (killed, OOM in the
+// pod's cgroup), nobody would notice it exit and it would stay RUNNING for
+// ever. nil when it does not run. The pidfd is opened before the runtime
+// confirms the pid is the container's, so a recycled pid cannot slip in.
+func (r *Runtime) openOrphan(id string) *os.File {
+	pid, err := readPidFile(filepath.Join(r.dir(id), "pid"))
+	if err != nil {
+		return nil
+	}
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if rs, err := r.runtimeState(ctx, id); err != nil || rs.Status != StatusRunning || rs.Pid != pid {
+		unix.Close(fd)
+		return nil
+	}
+	return os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:container-%d", pid))
 }
 
 // openConmon opens a pidfd on the container's conmon, or returns nil if
@@ -104,13 +134,28 @@ func (r *Runtime) openConmon(id string) (*os.File, error) {
 // exits) until conmon exits or the monitor is closed.
 func (r *Runtime) wait(id string, m *monitor) {
 	defer close(m.done)
-	err := pidfd.Wait(m.pidfd)
-	m.pidfd.Close()
-	if err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
-		klog.ErrorS(err, "Waiting for conmon", "runtime", r.name, "id", id)
-	}
-	if m.quiet.Load() {
-		return
+	for {
+		r.mu.Lock()
+		f := m.pidfd
+		r.mu.Unlock()
+		err := pidfd.Wait(f)
+		f.Close()
+		if err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
+			klog.ErrorS(err, "Waiting for conmon", "runtime", r.name, "id", id)
+		}
+		if m.quiet.Load() {
+			return
+		}
+		// conmon records the exit and then exits; if it exited (was
+		// killed) first, the container may still run: wait for that.
+		o := r.openOrphan(id)
+		if o == nil {
+			break
+		}
+		klog.InfoS("conmon exited under a running container; watching the container's own process for its exit", "runtime", r.name, "id", id)
+		r.mu.Lock()
+		m.pidfd = o
+		r.mu.Unlock()
 	}
 	klog.V(2).InfoS("Container exited", "runtime", r.name, "id", id)
 	r.exits.push(id)
@@ -167,14 +212,18 @@ func (r *Runtime) forget(id string) {
 	r.mu.Lock()
 	m, ok := r.monitors[id]
 	delete(r.monitors, id)
+	var f *os.File
+	if ok {
+		f = m.pidfd
+	}
 	r.mu.Unlock()
 	if ok {
 		m.quiet.Store(true)
-		if m.pidfd != nil {
+		if f != nil {
 			select {
 			case <-m.done:
 			default:
-				_ = m.pidfd.SetReadDeadline(time.Now()) // unblocks rc.Read
+				_ = f.SetReadDeadline(time.Now()) // unblocks rc.Read
 			}
 		}
 	}

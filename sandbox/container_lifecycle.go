@@ -281,6 +281,11 @@ func (m *Manager) recordExit(ctx context.Context, c *Container, full bool) bool 
 		default:
 			r.Reason = "Error"
 		}
+		if st.Message != "" {
+			// Why the exit code is what it is (e.g. nobody recorded it:
+			// conmon died first): ContainerStatus.message.
+			r.Message = st.Message
+		}
 		return nil
 	})
 	if changed {
