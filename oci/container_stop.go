@@ -128,13 +128,21 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 // killConmon SIGKILLs the container's conmon through a pidfd, so a recycled
 // pid is never signalled.
 func (r *Runtime) killConmon(id string) error {
-	f, err := r.openConmon(id)
+	f, err := r.conmonPidfd(id)
 	if err != nil || f == nil {
 		return err
 	}
 	defer f.Close()
 	klog.InfoS("Killing conmon", "runtime", r.name, "id", id)
-	if err := unix.PidfdSendSignal(int(f.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+	// conmon leads its own process group (it calls setsid), in which the
+	// runtime it runs (a hung `runtime create`) is: the whole group goes,
+	// or the runtime would outlive it.
+	pid := pidOfPidfd(f)
+	if pid > 0 && processGroupOf(pid) == pid {
+		if err := unix.Kill(-pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("container %s: kill conmon's process group: %w", id, err)
+		}
+	} else if err := unix.PidfdSendSignal(int(f.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("container %s: kill conmon: %w", id, err)
 	}
 	fds := []unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLIN}}

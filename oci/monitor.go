@@ -183,7 +183,7 @@ func (r *Runtime) waitConmon(id string, d time.Duration) bool {
 	if m != nil {
 		return m.waitDone(d)
 	}
-	f, err := r.openConmon(id)
+	f, err := r.conmonPidfd(id)
 	if err != nil {
 		return false
 	}
@@ -292,4 +292,74 @@ func (e *exitQueue) pump() {
 		e.mu.Unlock()
 		e.ch <- id
 	}
+}
+
+// findConmon opens a pidfd on the conmon started for container id, found
+// by its command line (its pid file not written yet), or nil.
+func (r *Runtime) findConmon(id string) (*os.File, error) {
+	procs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range procs {
+		pid, err := strconv.Atoi(filepath.Base(p))
+		if err != nil || !isConmonFor(pid, id) {
+			continue
+		}
+		fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+		if err != nil {
+			continue
+		}
+		if !isConmonFor(pid, id) { // the pid was recycled meanwhile
+			unix.Close(fd)
+			continue
+		}
+		return os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:conmon-%d", pid)), nil
+	}
+	return nil, nil
+}
+
+// processGroupOf is the process group of pid (field 5 of its stat), or 0.
+func processGroupOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count from its ")".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 3 {
+		return 0
+	}
+	pgrp, _ := strconv.Atoi(f[2])
+	return pgrp
+}
+
+// pidOfPidfd is the pid a pidfd refers to ("Pid:" of its fdinfo), or 0.
+func pidOfPidfd(f *os.File) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", f.Fd()))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			pid, _ := strconv.Atoi(strings.TrimSpace(v))
+			return pid
+		}
+	}
+	return 0
+}
+
+// conmonPidfd opens a pidfd on the container's conmon by its pid file, or,
+// before conmon wrote it (it does once the runtime's create returned: a
+// create that hangs leaves none), by its command line; nil when gone.
+func (r *Runtime) conmonPidfd(id string) (*os.File, error) {
+	f, err := r.openConmon(id)
+	if err != nil || f != nil {
+		return f, err
+	}
+	return r.findConmon(id)
 }
