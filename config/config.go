@@ -97,6 +97,11 @@ type Runtime struct {
 	Path string `toml:"path"`
 	// Root is the runtime's --root state dir; default <state>/<name>.
 	Root string `toml:"root"`
+	// CreateTimeout bounds a container create (conmon + `runtime create`)
+	// whatever the caller's deadline; past it the create is rolled back
+	// (conmon and the runtime killed). Default 4m: slow image mounts and a
+	// loaded node must not fail a create the kubelet will retry anyway.
+	CreateTimeout Duration `toml:"create_timeout"`
 }
 
 // Agent configures the kubelet-like half.
@@ -414,6 +419,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("cri.default_runtime: %q is not a configured runtime (runtimes.%s)", c.CRI.DefaultRuntime, c.CRI.DefaultRuntime)
 	}
 	for name, r := range c.Runtimes {
+		if r.CreateTimeout.Duration < 0 {
+			return fmt.Errorf("runtimes.%s.create_timeout: must not be negative, got %s", name, r.CreateTimeout.Duration)
+		}
 		if r.Path == "" {
 			return fmt.Errorf("runtimes.%s.path: must be set", name)
 		}
@@ -466,7 +474,8 @@ const header = `# peapod configuration. Every key below is the embedded default;
 # [image]   stall_timeout cancels a pull with no real progress for that long
 # [registry.mirrors."HOST"]  endpoints tried instead of HOST, never falling
 #           back to it; loopback registries are plain http without config
-# [runtimes.NAME]  OCI runtime handlers (RuntimeHandler in RunPodSandbox)
+# [runtimes.NAME]  OCI runtime handlers (RuntimeHandler in RunPodSandbox):
+#           path, root, create_timeout (default 4m, then a create rolls back)
 # [agent]   enabled = false runs a CRI runtime only (a kubelet drives it);
 #           the static pod manifests dir, pod logs dir, FlexVolume driver
 #           dir and node name (default: the hostname); node mode

@@ -40,6 +40,12 @@ func TestParse(t *testing.T) {
 		{name: "relative root", toml: "root = \"var/lib\"\n", wantErr: "root:"},
 		{name: "bad duration", toml: "[image]\nstall_timeout = \"soon\"\n", wantErr: "stall_timeout"},
 		{name: "negative duration", toml: "[image]\nstall_timeout = \"-1s\"\n", wantErr: "image.stall_timeout"},
+		{name: "runtime create timeout", toml: "[runtimes.runc]\npath = \"runc\"\ncreate_timeout = \"20s\"\n", check: func(t *testing.T, c *Config) {
+			if c.Runtimes["runc"].CreateTimeout.Duration != 20*time.Second {
+				t.Fatalf("runtimes = %+v", c.Runtimes)
+			}
+		}},
+		{name: "negative create timeout", toml: "[runtimes.runc]\npath = \"runc\"\ncreate_timeout = \"-1s\"\n", wantErr: "runtimes.runc.create_timeout"},
 		{name: "bad http address", toml: "[http]\naddress = \"nope\"\n", wantErr: "http.address"},
 		{name: "unknown default runtime", toml: "[cri]\ndefault_runtime = \"kata\"\n", wantErr: "cri.default_runtime"},
 		{name: "mirror without scheme", toml: "[registry.mirrors.\"docker.io\"]\nendpoints = [\"127.0.0.1:5000\"]\n", wantErr: "must start with http"},

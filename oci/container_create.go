@@ -138,7 +138,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (pid int, err err
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
 
-	msg, err := readSync(ctx, syncR, 4*time.Minute)
+	msg, err := readSync(ctx, syncR, r.createTimeout)
 	if err != nil {
 		return 0, fmt.Errorf("container %s: conmon: %w%s", id, err, r.createErrDetail(id))
 	}

@@ -30,11 +30,14 @@ type Options struct {
 	Root       string // runtime --root state dir
 	StateDir   string // peapod's per-container conmon files: <StateDir>/<id>/...
 	ConmonPath string // default: conmon from PATH, else /usr/bin/conmon
+	// CreateTimeout bounds a create whatever the caller's context; 0: 4m.
+	CreateTimeout time.Duration
 }
 
 // Runtime drives one OCI runtime binary under conmon.
 type Runtime struct {
 	name, path, root, stateDir, conmon string
+	createTimeout                      time.Duration
 
 	checkMu   sync.Mutex
 	checkDone bool
@@ -77,10 +80,14 @@ func New(o Options) (*Runtime, error) {
 			return nil, fmt.Errorf("oci runtime %s: %w", o.Name, err)
 		}
 	}
+	if o.CreateTimeout <= 0 {
+		o.CreateTimeout = 4 * time.Minute
+	}
 	return &Runtime{
 		name: o.Name, path: path, root: o.Root, stateDir: o.StateDir, conmon: conmonPath,
-		monitors: map[string]*monitor{},
-		exits:    newExitQueue(),
+		createTimeout: o.CreateTimeout,
+		monitors:      map[string]*monitor{},
+		exits:         newExitQueue(),
 	}, nil
 }
 

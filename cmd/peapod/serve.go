@@ -134,10 +134,11 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 	ociRuntimes := map[string]*oci.Runtime{}
 	for name, r := range cfg.Runtimes {
 		rt, err := oci.New(oci.Options{
-			Name:     name,
-			Path:     r.Path,
-			Root:     cfg.RuntimeRoot(name),
-			StateDir: filepath.Join(cfg.State, "oci", name),
+			Name:          name,
+			Path:          r.Path,
+			Root:          cfg.RuntimeRoot(name),
+			StateDir:      filepath.Join(cfg.State, "oci", name),
+			CreateTimeout: r.CreateTimeout.Duration,
 		})
 		if err != nil {
 			klog.InfoS("Runtime handler unavailable", "handler", name, "err", err)

@@ -58,7 +58,7 @@ func leakedSleeps() []string {
 // kill. Each CRI call is bounded (the caller gets DeadlineExceeded),
 // nothing is left half-made (no container record, no runtime or conmon
 // process: a hung create used to leave both for ever), and once the
-// runtime behaves again everything works. ~4.5 min, in parallel.
+// runtime behaves again everything works. ~30 s, in parallel.
 func TestRuntimeHangs(t *testing.T) {
 	t.Parallel()
 	reg := startRegistry(t)
@@ -66,7 +66,7 @@ func TestRuntimeHangs(t *testing.T) {
 	wrapper := hangingRuntime(t, hdir)
 	d := newDaemon(t, daemonOpts{
 		mirrors:     map[string]string{"docker.io": "http://" + reg},
-		extraConfig: fmt.Sprintf("[runtimes.hang]\npath = %q\nroot = %q\n", wrapper, filepath.Join(hdir, "root")),
+		extraConfig: fmt.Sprintf("[runtimes.hang]\npath = %q\nroot = %q\ncreate_timeout = \"15s\"\n", wrapper, filepath.Join(hdir, "root")),
 	})
 	mark := func(op string, on bool) {
 		p := filepath.Join(hdir, "marks", op)
@@ -114,11 +114,11 @@ func TestRuntimeHangs(t *testing.T) {
 	})
 	mark("create", false)
 	// The caller had its DeadlineExceeded at once; peapod itself gives a
-	// create 4 minutes (oci readSync: slow image mounts, a loaded node)
-	// before it rolls back — killing conmon and the runtime it runs, found
-	// by command line since a hung create leaves conmon no pid file. The
-	// test is parallel and waits, so this costs little wall time.
-	deadline := time.Now().Add(300 * time.Second)
+	// create runtimes.hang.create_timeout (15 s here, 4 min by default:
+	// slow image mounts, a loaded node) before it rolls back — killing
+	// conmon and the runtime it runs, found by command line since a hung
+	// create leaves conmon no pid file.
+	deadline := time.Now().Add(60 * time.Second)
 	for len(containers()) > 0 || len(leakedSleeps()) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("after a hung create: containers %v, runtime processes left %v", containers(), leakedSleeps())
