@@ -363,6 +363,68 @@ func TestPullStall(t *testing.T) {
 	}
 }
 
+// TestPullStallMidLayerRetry: a registry that stops sending in the middle
+// of a layer (connection open, no bytes) fails the pull after the stall
+// timeout, leaving nothing stored; a retry once the registry is well
+// restarts the download cleanly and gets the whole image.
+func TestPullStallMidLayerRetry(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.StallTimeout = 300 * time.Millisecond })
+	small := must[v1.Layer](t)(random.Layer(16<<10, types.DockerLayer))
+	big := must[v1.Layer](t)(random.Layer(256<<10, types.DockerLayer))
+	img := imageOf(t, small, big)
+	e.reg.push(t, "stall:1", img)
+	bigD := must[v1.Hash](t)(big.Digest())
+	stalled := make(chan struct{}, 1)
+	e.reg.use(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+bigD.String()) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			rec := &bufferWriter{header: http.Header{}}
+			next.ServeHTTP(rec, r)
+			w.Header().Set("Content-Length", fmt.Sprint(len(rec.body)))
+			w.WriteHeader(http.StatusOK)
+			w.Write(rec.body[:len(rec.body)/2])
+			w.(http.Flusher).Flush()
+			select {
+			case stalled <- struct{}{}:
+			default:
+			}
+			<-r.Context().Done() // the rest never comes
+		})
+	})
+	start := time.Now()
+	_, err := e.svc.Pull(ctxT(t), e.reg.host+"/stall:1", nil)
+	if err == nil || !strings.Contains(err.Error(), "pull of "+e.reg.host+"/stall:1 stalled: no progress for 300ms") {
+		t.Fatalf("err = %v, want stall error", err)
+	}
+	select {
+	case <-stalled:
+	default:
+		t.Fatal("the pull never reached the stalling layer")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("stall detected after %s", d)
+	}
+	// What the failed pull stored (the small layer, the config, half of
+	// the big one) is collected at once: no partial blob is kept for a
+	// retry to trust.
+	assertStoreEmpty(t, e, "a stalled pull")
+
+	e.reg.use(func(h http.Handler) http.Handler { return h })
+	got := e.pull(e.reg.host + "/stall:1")
+	if got.ID != must[v1.Hash](t)(img.ConfigName()).String() {
+		t.Errorf("ID = %s", got.ID)
+	}
+	if n := e.reg.gets(bigD); n != 2 {
+		t.Errorf("big layer fetched %d times, want 2 (the stalled try and the retry)", n)
+	}
+	if n := dirNames(t, filepath.Join(e.root, "tmp")); len(n) != 0 {
+		t.Errorf("tmp after the retry: %v", n)
+	}
+}
+
 type bufferWriter struct {
 	header http.Header
 	body   []byte
