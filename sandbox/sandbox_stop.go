@@ -112,11 +112,13 @@ func (m *Manager) RemoveSandbox(ctx context.Context, id string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", id, err)
 	}
-	// Under sb.mu, so a late exit notification cannot write it back.
-	sb.mu.Lock()
+	// Under sb.wmu, so a late exit notification cannot write it back.
+	sb.wmu.Lock()
 	err = m.o.Store.Delete(store.BucketSandboxes, id)
+	sb.mu.Lock()
 	sb.removed = err == nil
 	sb.mu.Unlock()
+	sb.wmu.Unlock()
 	if err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", id, err)
 	}

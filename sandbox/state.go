@@ -98,6 +98,11 @@ type Sandbox struct {
 	// never under the manager's map lock.
 	op sync.Mutex
 
+	// wmu serialises the writers of rec and config and is held across
+	// their store write; mu is taken only to read or publish, so List and
+	// Status calls never wait for a bbolt commit (an fsync, queued behind
+	// every other pod's commits while pods churn).
+	wmu    sync.Mutex
 	mu     sync.RWMutex
 	rec    SandboxRecord
 	config *runtimeapi.PodSandboxConfig
@@ -115,6 +120,7 @@ type Sandbox struct {
 type Container struct {
 	op sync.Mutex
 
+	wmu    sync.Mutex // as Sandbox.wmu
 	mu     sync.RWMutex
 	rec    ContainerRecord
 	config *runtimeapi.ContainerConfig
@@ -143,18 +149,22 @@ func (s *Sandbox) setConfig(st *store.Store, cfg *runtimeapi.PodSandboxConfig) e
 	if err != nil {
 		return fmt.Errorf("encode config of sandbox %s: %w", s.ID(), err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.removed {
-		return fmt.Errorf("%w: pod sandbox %s was removed", ErrNotFound, s.rec.ID)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.RLock()
+	next, removed := s.rec, s.removed
+	s.mu.RUnlock()
+	if removed {
+		return fmt.Errorf("%w: pod sandbox %s was removed", ErrNotFound, next.ID)
 	}
-	next := s.rec
 	next.ConfigProto = b
 	if err := st.Put(store.BucketSandboxes, next.ID, &next); err != nil {
 		return fmt.Errorf("persist sandbox %s: %w", next.ID, err)
 	}
+	s.mu.Lock()
 	s.rec = next
 	s.config = cfg
+	s.mu.Unlock()
 	return nil
 }
 
@@ -185,15 +195,19 @@ func (c *Container) setConfig(st *store.Store, cfg *runtimeapi.ContainerConfig) 
 	if err != nil {
 		return fmt.Errorf("encode config of container %s: %w", c.ID(), err)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.RLock()
 	next := c.rec
+	c.mu.RUnlock()
 	next.ConfigProto = b
 	if err := st.Put(store.BucketContainers, next.ID, &next); err != nil {
 		return fmt.Errorf("persist container %s: %w", next.ID, err)
 	}
+	c.mu.Lock()
 	c.rec = next
 	c.config = cfg
+	c.mu.Unlock()
 	return nil
 }
 
@@ -202,34 +216,44 @@ func (c *Container) ID() string { return c.rec.ID }
 
 // update applies fn to a copy of the record, persists it, then publishes it.
 func (s *Sandbox) update(st *store.Store, fn func(*SandboxRecord) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.removed {
-		return fmt.Errorf("%w: pod sandbox %s was removed", ErrNotFound, s.rec.ID)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.RLock()
+	next, removed := s.rec, s.removed
+	next.IPs = append([]string(nil), s.rec.IPs...) // fn may change them in place
+	s.mu.RUnlock()
+	if removed {
+		return fmt.Errorf("%w: pod sandbox %s was removed", ErrNotFound, next.ID)
 	}
-	next := s.rec
 	if err := fn(&next); err != nil {
 		return err
 	}
 	if err := st.Put(store.BucketSandboxes, next.ID, &next); err != nil {
 		return fmt.Errorf("persist sandbox %s: %w", next.ID, err)
 	}
+	s.mu.Lock()
 	s.rec = next
+	s.mu.Unlock()
 	return nil
 }
 
 // update applies fn to a copy of the record, persists it, then publishes it.
 func (c *Container) update(st *store.Store, fn func(*ContainerRecord) error) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.RLock()
 	next := c.rec
+	next.GIDs = append([]int64(nil), c.rec.GIDs...) // fn may change them in place
+	c.mu.RUnlock()
 	if err := fn(&next); err != nil {
 		return err
 	}
 	if err := st.Put(store.BucketContainers, next.ID, &next); err != nil {
 		return fmt.Errorf("persist container %s: %w", next.ID, err)
 	}
+	c.mu.Lock()
 	c.rec = next
+	c.mu.Unlock()
 	return nil
 }
 

@@ -33,6 +33,9 @@ type options struct {
 	density        int           // pods for the density phase
 	batch          int           // density: pods started at a time
 	execs          int           // ExecSync calls
+	clients        int           // many-clients phase: clients; 0 skips it
+	churn          int           // many-clients phase: pods started and removed
+	clientPause    time.Duration // many-clients phase: a client's pause between calls
 	pulls          int           // image pulls
 	critestN       int           // critest -benchmark samples per benchmark; 0 skips it
 	critestTimeout time.Duration // one critest run; stopped at it
@@ -52,6 +55,9 @@ func main() {
 	flag.IntVar(&o.density, "density", 110, "pods in the density phase")
 	flag.IntVar(&o.batch, "batch", 10, "density: pods started at a time")
 	flag.IntVar(&o.execs, "execs", 50, "ExecSync calls")
+	flag.IntVar(&o.clients, "clients", 50, "many-clients phase: clients calling List and Status RPCs (0: no such phase)")
+	flag.IntVar(&o.churn, "churn", 20, "many-clients phase: pods started then removed while the clients call")
+	flag.DurationVar(&o.clientPause, "client-pause", 10*time.Millisecond, "many-clients phase: each client's pause between two calls")
 	flag.IntVar(&o.pulls, "pulls", 5, "image pulls (each after removing the image)")
 	flag.IntVar(&o.critestN, "critest-n", 50, "critest -benchmark samples per benchmark (0: no critest phase)")
 	flag.DurationVar(&o.critestTimeout, "critest-timeout", 5*time.Minute, "stop critest -benchmark after this long")

@@ -47,6 +47,7 @@ type result struct {
 		scrape           []float64 // peapod /metrics
 	}
 	profiles []string
+	clients  *clientsResult // nil when the phase is off
 	critest  *critestResult // nil when the phase is off
 	// lxcfsWith, lxcfsWithout: peapod only, gRPC start totals on a
 	// daemon with containers.lxcfs = "on", of pods with lxcfs and of pods
@@ -135,6 +136,16 @@ func measure(ctx context.Context, o options, rt *runtime) (*result, error) {
 		return nil, err
 	}
 	logf("%s: %d pods in parallel: %.2fs", rt.name, o.parallel, r.par)
+
+	// Many clients on List and Status while pods start and stop.
+	if o.clients > 0 {
+		cr, err := manyClients(ctx, o, rt)
+		if err != nil {
+			return nil, err
+		}
+		r.clients = cr
+		logf("%s: %d clients, %d calls in %.1fs of churn, %d errors, %d raced removals", rt.name, o.clients, cr.calls(), cr.churn, cr.errors(), cr.raced)
+	}
 
 	// Density, with a CPU profile of peapod while the pods start.
 	var prof sync.WaitGroup
