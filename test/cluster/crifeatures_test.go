@@ -21,7 +21,8 @@ import (
 // instead of every second) and PodAndContainerStatsFromCRI: the kubelet
 // takes container state changes from peapod's GetContainerEvents stream,
 // so a container that exits is seen at once, and serves peapod's CRI
-// metrics on /metrics/cadvisor.
+// metrics on /metrics/cadvisor. Then, with 1.37's defaults, an image
+// volume and a checkpoint request through the kubelet's API.
 func TestKubeletEventsAndCRIMetrics(t *testing.T) {
 	testenv.Integration(t)
 	repo := repoRoot()
@@ -89,6 +90,43 @@ func TestKubeletEventsAndCRIMetrics(t *testing.T) {
 		re := regexp.MustCompile(`(?m)^container_memory_working_set_bytes\{[^}]*container="steady"[^}]*pod="steady"[^}]*\} [1-9]`)
 		return re.MatchString(out), fmt.Sprintf("%.600s", out)
 	})
+
+	// ImageVolume (on by default in 1.37): an image's rootfs as a
+	// read-only volume, through Mount.image.
+	k.apply(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: imgvol}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: %[1]s
+    command: [sleep, "600"]
+    volumeMounts: [{name: iv, mountPath: /iv}]
+  volumes:
+  - name: iv
+    image: {reference: "%[1]s", pullPolicy: IfNotPresent}
+`, busybox))
+	k.waitPodPhase("imgvol", "Running", 90*time.Second)
+	if out, err := k.try("exec", "imgvol", "--", "/iv/bin/busybox", "echo", "from the image volume"); err != nil || !strings.Contains(out, "from the image volume") {
+		t.Errorf("running the image volume's busybox: %q, %v", out, err)
+	}
+	if out, err := k.try("exec", "imgvol", "--", "touch", "/iv/x"); err == nil || !strings.Contains(err.Error(), "Read-only file system") {
+		t.Errorf("write into the image volume: %q, %v; want Read-only file system", out, err)
+	}
+
+	// ContainerCheckpoint (on by default): the kubelet's /checkpoint
+	// endpoint reaches peapod's CheckpointContainer, which answers why
+	// CRIU cannot work here (criu check fails on this kernel) rather than a
+	// fake archive; the kubelet passes that reason on.
+	cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer ccancel()
+	cout, cerr := k.tryCtx(cctx, []byte{}, "create", "--raw", "/api/v1/nodes/"+c.NodeName+"/proxy/checkpoint/default/steady/steady", "-f", "-")
+	t.Logf("checkpoint through the kubelet: %q, %v", cout, cerr)
+	if cerr == nil || !strings.Contains(cerr.Error(), "criu") {
+		t.Errorf("checkpoint through the kubelet: %q, %v: want the refusal with criu's reason", cout, cerr)
+	}
 }
 
 // metricValue sums the samples of a metric family in Prometheus text; -1
