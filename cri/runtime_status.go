@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -26,20 +27,21 @@ func (s *Server) Version(ctx context.Context, req *runtimeapi.VersionRequest) (*
 // Status reports RuntimeReady and NetworkReady with real reasons, and the
 // runtime handlers with their features.
 func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
-	runtimeCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
 	handlers := map[string]error{}
 	if s.deps.Handlers != nil {
 		handlers = s.deps.Handlers(ctx)
 	}
+	problems := slices.Clone(s.deps.HostProblems)
 	if err, ok := handlers[s.deps.DefaultHandler]; !ok || err != nil {
-		runtimeCond.Status = false
-		runtimeCond.Reason = "DefaultRuntimeUnavailable"
+		p := HostProblem{Reason: "DefaultRuntimeUnavailable"}
 		if !ok {
-			runtimeCond.Message = fmt.Sprintf("default runtime handler %q is not configured", s.deps.DefaultHandler)
+			p.Message = fmt.Sprintf("default runtime handler %q is not configured", s.deps.DefaultHandler)
 		} else {
-			runtimeCond.Message = fmt.Sprintf("default runtime handler %q: %v", s.deps.DefaultHandler, err)
+			p.Message = fmt.Sprintf("default runtime handler %q: %v", s.deps.DefaultHandler, err)
 		}
+		problems = append(problems, p)
 	}
+	runtimeCond := runtimeReady(problems)
 	// NetworkReady=false until the conf dir holds a usable config (the
 	// kubelet keeps the node NotReady meanwhile); the conf dir is re-read
 	// on every call, so it turns true on the first Status after a cluster
@@ -113,6 +115,9 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 		}
 		if lxcfsOn {
 			resp.Info["lxcfs"] = lxcfsInfo(lxcfs)
+		}
+		if len(problems) > 0 {
+			resp.Info["hostProblems"] = hostProblemsInfo(problems)
 		}
 	}
 	return resp, nil

@@ -47,6 +47,9 @@ type Deps struct {
 	Handlers func(ctx context.Context) map[string]error
 	// DefaultHandler names the handler used when RuntimeHandler is empty.
 	DefaultHandler string
+	// HostProblems are what the start-up host checks found wrong
+	// (conmon, overlay, cgroups): RuntimeReady stays false while any is.
+	HostProblems []HostProblem
 	// CgroupDriver is reported by RuntimeConfig ("cgroupfs").
 	CgroupDriver runtimeapi.CgroupDriver
 	// Streams serves Exec, Attach and PortForward sessions; nil answers

@@ -3,10 +3,12 @@ package oci
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,6 +52,9 @@ func (r *Runtime) Check(ctx context.Context) error {
 }
 
 func (r *Runtime) probe(ctx context.Context) error {
+	if err := r.CheckVersion(ctx); err != nil {
+		return err
+	}
 	r.sweepStaleChecks(ctx)
 	tmp, err := os.MkdirTemp(r.stateDir, ".check-")
 	if err != nil {
@@ -171,4 +176,177 @@ func (r *Runtime) sweepStaleChecks(ctx context.Context) {
 			time.Sleep(25 * time.Millisecond)
 		}
 	}
+}
+
+// Version is a binary's major.minor.patch, as its --version prints it.
+type Version struct{ Major, Minor, Patch int }
+
+func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch) }
+
+// Less says whether v is older than o.
+func (v Version) Less(o Version) bool {
+	if v.Major != o.Major {
+		return v.Major < o.Major
+	}
+	if v.Minor != o.Minor {
+		return v.Minor < o.Minor
+	}
+	return v.Patch < o.Patch
+}
+
+var versionLine = regexp.MustCompile(`(?m)^(\S+) version v?(\d+)\.(\d+)(?:\.(\d+))?`)
+
+// ParseVersion reads the first "<name> version X.Y[.Z]" line of a
+// --version output: conmon, runc and crun all start so ("conmon version
+// 2.1.6", "runc version 1.1.5+ds1", "crun version 1.8.1"). It returns the
+// name the binary gives itself, which is what decides the minimum (a
+// handler's name and path are the operator's choice).
+func ParseVersion(out string) (name string, v Version, ok bool) {
+	m := versionLine.FindStringSubmatch(out)
+	if m == nil {
+		return "", Version{}, false
+	}
+	v.Major, _ = strconv.Atoi(m[2])
+	v.Minor, _ = strconv.Atoi(m[3])
+	if m[4] != "" {
+		v.Patch, _ = strconv.Atoi(m[4])
+	}
+	return m[1], v, true
+}
+
+// MinConmon is the oldest conmon that takes every flag peapod passes
+// (container_create.go, container_exec.go), by the release each appeared
+// in: --log-global-size-max 2.1.2 (it bounds ExecSync's output: every
+// exec probe and ExecSync fails on anything older, an unknown option;
+// 2.1.2 as re-tagged on 2022-06-16, the first tag spelled it
+// --log-size-global-max), --sync 2.0.19, --persist-dir 2.0.5;
+// --api-version, --exit-dir, --socket-dir-path, --leave-stdin-open,
+// --exec-process-spec and --conmon-pidfile are in 2.0.0. Debian 12
+// ships 2.1.6.
+var MinConmon = Version{2, 1, 2}
+
+// minConmonWhy is what MinConmon is for, for the message.
+const minConmonWhy = "--log-global-size-max, which bounds exec output"
+
+// MinRuntime is the oldest runc and crun peapod drives. peapod sets the
+// "rro" mount option (recursive read-only; CRI's recursive_read_only,
+// which Status advertises as RecursiveReadOnlyMounts), which runc has
+// since 1.1.0 and crun since 1.4; an older one fails such a create with
+// "invalid argument". runc 1.1.12 fixed CVE-2024-21626, but that is not
+// the minimum: distributions backport the fix without changing the
+// version (Debian 12's 1.1.5+ds1-1+deb12u1 has it). Other runtimes
+// (runsc, youki) have no minimum here: the throwaway create still tells.
+var MinRuntime = map[string]Version{"runc": {1, 1, 0}, "crun": {1, 4, 0}}
+
+// debianHas is what Debian 12 ships, for the messages.
+var debianHas = map[string]string{"runc": "1.1.5", "crun": "1.8.1"}
+
+// VersionError is a binary older than peapod needs.
+type VersionError struct {
+	Binary, Path string
+	Have, Need   Version
+	Why, Fix     string
+}
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("%s %s at %s is too old: peapod needs >= %s (%s); %s", e.Binary, e.Have, e.Path, e.Need, e.Why, e.Fix)
+}
+
+// binaryVersion runs `path --version` (10 s at most) and parses it.
+func binaryVersion(ctx context.Context, path string) (string, Version, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "--version")
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", Version{}, false, fmt.Errorf("`%s --version`: %w: %s", path, err, lastLines(string(out), 2))
+	}
+	name, v, ok := ParseVersion(string(out))
+	return name, v, ok, nil
+}
+
+// Version is what the runtime binary says it is; false when it does not
+// print "<name> version X.Y.Z".
+func (r *Runtime) Version(ctx context.Context) (Version, bool) {
+	_, v, ok, err := binaryVersion(ctx, r.path)
+	return v, ok && err == nil
+}
+
+// CheckVersion refuses a runc or crun older than MinRuntime (an
+// *VersionError). A runtime that does not say what it is (another
+// runtime, a wrapper script) is left to the throwaway create. Check
+// runs it first.
+func (r *Runtime) CheckVersion(ctx context.Context) error {
+	name, v, ok, err := binaryVersion(ctx, r.path)
+	if err != nil {
+		return fmt.Errorf("oci runtime %s at %s does not run: %w; reinstall it or point runtimes.%s.path at a working one", r.name, r.path, err, r.name)
+	}
+	need, known := MinRuntime[name]
+	if !ok || !known {
+		klog.V(2).InfoS("OCI runtime version not checked", "runtime", r.name, "path", r.path, "says", name)
+		return nil
+	}
+	if v.Less(need) {
+		return &VersionError{
+			Binary: name, Path: r.path, Have: v, Need: need,
+			Why: `the "rro" recursive read-only mount option`,
+			Fix: fmt.Sprintf("apt-get install %s (Debian 12 has %s), or point runtimes.%s.path at a newer one", name, debianHas[name], r.name),
+		}
+	}
+	return nil
+}
+
+// FindConmon resolves conmon as New does: the configured path, else
+// conmon in $PATH, else /usr/bin/conmon.
+func FindConmon(configured string) (string, error) {
+	if configured == "" {
+		if p, err := exec.LookPath("conmon"); err == nil {
+			return p, nil
+		}
+	}
+	want := configured
+	if want == "" {
+		want = "/usr/bin/conmon"
+	}
+	p, err := exec.LookPath(want)
+	switch {
+	case err == nil:
+		return p, nil
+	case errors.Is(err, os.ErrNotExist) && configured == "":
+		return "", fmt.Errorf("conmon not found in $PATH (%s) nor at %s: apt-get install conmon", envPath(), want)
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, exec.ErrNotFound):
+		return "", fmt.Errorf("conmon %s does not exist: apt-get install conmon", want)
+	case errors.Is(err, os.ErrPermission):
+		return "", fmt.Errorf("conmon %s is not executable (%w): chmod 755 %s, or apt-get install --reinstall conmon", want, os.ErrPermission, want)
+	}
+	return "", fmt.Errorf("conmon %s: %w; apt-get install conmon", want, err)
+}
+
+// CheckConmon finds conmon as New does and checks that it takes every
+// flag peapod passes (MinConmon). It returns the path and version found.
+func CheckConmon(ctx context.Context, configured string) (string, Version, error) {
+	path, err := FindConmon(configured)
+	if err != nil {
+		return "", Version{}, err
+	}
+	name, v, ok, err := binaryVersion(ctx, path)
+	if err != nil {
+		return path, Version{}, fmt.Errorf("conmon at %s does not run: %w; apt-get install --reinstall conmon", path, err)
+	}
+	if !ok || name != "conmon" {
+		return path, Version{}, fmt.Errorf("%s does not say it is conmon (`%s --version` prints no \"conmon version X.Y.Z\"): apt-get install conmon", path, path)
+	}
+	if v.Less(MinConmon) {
+		fix := "apt-get install conmon (Debian 12 has 2.1.6)"
+		// $PATH comes first: an old self-built conmon in /usr/local/bin
+		// hides the package's.
+		if pkg := "/usr/bin/conmon"; configured == "" && path != pkg {
+			if n, pv, ok, err := binaryVersion(ctx, pkg); err == nil && ok && n == "conmon" && !pv.Less(MinConmon) {
+				fix = fmt.Sprintf("it comes first in $PATH and hides %s %s, which is new enough: remove it, or put %s first in peapod's $PATH", pkg, pv, filepath.Dir(pkg))
+			}
+		}
+		return path, v, &VersionError{Binary: "conmon", Path: path, Have: v, Need: MinConmon, Why: minConmonWhy, Fix: fix}
+	}
+	return path, v, nil
 }

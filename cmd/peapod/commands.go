@@ -1,25 +1,27 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"peapod/config"
 	"peapod/cri"
 	"peapod/internal/atomicfile"
+	"peapod/internal/hostcheck"
 	"peapod/sandbox/infra"
 	"peapod/sandbox/network"
 	"peapod/sandbox/spec"
@@ -163,14 +165,37 @@ func runCheck(args []string) error {
 		}
 		fmt.Printf("ok    %s\n", what)
 	}
-	if os.Geteuid() != 0 {
+	note := func(kind, what string) { fmt.Printf("%-5s %s\n", kind, what) }
+	asRoot := os.Geteuid() == 0
+	if !asRoot {
 		report("root", errors.New("peapod serve must run as root"))
 	}
-	_, err = exec.LookPath("conmon")
-	report("conmon", err)
-	for name, r := range cfg.Runtimes {
-		_, err := os.Stat(r.Path)
-		report("runtime "+name+" ("+r.Path+")", err)
+	// The checks serve runs at start (RuntimeReady false on any failure).
+	// Their outcome is the lines below: the daemon's log lines of the
+	// runtime probe would only repeat them, interleaved.
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
+	ctx := context.Background()
+	for _, r := range hostcheck.Host(ctx, hostcheck.Options{Root: cfg.Root, SkipOverlay: !asRoot}) {
+		report(r.What, r.Err)
+	}
+	if !asRoot {
+		note("skip", "overlayfs upper dirs in "+cfg.Root+" (the test mounts an overlay: run as root)")
+	}
+	scratch, err := os.MkdirTemp("", "peapod-check-runtimes-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	for _, name := range slices.Sorted(maps.Keys(cfg.Runtimes)) {
+		r := hostcheck.Runtime(ctx, name, cfg.Runtimes[name].Path, scratch, asRoot)
+		if r.Err != nil && r.Reason == hostcheck.ReasonRuntimeCannotRun && name != cfg.CRI.DefaultRuntime {
+			// As in serve: only the default handler gates RuntimeReady;
+			// pods asking for this one fail with this message.
+			note("warn", fmt.Sprintf("%s: %v (pods whose RuntimeClass handler is %s fail)", r.What, r.Err, name))
+			continue
+		}
+		report(r.What, r.Err)
 	}
 	// The plugins of the config in use; with none yet, those of the
 	// default config peapod writes, or (default_conf = false) the missing
@@ -199,13 +224,7 @@ func runCheck(args []string) error {
 	if os.Geteuid() == 0 {
 		report("pause (new namespaces, confined)", checkPause())
 	}
-	data, _ := os.ReadFile("/proc/filesystems")
-	if !bytes.Contains(data, []byte("overlay")) {
-		report("overlayfs", errors.New("not in /proc/filesystems"))
-	} else {
-		report("overlayfs", nil)
-	}
-	checkLXCFS(cfg, report, func(kind, what string) { fmt.Printf("%-5s %s\n", kind, what) })
+	checkLXCFS(cfg, report, note)
 	if len(failed) > 0 {
 		return fmt.Errorf("%d checks failed", len(failed))
 	}

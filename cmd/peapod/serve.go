@@ -23,6 +23,7 @@ import (
 	"peapod/cri"
 	"peapod/cri/streaming"
 	"peapod/image"
+	"peapod/internal/hostcheck"
 	"peapod/internal/unixsock"
 	"peapod/metrics"
 	"peapod/oci"
@@ -94,6 +95,7 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 			return err
 		}
 	}
+	hostProblems := hostChecks(ctx, cfg)
 	st, err := store.Open(filepath.Join(cfg.Root, "peapod.db"))
 	if err != nil {
 		return err
@@ -132,7 +134,9 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 	defer checks.Wait()
 	runtimes := map[string]sandbox.OCIRuntime{}
 	ociRuntimes := map[string]*oci.Runtime{}
+	unusable := map[string]error{} // handlers whose binary (or conmon) is not there
 	for name, r := range cfg.Runtimes {
+		isDefault := name == cfg.CRI.DefaultRuntime
 		rt, err := oci.New(oci.Options{
 			Name:          name,
 			Path:          r.Path,
@@ -141,7 +145,15 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 			CreateTimeout: r.CreateTimeout.Duration,
 		})
 		if err != nil {
-			klog.InfoS("Runtime handler unavailable", "handler", name, "err", err)
+			if berr := hostcheck.RuntimeBinary(name, r.Path); berr != nil {
+				err = berr // says what is wrong with the binary, and the fix
+			}
+			unusable[name] = err
+			if isDefault {
+				klog.ErrorS(err, "Default runtime handler unusable: RuntimeReady stays false", "handler", name)
+			} else {
+				klog.InfoS("Runtime handler unavailable", "handler", name, "err", err)
+			}
 			continue
 		}
 		runtimes[name] = rt
@@ -153,7 +165,11 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 		checks.Add(1)
 		go func() {
 			defer checks.Done()
-			rt.Check(context.Background())
+			err := rt.Check(context.Background())
+			var tooOld *oci.VersionError
+			if err != nil && (isDefault || errors.As(err, &tooOld)) {
+				klog.ErrorS(err, "Runtime handler cannot run containers", "handler", name, "default", isDefault)
+			}
 		}()
 	}
 	pausePath, pauseArgs, err := findPause()
@@ -201,7 +217,7 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 			for name := range cfg.Runtimes {
 				rt, ok := ociRuntimes[name]
 				if !ok {
-					out[name] = fmt.Errorf("runtime binary %s not usable", cfg.Runtimes[name].Path)
+					out[name] = unusable[name]
 					continue
 				}
 				out[name] = rt.Check(ctx)
@@ -209,6 +225,7 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 			return out
 		},
 		DefaultHandler: cfg.CRI.DefaultRuntime,
+		HostProblems:   hostProblems,
 		CgroupDriver:   runtimeapi.CgroupDriver_CGROUPFS,
 	})
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -281,6 +298,19 @@ func serve(ctx context.Context, cfg *config.Config, agentProc *agentProcess) err
 	_ = httpSrv.Shutdown(sctx)
 	_ = admin.Shutdown(sctx)
 	return nil
+}
+
+// hostChecks runs the host checks `peapod check` runs too (conmon,
+// overlay upper dirs under the root dir, cgroup controllers) and logs
+// each failure; serve keeps running, with RuntimeReady false naming them,
+// so the kubelet reports the node NotReady with the reason.
+func hostChecks(ctx context.Context, cfg *config.Config) []cri.HostProblem {
+	var problems []cri.HostProblem
+	for _, r := range hostcheck.Failed(hostcheck.Host(ctx, hostcheck.Options{Root: cfg.Root})) {
+		klog.ErrorS(r.Err, "Host check failed: RuntimeReady stays false until it is fixed and peapod restarted", "check", r.What, "reason", r.Reason)
+		problems = append(problems, cri.HostProblem{Reason: r.Reason, Message: r.Err.Error()})
+	}
+	return problems
 }
 
 // findPause picks the pause binary: peapod-pause beside this executable,
