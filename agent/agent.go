@@ -426,6 +426,14 @@ func (a *Agent) reapOrphans(ctx context.Context) {
 			klog.InfoS("Removed the cgroup of a pod that is gone", "cgroup", path)
 		}
 	}
+	if r, ok := a.o.Volumes.(OrphanVolumesReleaser); ok {
+		// The kubelet's cleanup of orphaned pod dirs: volumes of pods that
+		// never started (no sandbox to reap) are released here too. Pods
+		// with sandboxes are known: removeOrphan tears them down.
+		if err := r.ReleaseOrphans(ctx, known); err != nil {
+			klog.ErrorS(err, "Releasing the volumes of pods that are gone failed; will retry")
+		}
+	}
 	for uid, pod := range orphans {
 		klog.InfoS("Removing the sandboxes of a pod that is no longer in the manifests", "pod", klog.KObj(pod), "podUID", uid)
 		a.wg.Add(1)

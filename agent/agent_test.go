@@ -44,6 +44,7 @@ type testEnv struct {
 	img    *critest.FakeImageService
 	dir    string
 	reg    *prometheus.Registry
+	vols   Volumes // nil: no volume manager
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -66,7 +67,7 @@ func newTestEnv(t *testing.T, manifests map[string]string, setup func(*testEnv))
 	state := t.TempDir()
 	a, err := New(Options{
 		ManifestsDir: e.dir, StateDir: state, PodLogsDir: filepath.Join(state, "logs"), NodeName: "node1", NodeIP: "10.0.0.1",
-		Runtime: e.rt, Images: e.img, Registerer: e.reg, SyncPeriod: 20 * time.Millisecond,
+		Runtime: e.rt, Images: e.img, Registerer: e.reg, SyncPeriod: 20 * time.Millisecond, Volumes: e.vols,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -163,6 +163,14 @@ type ObjectsUpdater interface {
 	UpdateObjects(objs *Objects)
 }
 
+// OrphanVolumesReleaser is implemented by a Volumes that keeps pods'
+// volumes across an agent restart: once the agent knows every pod it wants
+// (its sources are ready), ReleaseOrphans releases the volumes of all other
+// pods (mounts, loop devices, pod dirs) and keeps those of the pods in keep.
+type OrphanVolumesReleaser interface {
+	ReleaseOrphans(ctx context.Context, keep map[types.UID]bool) error
+}
+
 // clock is the time source of back-off and status; tests fake it.
 type clock interface {
 	Now() time.Time

@@ -116,6 +116,10 @@ type Agent struct {
 	// VolumePluginDir holds external FlexVolume drivers in the kubelet's
 	// layout, <dir>/<vendor>~<driver>/<driver>.
 	VolumePluginDir string `toml:"volume_plugin_dir"`
+	// PluginsRegistryDir is watched for CSI drivers' registration sockets
+	// (the kubelet's /var/lib/kubelet/plugins_registry); empty:
+	// <root>/plugins_registry.
+	PluginsRegistryDir string `toml:"plugins_registry_dir"`
 	// NodeName is spec.nodeName of the agent's pods and, in node mode, the
 	// Node's name; default the hostname.
 	NodeName string `toml:"node_name"`
@@ -363,6 +367,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s: %q must be an absolute path", key, p)
 		}
 	}
+	if d := c.Agent.PluginsRegistryDir; d != "" && !filepath.IsAbs(d) {
+		return fmt.Errorf("agent.plugins_registry_dir: %q must be an absolute path", d)
+	}
 	if k := c.Agent.Kubeconfig; k != "" && !filepath.IsAbs(k) {
 		return fmt.Errorf("agent.kubeconfig: %q must be an absolute path", k)
 	}
@@ -439,6 +446,15 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// PluginsRegistry is the dir the agent watches for CSI driver
+// registration sockets.
+func (c *Config) PluginsRegistry() string {
+	if c.Agent.PluginsRegistryDir != "" {
+		return c.Agent.PluginsRegistryDir
+	}
+	return filepath.Join(c.Root, "plugins_registry")
+}
+
 // RuntimeRoot is the --root dir of runtime handler name.
 func (c *Config) RuntimeRoot(name string) string {
 	if r := c.Runtimes[name]; r.Root != "" {
@@ -478,7 +494,8 @@ const header = `# peapod configuration. Every key below is the embedded default;
 #           path, root, create_timeout (default 4m, then a create rolls back)
 # [agent]   enabled = false runs a CRI runtime only (a kubelet drives it);
 #           the static pod manifests dir, pod logs dir, FlexVolume driver
-#           dir and node name (default: the hostname); node mode
+#           dir, CSI plugins_registry_dir (default <root>/plugins_registry)
+#           and node name (default: the hostname); node mode
 #           (kubeconfig, node_ip, listen, TLS files); the node's resources
 #           with the kubelet's names: QoS cgroups under cgroup_root,
 #           system_reserved / kube_reserved, eviction_* thresholds, image

@@ -4,7 +4,12 @@
 // the agent the CRI mounts, subPaths included. A reconciler (Run) keeps the
 // actual state of the node equal to the desired state (pods and their
 // volumes), and rebuilds the actual state after a restart from StateDir,
-// /proc/self/mountinfo and the loop devices' backing files.
+// /proc/self/mountinfo and the loop devices' backing files (inode and
+// device, not just the path). A pod rebuilt after a restart is HELD (its
+// mounts kept as they are, nothing set up or released for it) until the
+// agent, knowing all its pods, calls ReleaseOrphans: wanted pods are claimed
+// as they are, every other pod's volumes are torn down, and devices no pod
+// needs are released (restart.go).
 //
 // Two small state machines, one per device and one per pod volume. A device
 // is node-wide and shared by every pod volume naming it (an attachable flex
@@ -38,12 +43,15 @@
 //
 // Files: manager.go (API), spec.go (pod volumes → volumeSpecs),
 // binding.go (PVC → PV), reconciler.go (the state machines, back-off,
-// reconstruction), state.go (records), emptydir.go (emptyDir, and the one
+// reconstruction), restart.go (orphans after a restart, stale loop
+// devices), state.go (records), emptydir.go (emptyDir, and the one
 // the projected kinds are wrapped in), atomic_writer.go + projection.go
 // (configMap, secret, downwardAPI, projected; serviceAccountToken sources
 // from Options.Tokens), ownership.go (the pod's fsGroup on its volumes),
 // hostpath.go, subpath.go,
-// flexvolume.go (driver protocol, built-in peapod/loop), loop.go and
+// flexvolume.go (driver protocol, built-in peapod/loop), csi.go (CSI
+// volumes: attach, stage, publish through drivers registered with
+// csiplugin/, the plugin watcher; its own state machine), loop.go and
 // mount.go (thin wrappers over disk/: loop ioctls, mountinfo, mount helpers,
 // format; shared with the CSI driver csi/loop), metrics.go.
 package volumes

@@ -13,7 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"peapod/volumes/disk"
 )
 
 // FlexVolume: the kubelet's exec protocol for out-of-tree volume drivers.
@@ -277,13 +280,20 @@ func (loopDriver) call(ctx context.Context, op string, args ...string) (*flexRes
 			return fail(err)
 		}
 		// Idempotent: an image already on a loop device is that device
-		// (after a restart, or a retried attach).
+		// (after a restart, or a retried attach) — when the device holds
+		// this very file, not one replaced at the same path.
 		devs, err := loopDevicesFor(m[loopImageOption])
 		if err != nil {
 			return fail(err)
 		}
-		if len(devs) > 0 {
-			return &flexResult{Status: flexStatusSuccess, Device: devs[0]}, nil
+		var st unix.Stat_t
+		if err := unix.Stat(m[loopImageOption], &st); err != nil {
+			return fail(fmt.Errorf("disk image: %w", err))
+		}
+		for _, dev := range devs {
+			if li, err := disk.LoopStatus(dev); err == nil && li.Backs(&st) {
+				return &flexResult{Status: flexStatusSuccess, Device: dev}, nil
+			}
 		}
 		dev, err := loopAttach(m[loopImageOption], m[optReadWrite] == "ro")
 		if err != nil {

@@ -8,3 +8,7 @@ import "peapod/volumes/disk"
 func loopAttach(image string, readOnly bool) (string, error) { return disk.LoopAttach(image, readOnly) }
 func loopDetach(dev string) error                            { return disk.LoopDetach(dev) }
 func loopDevicesFor(image string) ([]string, error)          { return disk.LoopDevicesFor(image) }
+
+type loopInfo = disk.LoopInfo
+
+func loopDevices() ([]loopInfo, error) { return disk.LoopDevices() }

@@ -17,6 +17,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"peapod/agent/objects"
+	"peapod/volumes/csiplugin"
 )
 
 // Objects are the API objects pods' volumes refer to: the agent's, one
@@ -34,6 +35,9 @@ type Options struct {
 	// serviceAccountToken sources; nil (no API server) makes such volumes
 	// fail with an error saying so.
 	Tokens TokenSource
+	// CSIDrivers are the registered CSI drivers (the plugin watcher);
+	// nil: CSI volumes fail, saying their driver is not registered.
+	CSIDrivers *csiplugin.Registry
 }
 
 // TokenSource issues service account tokens bound to a pod (the
@@ -65,6 +69,7 @@ type Manager struct {
 	devices  map[string]*deviceState
 	backoffs map[string]*backoff
 	boundTo  map[string]string // PV name → claim key
+	csi      *csiState         // csi.go
 
 	kick chan struct{}
 }
@@ -76,6 +81,12 @@ type podEntry struct {
 	volumes     []*volumeSpec
 	terminating bool
 	state       map[string]*volState // by volume name
+	// held: rebuilt from its record after a restart and not claimed yet
+	// (restart.go): nothing is set up or released for it.
+	held bool
+	// fromRecord: its volumes are the record's, not resolved since the
+	// restart; its first SetupPod resolves them again.
+	fromRecord bool
 }
 
 type volState struct {
@@ -94,6 +105,15 @@ type volState struct {
 type deviceState struct {
 	deviceRecord
 	Mounted bool
+	// stale are peapod/loop devices of this volume that hold another file
+	// than the one it names (restart.go), released before it is used.
+	stale []loopInfo
+	// inspectErr: its loop devices could not be examined (the named image
+	// is missing); examined again before use.
+	inspectErr error
+	// formerImages are images it named before, whose loop devices are
+	// stale.
+	formerImages []string
 }
 
 // New creates a Manager and reconstructs the actual state from StateDir,
@@ -124,6 +144,9 @@ func New(o Options) (*Manager, error) {
 		if err := m.metrics.register(o.Registerer); err != nil {
 			return nil, err
 		}
+	}
+	if err := m.initCSI(); err != nil {
+		return nil, fmt.Errorf("volumes: CSI records: %w", err)
 	}
 	if err := m.reconstruct(); err != nil {
 		return nil, fmt.Errorf("volumes: reconstruct state: %w", err)
@@ -167,6 +190,10 @@ func (m *Manager) SetupPod(ctx context.Context, pod *v1.Pod, objs *Objects) (map
 		}
 		m.pods[pod.UID] = pe
 	} else {
+		if pe.fromRecord {
+			m.reresolve(ctx, pe, pod)
+		}
+		pe.held = false
 		pe.pod = pod.DeepCopy() // labels and annotations feed downwardAPI
 	}
 	m.reconcileLocked(ctx)
@@ -275,6 +302,7 @@ func (m *Manager) TeardownPod(ctx context.Context, pod *v1.Pod) error {
 		pe = &podEntry{pod: pod.DeepCopy(), state: map[string]*volState{}}
 		m.pods[pod.UID] = pe
 	}
+	pe.held = false
 	if !pe.terminating {
 		pe.terminating = true
 		if err := m.savePod(pe); err != nil {

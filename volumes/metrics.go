@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/types"
+
+	"peapod/volumes/csiplugin"
 )
 
 // errAdopted marks an operation found already done on the node after a
@@ -22,11 +24,14 @@ type metrics struct {
 	mu      sync.RWMutex
 	targets []statsTarget
 
+	csiDrivers *csiplugin.Registry // NodeGetVolumeStats (csi.go)
+
 	capacity, available, used, inodes, inodesFree, inodesUsed *prometheus.Desc
 }
 
 type statsTarget struct {
 	namespace, claim, path string
+	csi                    *csiStatsSource // nil: not a CSI volume
 }
 
 func newMetrics(*Manager) *metrics {
@@ -81,7 +86,7 @@ func (mt *metrics) snapshot(pods map[types.UID]*podEntry) {
 				continue
 			}
 			seen[vs.Claim] = true
-			ts = append(ts, statsTarget{namespace: pe.pod.Namespace, claim: vs.Claim[len(pe.pod.Namespace)+1:], path: st.hostPath})
+			ts = append(ts, statsTarget{namespace: pe.pod.Namespace, claim: vs.Claim[len(pe.pod.Namespace)+1:], path: st.hostPath, csi: csiStatsFor(vs)})
 		}
 	}
 	sort.Slice(ts, func(i, j int) bool { return ts[i].namespace+"/"+ts[i].claim < ts[j].namespace+"/"+ts[j].claim })
@@ -101,14 +106,25 @@ func (mt *metrics) Collect(ch chan<- prometheus.Metric) {
 	ts := mt.targets
 	mt.mu.RUnlock()
 	for _, t := range ts {
+		g := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, t.namespace, t.claim)
+		}
+		if u, ok := mt.csiUsage(t); ok {
+			g(mt.capacity, u.capacity)
+			g(mt.available, u.available)
+			g(mt.used, u.used)
+			if u.hasInodes {
+				g(mt.inodes, u.inodes)
+				g(mt.inodesFree, u.inodesFree)
+				g(mt.inodesUsed, u.inodesUsed)
+			}
+			continue
+		}
 		var s unix.Statfs_t
 		if err := unix.Statfs(t.path, &s); err != nil {
 			continue
 		}
 		bs := float64(s.Bsize)
-		g := func(d *prometheus.Desc, v float64) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, t.namespace, t.claim)
-		}
 		g(mt.capacity, float64(s.Blocks)*bs)
 		g(mt.available, float64(s.Bavail)*bs)
 		g(mt.used, float64(s.Blocks-s.Bfree)*bs)

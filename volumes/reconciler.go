@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +47,9 @@ func (m *Manager) do(key, op, plugin string, fn func() error) error {
 		return &backoffError{err: b.err, until: b.next}
 	}
 	err := fn()
-	m.metrics.op(op, plugin, err)
+	if op != "" {
+		m.metrics.op(op, plugin, err)
+	}
 	if err == nil {
 		delete(m.backoffs, key)
 		return nil
@@ -99,9 +102,10 @@ func (m *Manager) reconcileLocked(ctx context.Context) {
 			}
 		}
 	}
+	m.releaseCSI(ctx)
 
 	for _, pe := range m.pods {
-		if pe.terminating {
+		if pe.terminating || pe.held {
 			continue
 		}
 		for _, vs := range pe.volumes {
@@ -118,8 +122,15 @@ func (m *Manager) reconcileLocked(ctx context.Context) {
 
 // setupVolume walks one volume up its state machine as far as it can.
 func (m *Manager) setupVolume(ctx context.Context, pe *podEntry, vs *volumeSpec, st *volState) error {
+	if vs.Kind == kindCSI {
+		return m.setupCSIVolume(ctx, pe, vs, st)
+	}
 	if vs.Device != "" {
-		d := m.ensureDevice(vs)
+		d := m.ensureDevice(vs, !pe.fromRecord)
+		if err := m.checkDevice(d, vs.Plugin); err != nil {
+			st.ready = false // whatever is mounted is not known to be the volume's
+			return err
+		}
 		if !d.Attached {
 			if err := m.do("attach/"+d.Key, "attach", vs.Plugin, func() error { return m.attach(ctx, d) }); err != nil {
 				return fmt.Errorf("attach: %w", err)
@@ -167,10 +178,14 @@ func (m *Manager) reprojectDue(vs *volumeSpec, st *volState) bool {
 
 // ensureDevice returns the device a volume names, creating its state on
 // first sight and adopting what the kernel already has: a loop device
-// backed by the image, a mount at the global path.
-func (m *Manager) ensureDevice(vs *volumeSpec) *deviceState {
-	if d := m.devices[vs.Device]; d != nil {
-		return d
+// backed by the image, a mount at the global path. A volume resolved since
+// the restart (current) whose PV names another disk image than the device
+// was made for gets a new device state; the old one's loop devices are
+// stale. A volume from a record does not: the PV may have moved on.
+func (m *Manager) ensureDevice(vs *volumeSpec, current bool) *deviceState {
+	old := m.devices[vs.Device]
+	if old != nil && (!current || !loopImageChanged(old, vs)) {
+		return old
 	}
 	d := &deviceState{deviceRecord: deviceRecord{Key: vs.Device, Kind: vs.Kind, GlobalPath: vs.GlobalPath, ReadOnly: vs.ReadOnly}}
 	switch vs.Kind {
@@ -184,25 +199,53 @@ func (m *Manager) ensureDevice(vs *volumeSpec) *deviceState {
 		}
 		d.Attached, d.DevicePath = true, vs.Local.Path // nothing to attach
 	}
+	if old != nil {
+		// What the old image is attached and mounted as is stale now.
+		klog.InfoS("The volume names another disk image than its loop device holds; the old device will be released",
+			"volume", vs.Device, "image", d.Options[loopImageOption], "previousImage", old.Options[loopImageOption])
+		d.formerImages = append(slices.Clone(old.formerImages), old.Options[loopImageOption])
+	}
 	m.adoptDevice(d)
+	if old != nil {
+		for _, li := range old.stale {
+			if !slices.ContainsFunc(d.stale, func(x loopInfo) bool { return x.Device == li.Device }) {
+				d.stale = append(d.stale, li)
+			}
+		}
+	}
 	m.devices[d.Key] = d
 	return d
 }
 
-// adoptDevice fills in what the kernel says about a device.
+// adoptDevice fills in what the kernel says about a device. A peapod/loop
+// device is adopted only when it holds the very file the volume names
+// (inode and device, not just the path); the loop devices of the volume
+// that hold another file are stale (restart.go), and so is a global mount
+// of theirs.
 func (m *Manager) adoptDevice(d *deviceState) {
 	if d.Driver == loopDriverName {
-		devs, err := loopDevicesFor(d.Options[loopImageOption])
+		v := m.inspectLoop(d)
+		d.stale, d.inspectErr = v.stale, v.err
+		image := d.Options[loopImageOption]
 		switch {
-		case err == nil && len(devs) > 0:
-			klog.InfoS("adopted loop device", "device", devs[0], "image", d.Options[loopImageOption])
+		case v.good != nil:
+			klog.InfoS("adopted loop device", "device", v.good.Device, "image", image)
 			m.metrics.op("attach", flexPluginPrefix+loopDriverName, errAdopted)
-			d.Attached, d.DevicePath = true, devs[0]
-		case err == nil:
+			d.Attached, d.DevicePath = true, v.good.Device
+		default:
 			d.Attached, d.DevicePath = false, ""
 		}
+		if v.err != nil {
+			klog.InfoS("Cannot tell whether the loop devices of a volume hold the file it names; examined again before use", "volume", d.Key, "image", image, "devices", len(v.stale), "err", v.err)
+		} else {
+			for _, li := range v.stale {
+				klog.InfoS("Loop device does not hold the file the volume names; it will be released", "device", li.Device,
+					"backingFile", li.BackingFile, "deleted", li.Deleted, "inode", li.Inode, "image", image, "volume", d.Key)
+			}
+		}
 	}
-	if ok, _ := isMountPoint(d.GlobalPath); ok {
+	ms, _ := mountsAt(d.GlobalPath)
+	if len(ms) > 0 && !slices.ContainsFunc(d.stale, func(li loopInfo) bool { return loopNum(li) == devNum{ms[len(ms)-1].Major, ms[len(ms)-1].Minor} }) {
 		if !d.Mounted {
 			klog.InfoS("adopted device mount", "path", d.GlobalPath)
 		}
@@ -336,6 +379,11 @@ func (m *Manager) releaseDevice(ctx context.Context, d *deviceState) error {
 	plugin := flexPluginPrefix + d.Driver
 	if d.Kind == kindLocal {
 		plugin = "kubernetes.io/local-volume"
+	}
+	if len(d.stale) > 0 {
+		if err := m.do("stale/"+d.Key, "detach", plugin, func() error { return m.releaseStale(d) }); err != nil {
+			return err
+		}
 	}
 	if mounted, _ := isMountPoint(d.GlobalPath); mounted || d.Mounted {
 		err := m.do("unmountdevice/"+d.Key, "unmount_device", plugin, func() error {
@@ -589,6 +637,9 @@ func (m *Manager) teardownPodVolumes(ctx context.Context, pe *podEntry) error {
 }
 
 func (m *Manager) teardownVolumeDir(ctx context.Context, pluginDirName, dir string) error {
+	if pluginDirName == csiDirName {
+		return m.teardownCSIDir(ctx, dir)
+	}
 	if !strings.HasPrefix(pluginDirName, "kubernetes.io~") && strings.Contains(pluginDirName, "~") {
 		driver := strings.Replace(pluginDirName, "~", "/", 1)
 		drv, _, err := m.flex.get(ctx, driver)
@@ -604,11 +655,9 @@ func (m *Manager) teardownVolumeDir(ctx context.Context, pluginDirName, dir stri
 	return removeDirSafely(dir)
 }
 
-// reconstruct rebuilds the state after a restart: pod records become the
-// desired state again (terminating ones stay terminating), device records
-// and the kernel's view (loop backing files, mountinfo) become the actual
-// state; the first reconcile then adopts every mount that is there instead
-// of making it again.
+// reconstruct rebuilds the state after a restart: pod records become held
+// pods (terminating ones stay terminating), device records and the kernel's
+// view (loop devices' backing files, mountinfo) become the actual state.
 func (m *Manager) reconstruct() error {
 	pods, err := loadJSONDir[podRecord](filepath.Join(m.opts.StateDir, "pods"))
 	if err != nil {
@@ -618,7 +667,8 @@ func (m *Manager) reconstruct() error {
 		if r.Pod == nil {
 			continue
 		}
-		pe := &podEntry{pod: r.Pod, volumes: r.Volumes, terminating: r.Terminating, state: map[string]*volState{}}
+		pe := &podEntry{pod: r.Pod, volumes: r.Volumes, terminating: r.Terminating, state: map[string]*volState{},
+			held: !r.Terminating, fromRecord: true}
 		for _, vs := range r.Volumes {
 			if vs.PVName != "" {
 				m.boundTo[vs.PVName] = vs.Claim
@@ -626,7 +676,7 @@ func (m *Manager) reconstruct() error {
 			st := &volState{}
 			pe.state[vs.Name] = st
 			// Mounted volumes are ready as they are; the rest are set up
-			// (idempotently) by the first reconcile.
+			// (idempotently) once the pod is claimed.
 			if vs.Kind == kindFlex || vs.Kind == kindLocal || (vs.Kind == kindEmptyDir && vs.onTmpfs()) {
 				if ok, _ := isMountPoint(m.volumeDir(r.Pod.UID, vs)); ok {
 					st.ready, st.hostPath = true, m.volumeDir(r.Pod.UID, vs)
@@ -644,6 +694,19 @@ func (m *Manager) reconstruct() error {
 		d := &deviceState{deviceRecord: r}
 		m.adoptDevice(d)
 		m.devices[d.Key] = d
+	}
+	// A device a pod record names without a record of its own (the agent
+	// stopped between attach and the record): what the kernel has of it
+	// is adopted, so that it is released with its pod.
+	for _, pe := range m.pods {
+		for _, vs := range pe.volumes {
+			if vs.Device != "" {
+				m.ensureDevice(vs, false)
+			}
+		}
+	}
+	if len(m.pods) > 0 || len(m.devices) > 0 {
+		klog.InfoS("Reconstructed volumes from before the restart; held until the agent's pods are known", "pods", len(m.pods), "devices", len(m.devices))
 	}
 	return nil
 }

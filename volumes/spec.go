@@ -27,6 +27,7 @@ type volumeSpec struct {
 	HostPath *v1.HostPathVolumeSource       `json:"hostPath,omitempty"`
 	Flex     *v1.FlexPersistentVolumeSource `json:"flex,omitempty"`
 	Local    *v1.LocalVolumeSource          `json:"local,omitempty"`
+	CSI      *csiVolume                     `json:"csi,omitempty"` // csi.go
 
 	Claim  string `json:"claim,omitempty"`  // "ns/name" of the PVC
 	PVName string `json:"pvName,omitempty"` // the bound PV
@@ -120,6 +121,10 @@ func (m *Manager) resolveVolumes(ctx context.Context, pod *v1.Pod, objs *Objects
 			if err := m.setFlex(ctx, vs, pf, ""); err != nil {
 				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
 			}
+		case src.CSI != nil:
+			if err := setCSIInline(pod, vs, src.CSI); err != nil {
+				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+			}
 		case src.PersistentVolumeClaim != nil:
 			if err := m.resolveClaim(ctx, pod, vs, src.PersistentVolumeClaim, objs); err != nil {
 				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
@@ -155,6 +160,8 @@ func (m *Manager) resolveClaim(ctx context.Context, pod *v1.Pod, vs *volumeSpec,
 			f.SecretRef.Namespace = pod.Namespace
 		}
 		return m.setFlex(ctx, vs, f, pv.Name)
+	case ps.CSI != nil:
+		return m.setCSIPersistent(pod, vs, pv)
 	case ps.HostPath != nil:
 		vs.Kind, vs.Plugin = kindHostPath, "kubernetes.io/host-path"
 		vs.HostPath = ps.HostPath.DeepCopy()
@@ -166,7 +173,7 @@ func (m *Manager) resolveClaim(ctx context.Context, pod *v1.Pod, vs *volumeSpec,
 			vs.GlobalPath = filepath.Join(m.opts.GlobalMountDir, "kubernetes.io~local-volume", pv.Name)
 		}
 	default:
-		return fmt.Errorf("persistentvolume %s: unsupported source (flexVolume, local and hostPath are)", pv.Name)
+		return fmt.Errorf("persistentvolume %s: unsupported source (csi, flexVolume, local and hostPath are)", pv.Name)
 	}
 	return nil
 }

@@ -37,6 +37,7 @@ import (
 	"peapod/node"
 	"peapod/probes"
 	"peapod/volumes"
+	"peapod/volumes/csiplugin"
 )
 
 func main() {
@@ -180,6 +181,14 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	if cl != nil {
 		vopts.Tokens = cl.objects
 	}
+	// CSI drivers register through sockets in this dir, as with the
+	// kubelet's plugin watcher.
+	vopts.CSIDrivers = csiplugin.New(cfg.PluginsRegistry())
+	go func() {
+		if err := vopts.CSIDrivers.Run(ctx); err != nil {
+			klog.ErrorS(err, "CSI plugin watcher stopped", "dir", cfg.PluginsRegistry())
+		}
+	}()
 	vols, err := volumes.New(vopts)
 	if err != nil {
 		return fmt.Errorf("volumes: %w", err)

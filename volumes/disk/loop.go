@@ -192,3 +192,97 @@ func DeviceSize(dev string) (int64, error) {
 	}
 	return n * 512, nil
 }
+
+// LoopInfo is an attached loop device and the file behind it.
+type LoopInfo struct {
+	Device       string // /dev/loopN
+	Major, Minor uint32 // the device's own number: the MAJ:MIN of its mounts in mountinfo
+	// BackingFile is the path sysfs shows, without the " (deleted)" the
+	// kernel appends once the file has been unlinked (Deleted).
+	BackingFile string
+	Deleted     bool
+	// Inode and Dev identify the backing file (LOOP_GET_STATUS64's
+	// lo_inode and lo_device): a file replaced at the same path is another
+	// inode, which the path alone cannot tell.
+	Inode uint64
+	Dev   uint64
+	// AutoClear: the kernel detaches the device when its last user
+	// closes it (LOOP_CLR_FD on a device still in use sets it).
+	AutoClear bool
+}
+
+// ErrLoopNotAttached: the loop device has no backing file.
+var ErrLoopNotAttached = errors.New("loop device not attached")
+
+const deletedSuffix = " (deleted)"
+
+// Backs reports whether li's backing file is the file st describes.
+func (li LoopInfo) Backs(st *unix.Stat_t) bool {
+	return !li.Deleted && li.Inode == st.Ino && li.Dev == uint64(st.Dev)
+}
+
+// LoopStatus returns what the kernel says of the loop device dev
+// (/dev/loopN or loopN): sysfs for its number and backing path,
+// LOOP_GET_STATUS64 for the backing file's inode and device.
+func LoopStatus(dev string) (LoopInfo, error) {
+	name := filepath.Base(dev)
+	bf, ok := LoopBackingFile(name)
+	if !ok {
+		return LoopInfo{}, fmt.Errorf("%s: %w", dev, ErrLoopNotAttached)
+	}
+	li := LoopInfo{Device: "/dev/" + name}
+	li.BackingFile, li.Deleted = strings.CutSuffix(bf, deletedSuffix)
+	b, err := os.ReadFile(filepath.Join(SysBlockDir, name, "dev"))
+	if err != nil {
+		return LoopInfo{}, err
+	}
+	maj, min, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
+	a, err1 := strconv.ParseUint(maj, 10, 32)
+	c, err2 := strconv.ParseUint(min, 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return LoopInfo{}, fmt.Errorf("%s: bad device number %q", dev, b)
+	}
+	li.Major, li.Minor = uint32(a), uint32(c)
+	f, err := os.OpenFile(li.Device, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return LoopInfo{}, err
+	}
+	defer f.Close()
+	st, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+	if errors.Is(err, unix.ENXIO) {
+		return LoopInfo{}, fmt.Errorf("%s: %w", dev, ErrLoopNotAttached)
+	}
+	if err != nil {
+		return LoopInfo{}, fmt.Errorf("LOOP_GET_STATUS64 %s: %w", li.Device, err)
+	}
+	li.Inode, li.Dev = st.Inode, st.Device
+	li.AutoClear = st.Flags&unix.LO_FLAGS_AUTOCLEAR != 0
+	return li, nil
+}
+
+// LoopDevices lists every attached loop device. One detached meanwhile is
+// left out.
+func LoopDevices() ([]LoopInfo, error) {
+	ents, err := os.ReadDir(SysBlockDir)
+	if err != nil {
+		return nil, err
+	}
+	var out []LoopInfo
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "loop") {
+			continue
+		}
+		if _, ok := LoopBackingFile(e.Name()); !ok {
+			continue
+		}
+		li, err := LoopStatus(e.Name())
+		if errors.Is(err, ErrLoopNotAttached) || errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, li)
+	}
+	return out, nil
+}

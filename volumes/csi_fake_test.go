@@ -1,0 +1,225 @@
+package volumes
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	v1 "k8s.io/api/core/v1"
+	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"peapod/volumes/csiplugin"
+)
+
+// A fake CSI node plugin (no root needed: "publishing" makes the target
+// dir, nothing is mounted) shows the requests the manager sends: which
+// calls, with which paths and volume context.
+
+const fakeDriver = "fake.csi.example.com"
+
+type fakeCSI struct {
+	csi.UnimplementedNodeServer
+	registerapi.UnimplementedRegistrationServer
+	sock     string
+	stage    bool
+	stageErr error
+
+	mu    sync.Mutex
+	calls []string
+	pubs  []*csi.NodePublishVolumeRequest
+}
+
+func (f *fakeCSI) record(c string) {
+	f.mu.Lock()
+	f.calls = append(f.calls, c)
+	f.mu.Unlock()
+}
+
+func (f *fakeCSI) GetInfo(context.Context, *registerapi.InfoRequest) (*registerapi.PluginInfo, error) {
+	// No endpoint: the registration socket serves CSI too.
+	return &registerapi.PluginInfo{Type: registerapi.CSIPlugin, Name: fakeDriver, SupportedVersions: []string{"v1.9.0"}}, nil
+}
+
+func (f *fakeCSI) NotifyRegistrationStatus(context.Context, *registerapi.RegistrationStatus) (*registerapi.RegistrationStatusResponse, error) {
+	return &registerapi.RegistrationStatusResponse{}, nil
+}
+
+func (f *fakeCSI) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+	return &csi.NodeGetInfoResponse{NodeId: "fake-node"}, nil
+}
+
+func (f *fakeCSI) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+	var caps []*csi.NodeServiceCapability
+	if f.stage {
+		caps = append(caps, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{Rpc: &csi.NodeServiceCapability_RPC{Type: csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME}}})
+	}
+	return &csi.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
+}
+
+func (f *fakeCSI) NodeStageVolume(context.Context, *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
+	f.record("NodeStageVolume")
+	return &csi.NodeStageVolumeResponse{}, f.stageErr
+}
+
+func (f *fakeCSI) NodeUnstageVolume(context.Context, *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
+	f.record("NodeUnstageVolume")
+	return &csi.NodeUnstageVolumeResponse{}, nil
+}
+
+func (f *fakeCSI) NodePublishVolume(_ context.Context, r *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	f.record("NodePublishVolume")
+	f.mu.Lock()
+	f.pubs = append(f.pubs, r)
+	f.mu.Unlock()
+	return &csi.NodePublishVolumeResponse{}, os.MkdirAll(r.GetTargetPath(), 0o750)
+}
+
+func (f *fakeCSI) NodeUnpublishVolume(_ context.Context, r *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
+	f.record("NodeUnpublishVolume " + r.GetVolumeId())
+	if err := os.Remove(r.GetTargetPath()); err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+// fakeManager serves f in a registry dir and returns a Manager using it,
+// once the driver is registered.
+func fakeManager(t *testing.T, f *fakeCSI) *Manager {
+	t.Helper()
+	sockDir, err := os.MkdirTemp("", "pcsif")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	lis, err := net.Listen("unix", filepath.Join(sockDir, "fake-reg.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	csi.RegisterNodeServer(srv, f)
+	registerapi.RegisterRegistrationServer(srv, f)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+
+	reg := csiplugin.New(sockDir)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { reg.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := reg.Get(fakeDriver); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("fake driver never registered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	root := t.TempDir()
+	m, err := New(Options{PodsDir: filepath.Join(root, "pods"), GlobalMountDir: filepath.Join(root, "plugins"), StateDir: filepath.Join(root, "state"), CSIDrivers: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// A driver without STAGE_UNSTAGE_VOLUME and without a controller service:
+// a PV is published with no stage and no staging path; an inline volume is
+// published with the ephemeral flag and the pod's identity in its volume
+// context; teardown unpublishes both and removes the dirs.
+func TestCSIPublishWithoutStage(t *testing.T) {
+	f := &fakeCSI{}
+	m := fakeManager(t, f)
+	ctx := context.Background()
+	objs := csiObjs("vol-9")
+	objs.PersistentVolumes[0].Spec.CSI.Driver = fakeDriver
+	objs.PersistentVolumes[0].Spec.CSI.VolumeAttributes = map[string]string{"share": "a"}
+	pod := podWith("u-f", "p", []v1.Volume{
+		{Name: "data", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "data", ReadOnly: true}}},
+		{Name: "eph", VolumeSource: v1.VolumeSource{CSI: &v1.CSIVolumeSource{Driver: fakeDriver, VolumeAttributes: map[string]string{"size": "1"}}}},
+	}, v1.Container{Name: "c", VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}, {Name: "eph", MountPath: "/eph"}}})
+	pod.Spec.ServiceAccountName = "sa"
+	mounts, err := m.SetupPod(ctx, pod, objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := mountFor(t, mounts, "c", "/data"); !d.Readonly || !strings.HasSuffix(d.HostPath, "/u-f/volumes/kubernetes.io~csi/pv-csi/mount") {
+		t.Fatalf("/data: %+v", d)
+	}
+	if d := mountFor(t, mounts, "c", "/eph"); d.Readonly || !strings.HasSuffix(d.HostPath, "/u-f/volumes/kubernetes.io~csi/eph/mount") {
+		t.Fatalf("/eph: %+v", d)
+	}
+	f.mu.Lock()
+	calls, pubs := append([]string(nil), f.calls...), f.pubs
+	f.mu.Unlock()
+	if len(calls) != 2 || calls[0] != "NodePublishVolume" || calls[1] != "NodePublishVolume" {
+		t.Fatalf("calls %v, want two publishes and nothing else", calls)
+	}
+	pv, eph := pubs[0], pubs[1]
+	if pv.VolumeId != "vol-9" || pv.StagingTargetPath != "" || !pv.Readonly || pv.VolumeContext["share"] != "a" || pv.VolumeContext[csiEphemeralKey] != "" ||
+		pv.VolumeCapability.GetMount().GetFsType() != "ext4" || pv.VolumeCapability.GetAccessMode().GetMode() != csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER {
+		t.Fatalf("PV publish: %v", pv)
+	}
+	vc := eph.VolumeContext
+	if !strings.HasPrefix(eph.VolumeId, "csi-") || eph.StagingTargetPath != "" || vc[csiEphemeralKey] != "true" || vc["size"] != "1" ||
+		vc[csiPodNameKey] != "p" || vc[csiPodNSKey] != "ns" || vc[csiPodUIDKey] != "u-f" || vc[csiSAKey] != "sa" {
+		t.Fatalf("inline publish: %v", eph)
+	}
+	if len(m.csi.staged) != 1 {
+		t.Fatalf("node-wide state %v, want the PV only", m.csi.staged)
+	}
+
+	if err := m.TeardownPod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	calls = append([]string(nil), f.calls...)
+	f.mu.Unlock()
+	if len(calls) != 4 || !strings.HasPrefix(calls[2], "NodeUnpublishVolume") || !strings.HasPrefix(calls[3], "NodeUnpublishVolume") {
+		t.Fatalf("calls after teardown: %v", calls)
+	}
+	if _, err := os.Stat(filepath.Join(m.opts.PodsDir, "u-f")); !os.IsNotExist(err) {
+		t.Fatalf("pod dir left: %v", err)
+	}
+	if len(m.csi.staged) != 0 {
+		t.Fatalf("node-wide state left: %v", m.csi.staged)
+	}
+}
+
+// A staging driver whose NodeStageVolume wants an attach that nobody made:
+// the error says that static pods cannot attach through this driver.
+func TestCSIStageNeedsAttach(t *testing.T) {
+	f := &fakeCSI{stage: true, stageErr: status.Error(codes.FailedPrecondition, "volume is not attached")}
+	m := fakeManager(t, f)
+	objs := csiObjs("vol-1")
+	objs.PersistentVolumes[0].Spec.CSI.Driver = fakeDriver
+	_, err := m.SetupPod(context.Background(), claimPod("u-att"), objs)
+	if err == nil || !strings.Contains(err.Error(), "ControllerPublishVolume") || !strings.Contains(err.Error(), "no controller service") {
+		t.Fatalf("SetupPod: %v", err)
+	}
+	t.Logf("FailedMount: %v", err)
+	if err := m.TeardownPod(context.Background(), claimPod("u-att")); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	calls := append([]string(nil), f.calls...)
+	f.mu.Unlock()
+	// A stage that failed may have done part of its work: undone (the
+	// spec makes NodeUnstageVolume idempotent).
+	if len(calls) != 2 || calls[0] != "NodeStageVolume" || calls[1] != "NodeUnstageVolume" {
+		t.Fatalf("calls %v", calls)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(m.opts.StateDir, "csi")); len(ents) != 0 {
+		t.Fatalf("records left: %v", ents)
+	}
+}
