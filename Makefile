@@ -8,7 +8,7 @@ export GOFLAGS := -buildvcs=false
 GOTESTFLAGS ?=
 OUT := _output
 
-.PHONY: all build deps test-deps bench-deps lxcfs run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down flannel cluster-multinode test-multinode conformance-k8s conformance-k8s-agent conformance-k8s-containerd conformance-k8s-containerd-debian conformance-containerd-debian containerd bench-cluster conformance-v1.37 conformance-containerd-v1.37 critest-v1.37 fuzz
+.PHONY: all build deps test-deps bench-deps lxcfs runc run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down flannel cluster-multinode test-multinode conformance-k8s conformance-k8s-agent conformance-k8s-containerd conformance-k8s-containerd-debian conformance-containerd-debian containerd bench-cluster conformance-v1.37 conformance-containerd-v1.37 critest-v1.37 fuzz
 
 all: build
 
@@ -38,19 +38,29 @@ lxcfs:
 	@bash hack/lxcfs.sh start
 
 # README command 1: install, build, import a locally built busybox image,
-# and run `peapod serve` on embedded defaults in the foreground.
-run: deps build lxcfs
+# and run `peapod serve` on embedded defaults in the foreground, plus the
+# handler runc-userns (make runc; README.md "User namespaces").
+run: deps build lxcfs runc
 	@bash hack/run.sh
 
 # README command 2: install, build and run the whole suite for real, then
 # critest against peapod (~75 s; the digest-pinned image spec cannot pass
 # offline and is skipped here, see README.md "Conformance").
-test: test-deps build k8s flannel
+test: test-deps build k8s flannel runc
 	PEAPOD_INTEGRATION=1 $(GO) test -count=1 -timeout 40m $(GOTESTFLAGS) $$($(GO) list ./... | grep -v -e '^peapod/test/cluster$$' -e '^peapod/test/multinode$$')
 	PEAPOD_INTEGRATION=1 $(GO) test -count=1 -timeout 30m $(GOTESTFLAGS) ./test/cluster
 	PEAPOD_INTEGRATION=1 $(GO) test -count=1 -timeout 15m $(GOTESTFLAGS) ./test/multinode
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 	bash hack/conformance/run.sh peapod -ginkgo.skip='public image with digest'
+
+# runc v1.5.3 built from the Go module proxy (cgo, libseccomp) into
+# /var/cache/peapod/runc-v1.5.3/bin/runc (~30 s the first time, instant
+# after): the handler runc-userns, for pods with their own user namespace
+# (hostUsers: false), which Debian's runc 1.1.5 cannot run (no idmapped
+# mounts). Builds with gcc, libseccomp-dev and pkg-config (install-deps.sh build).
+runc:
+	@bash hack/install-deps.sh build
+	@bash hack/runc.sh >/dev/null
 
 # Kubernetes v1.37.2 (kube-apiserver, kube-controller-manager, kube-scheduler,
 # kubectl, kubelet, etcd) built from the Go module proxy into
@@ -119,7 +129,7 @@ conformance-k8s-agent: test-deps build
 
 # critest v1.34.0, every spec, against peapod / containerd v2.4.2 / Debian's
 # containerd 1.6.
-conformance: build
+conformance: build runc
 	CONFORMANCE_VERBOSE=1 bash hack/conformance/run.sh peapod
 
 conformance-containerd: containerd
@@ -138,7 +148,7 @@ PEAPOD_CACHE_DIR = $(or $(PEAPOD_CACHE),/var/cache/peapod)
 critest-v1.37:
 	@bash hack/build-tools.sh critest-v1.37.0 >/dev/null
 
-conformance-v1.37: build critest-v1.37
+conformance-v1.37: build critest-v1.37 runc
 	CRITEST=$(CRITEST_V137) CONFORMANCE_VERBOSE=1 bash hack/conformance/run.sh peapod
 
 conformance-containerd-v1.37: containerd critest-v1.37

@@ -81,13 +81,21 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 	}
 	sort.Strings(names)
 	var info []string
+	// User namespaces per handler: its runtime's `features` (cached).
+	userns := func(name string) bool {
+		if s.deps.Sandboxes == nil || handlers[name] != nil {
+			return false
+		}
+		ok, _ := s.deps.Sandboxes.HandlerUserNamespaces(ctx, name)
+		return ok
+	}
 	for _, name := range names {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
 			Name: name,
 			Features: &runtimeapi.RuntimeHandlerFeatures{
 				// runc 1.1 on kernel >= 5.12 supports "rro" mounts.
 				RecursiveReadOnlyMounts: true,
-				UserNamespaces:          false,
+				UserNamespaces:          userns(name),
 			},
 		})
 		state := "ok"
@@ -100,7 +108,7 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 		// The kubelet and crictl also look up the default handler by "".
 		resp.RuntimeHandlers = append([]*runtimeapi.RuntimeHandler{{
 			Name:     "",
-			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true},
+			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: userns(name)},
 		}}, resp.RuntimeHandlers...)
 	}
 	if req.GetVerbose() {

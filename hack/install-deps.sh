@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# hack/install-deps.sh [runtime|test|bench] — install the Debian packages peapod needs.
+# hack/install-deps.sh [runtime|test|bench|build] — install the Debian packages peapod needs.
 #
 #   runtime (default)  what `peapod serve` uses on a node:
 #                        runc, crun          OCI runtimes (runc is the default handler; Debian's crun
@@ -17,6 +17,8 @@
 #                        prometheus          a real Prometheus scrapes peapod in test/e2e/metrics_test.go
 #                        containerd          Debian's 1.6: peapod-agent runs on it (test/e2e), the reference
 #   bench              test (hack/bench also runs containerd v2.4.2, built by make containerd)
+#   build              what `make runc` (hack/runc.sh) compiles runc with: gcc, libc6-dev,
+#                        libseccomp-dev, pkg-config (cgo with libseccomp)
 #
 # Idempotent: installs only what is missing; `apt-get update` runs at most
 # once, and only when a missing package has no install candidate (empty or
@@ -29,6 +31,7 @@ set -euo pipefail
 runtime_pkgs=(runc crun conmon containernetworking-plugins iptables iproute2 e2fsprogs mount util-linux lxcfs)
 test_pkgs=(docker-registry busybox-static prometheus containerd skopeo)
 bench_pkgs=()
+build_pkgs=(gcc libc6-dev libseccomp-dev pkg-config)
 
 # What must exist afterwards, checked whatever apt said.
 runtime_files=(/usr/sbin/runc /usr/bin/crun /usr/bin/conmon /usr/lib/cni/bridge /usr/lib/cni/host-local
@@ -36,6 +39,7 @@ runtime_files=(/usr/sbin/runc /usr/bin/crun /usr/bin/conmon /usr/lib/cni/bridge 
 	/usr/sbin/mkfs.ext4 /usr/sbin/losetup /usr/bin/nsenter /usr/bin/lxcfs)
 test_files=(/usr/bin/docker-registry /bin/busybox /usr/bin/prometheus /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/bin/skopeo)
 bench_files=()
+build_files=(/usr/bin/gcc /usr/bin/pkg-config /usr/include/seccomp.h)
 
 log() { echo "install-deps: $*"; }
 die() { echo "install-deps: error: $*" >&2; exit 1; }
@@ -44,8 +48,9 @@ case ${1:-runtime} in
 runtime) pkgs=("${runtime_pkgs[@]}") files=("${runtime_files[@]}") ;;
 test) pkgs=("${runtime_pkgs[@]}" "${test_pkgs[@]}") files=("${runtime_files[@]}" "${test_files[@]}") ;;
 bench) pkgs=("${runtime_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") files=("${runtime_files[@]}" "${test_files[@]}" "${bench_files[@]}") ;;
--h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-*) echo "usage: $0 [runtime|test|bench]" >&2; exit 2 ;;
+build) pkgs=("${build_pkgs[@]}") files=("${build_files[@]}") ;;
+-h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+*) echo "usage: $0 [runtime|test|bench|build]" >&2; exit 2 ;;
 esac
 
 command -v apt-get >/dev/null && command -v dpkg-query >/dev/null ||

@@ -11,7 +11,18 @@ mkdir -p _output
 archive=_output/busybox-oci.tar
 go run ./hack/testimages oci-archive --out "$archive"
 
-bin/peapod serve "$@" &
+# The current runc (make runc) as a second handler, runc-userns, for pods
+# with their own user namespace (README.md, "User namespaces"): a config
+# file that holds only that table, unless the caller or
+# /etc/peapod/peapod.toml says otherwise.
+args=("$@")
+runc_userns=${PEAPOD_CACHE:-/var/cache/peapod}/runc-v1.5.3/bin/runc
+if [ -x "$runc_userns" ] && [ ! -e /etc/peapod/peapod.toml ] && [[ " $* " != *" --config"* ]]; then
+	printf '[runtimes.runc-userns]\npath = "%s"\n' "$runc_userns" >_output/run-peapod.toml
+	args=(--config _output/run-peapod.toml "${args[@]}")
+	echo "run: handler runc-userns = $runc_userns (runtime_handler runc-userns, or a RuntimeClass with that handler, for hostUsers: false pods)"
+fi
+bin/peapod serve "${args[@]}" &
 pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' INT TERM EXIT
 

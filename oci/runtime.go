@@ -43,6 +43,9 @@ type Runtime struct {
 	checkDone bool
 	checkErr  error
 
+	featuresMu sync.Mutex
+	features   *Features // `runtime features`, once asked (features.go)
+
 	mu       sync.Mutex
 	monitors map[string]*monitor
 	exits    *exitQueue

@@ -83,7 +83,20 @@ func (m *Manager) CreateContainer(ctx context.Context, sandboxID string, cfg *ru
 		os.RemoveAll(stateDir)
 		return os.RemoveAll(rootDir)
 	})
-	if err := mountOverlay(rootfs, lowerDirs, filepath.Join(rootDir, "upper"), filepath.Join(rootDir, "work")); err != nil {
+	if u := sandboxUserNS(sb); u.Enabled() {
+		// The layers idmapped through the pod's user namespace (userns.go).
+		f, err := userNSFD(sbRec.PausePid)
+		if err != nil {
+			return "", fmt.Errorf("%w: container %s: %v", ErrFailedPrecondion, id, err)
+		}
+		uid, gid := u.HostRoot()
+		err = mountIDMappedOverlay(rootfs, lowerDirs, filepath.Join(rootDir, "upper"), filepath.Join(rootDir, "work"),
+			filepath.Join(stateDir, "idmapped-layers"), int(f.Fd()), uid, gid)
+		f.Close()
+		if err != nil {
+			return "", fmt.Errorf("container %s: rootfs: %w", id, err)
+		}
+	} else if err := mountOverlay(rootfs, lowerDirs, filepath.Join(rootDir, "upper"), filepath.Join(rootDir, "work")); err != nil {
 		return "", fmt.Errorf("container %s: rootfs: %w", id, err)
 	}
 	undo.push("unmount rootfs", func(context.Context) error { return unmountAll(rootfs) })
@@ -255,7 +268,7 @@ func (m *Manager) containerNamespaces(sb *Sandbox, o *runtimeapi.NamespaceOption
 		}
 		targetPID = tr.Pid
 	}
-	n, err := spec.PodNamespaces(o, rec.PausePid, targetPID, rec.NetNS)
+	n, err := spec.PodNamespaces(o, rec.PausePid, targetPID, rec.NetNS, sandboxUserNS(sb))
 	if err != nil {
 		return n, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}

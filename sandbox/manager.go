@@ -56,6 +56,8 @@ type OCIRuntime interface {
 // Network is the seam to CNI and network namespaces (peapod/sandbox/network).
 type Network interface {
 	NewNetNS(name string) (string, error)
+	// NetNSPath is where NewNetNS(name) pins the namespace.
+	NetNSPath(name string) string
 	RemoveNetNS(path string) error
 	Setup(ctx context.Context, p network.Pod) (*network.Result, error)
 	Teardown(ctx context.Context, p network.Pod) error

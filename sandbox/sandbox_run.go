@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -41,6 +43,18 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	rt, err := m.runtime(handler)
 	if err != nil {
 		return "", err
+	}
+	// The namespace options are checked before any work; a user namespace
+	// also needs a handler that can make idmapped mounts (userns.go).
+	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if _, err := spec.SandboxNamespaces(nsOpts, "-"); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	userns := nsOpts.GetUsernsOptions() != nil && nsOpts.GetUsernsOptions().GetMode() == runtimeapi.NamespaceMode_POD
+	if userns {
+		if err := m.checkUserNS(ctx, handler); err != nil {
+			return "", err
+		}
 	}
 	if err := rt.Check(ctx); err != nil {
 		return "", fmt.Errorf("%w: runtime handler %q cannot run containers on this host: %v", ErrFailedPrecondion, handler, err)
@@ -118,7 +132,9 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	}
 
 	hostNet := ns.GetNetwork() == runtimeapi.NamespaceMode_NODE
-	if !hostNet {
+	// With a user namespace the pause makes the netns inside it (pinned
+	// once it runs, below).
+	if !hostNet && !userns {
 		nsPath, err := m.o.Network.NewNetNS("peapod-" + id)
 		if err != nil {
 			return "", fmt.Errorf("sandbox %s netns: %w", id, err)
@@ -146,11 +162,34 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		err     error
 	}
 	pc := make(chan started, 1)
-	go func() {
+	startPause := func() {
 		t0 := time.Now()
 		p, sysctls, err := m.startPause(sb)
 		pc <- started{p, sysctls, time.Since(t0), err}
-	}()
+	}
+	var ps started
+	if userns {
+		// CNI needs the netns the pause makes: one after the other.
+		startPause()
+		ps = <-pc
+		if ps.p != nil {
+			pause := ps.p
+			undo.push("start pause", func(context.Context) error { return pause.Stop(0) })
+		}
+		if ps.err != nil {
+			return "", ps.err
+		}
+		nsPath, err := m.pinPauseNetNS(id, ps.p.Pid)
+		if err != nil {
+			return "", fmt.Errorf("sandbox %s netns: %w", id, err)
+		}
+		undo.push("remove netns", func(context.Context) error { return m.o.Network.RemoveNetNS(nsPath) })
+		if err := sb.update(m.o.Store, func(r *SandboxRecord) error { r.NetNS = nsPath; return nil }); err != nil {
+			return "", err
+		}
+	} else {
+		go startPause()
+	}
 	var ips []string
 	var cniErr error
 	if !hostNet {
@@ -164,11 +203,13 @@ func (m *Manager) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 			}
 		}
 	}
-	ps := <-pc
-	pause := ps.p
-	if pause != nil {
-		undo.push("start pause", func(context.Context) error { return pause.Stop(0) })
+	if !userns {
+		ps = <-pc
+		if pause := ps.p; pause != nil {
+			undo.push("start pause", func(context.Context) error { return pause.Stop(0) })
+		}
 	}
+	pause := ps.p
 	if cniErr != nil {
 		return "", cniErr
 	}
@@ -236,7 +277,7 @@ func (m *Manager) startPause(sb *Sandbox) (*infra.Process, map[string]string, er
 		return nil, nil, fmt.Errorf("sandbox %s: pause spec: %w", id, err)
 	}
 	u := sp.Process.User
-	p, err := infra.Start(infra.Options{
+	opts := infra.Options{
 		Path:     m.o.PausePath,
 		Args:     m.o.PauseArgs,
 		Root:     m.pauseRoot(),
@@ -248,7 +289,22 @@ func (m *Manager) startPause(sb *Sandbox) (*infra.Process, map[string]string, er
 		UID:      u.UID,
 		GID:      u.GID,
 		Groups:   u.AdditionalGids,
-	})
+	}
+	if nss.UserNS.Enabled() {
+		opts.NetNS = ""
+		opts.UIDMappings = sysProcIDMaps(sp.Linux.UIDMappings)
+		opts.GIDMappings = sysProcIDMaps(sp.Linux.GIDMappings)
+		// The pause's default user (65535) may be outside a short
+		// mapping: it then runs as the pod's root, an unprivileged host
+		// id all the same.
+		if spec.HostID(sp.Linux.UIDMappings, opts.UID) == math.MaxUint32 || spec.HostID(sp.Linux.GIDMappings, opts.GID) == math.MaxUint32 {
+			if cfg.GetLinux().GetSecurityContext().GetRunAsUser() != nil {
+				return nil, nil, fmt.Errorf("%w: sandbox %s: linux.security_context.run_as_user %d:%d is outside the pod's user namespace mappings", ErrInvalid, id, opts.UID, opts.GID)
+			}
+			opts.UID, opts.GID, opts.Groups = 0, 0, []uint32{0}
+		}
+	}
+	p, err := infra.Start(opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sandbox %s: start pause: %w", id, err)
 	}
@@ -270,6 +326,15 @@ func (m *Manager) startPause(sb *Sandbox) (*infra.Process, map[string]string, er
 		}
 	}
 	return p, sp.Linux.Sysctl, nil
+}
+
+// sysProcIDMaps converts OCI id mappings for os/exec.
+func sysProcIDMaps(in []specs.LinuxIDMapping) []syscall.SysProcIDMap {
+	out := make([]syscall.SysProcIDMap, 0, len(in))
+	for _, m := range in {
+		out = append(out, syscall.SysProcIDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)})
+	}
+	return out
 }
 
 func (m *Manager) networkPod(sb *Sandbox) network.Pod {

@@ -11,6 +11,14 @@
 // pod's interfaces. Both run on internal/nsthread's locked threads, which
 // move back to the daemon's namespaces afterwards.
 //
+// With a user namespace (UIDMappings) the order differs: clone makes the
+// user namespace first and, inside it, new net, UTS, IPC and PID
+// namespaces, so the pod's user namespace owns them; the hostname is set
+// afterwards from the host, through the pause's UTS namespace. The binary
+// and its root are then reached through inherited fds (/proc/self/fd/N),
+// as the pause runs as the pod's mapped host root, which need not be able
+// to walk peapod's dirs (e.g. a 0700 temp dir).
+//
 // The pause confines itself on start (sandbox/pause) and reports ready:
 // chroot into an empty read-only dir, switch to the pod's user, drop every
 // capability (and the bounding set when that user is root), no_new_privs,
@@ -23,6 +31,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,6 +61,12 @@ type Options struct {
 
 	UID, GID uint32
 	Groups   []uint32
+
+	// UIDMappings and GIDMappings, when set, put the pause in a new user
+	// namespace with them (container id → host id); NetNS must then be ""
+	// (the pause makes its own netns inside it; the caller pins
+	// /proc/<pid>/ns/net).
+	UIDMappings, GIDMappings []syscall.SysProcIDMap
 }
 
 // Process is a running (or finished) pause.
@@ -61,8 +76,11 @@ type Process struct {
 
 	pidfd *os.File
 	child bool // our child: reap it
-	done  chan struct{}
-	ready *os.File // read end of the pause's ready pipe, until Start returns
+	// userNSRoot is the host uid of the root of the pause's own user
+	// namespace (0: the host's), which IPC sysctls are written as.
+	userNSRoot int
+	done       chan struct{}
+	ready      *os.File // read end of the pause's ready pipe, until Start returns
 }
 
 // Start clones the pause into its namespaces and returns once it runs.
@@ -70,14 +88,40 @@ func Start(o Options) (*Process, error) {
 	if o.Path == "" || o.Root == "" {
 		return nil, errors.New("infra: pause path and root are required")
 	}
+	userns := len(o.UIDMappings) > 0
+	if userns && o.NetNS != "" {
+		return nil, errors.New("infra: a pause with its own user namespace makes its own netns (NetNS must be empty)")
+	}
 	var p *Process
 	err := nsthread.Run(unix.CLONE_NEWUTS|unix.CLONE_NEWIPC|unix.CLONE_NEWNET, func() error {
 		var err error
-		p, err = startOnThread(o)
+		if userns {
+			p, err = startUserNS(o)
+		} else {
+			p, err = startOnThread(o)
+		}
 		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if userns {
+		p.userNSRoot = o.UIDMappings[0].HostID
+	}
+	if userns && o.NewUTS && o.Hostname != "" {
+		err := nsthread.Run(unix.CLONE_NEWUTS, func() error {
+			return p.inNamespacesOf(unix.CLONE_NEWUTS, func() error {
+				if err := unix.Sethostname([]byte(o.Hostname)); err != nil {
+					return fmt.Errorf("sethostname %q: %w", o.Hostname, err)
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			p.ready.Close()
+			_ = p.Stop(0)
+			return nil, err
+		}
 	}
 	if err := p.awaitReady(); err != nil {
 		_ = p.Stop(0)
@@ -139,8 +183,42 @@ func startOnThread(o Options) (*Process, error) {
 		}
 	}
 
+	return spawn(o, 0, nil, nil)
+}
+
+// startUserNS forks the pause into a new user namespace with o's mappings
+// and new net, UTS, IPC (as asked) and PID (as asked) namespaces inside it.
+func startUserNS(o Options) (*Process, error) {
+	bin, err := os.Open(o.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open pause %s: %w", o.Path, err)
+	}
+	defer bin.Close()
+	root, err := os.Open(o.Root)
+	if err != nil {
+		return nil, fmt.Errorf("open pause root %s: %w", o.Root, err)
+	}
+	defer root.Close()
+	flags := unix.CLONE_NEWUSER | unix.CLONE_NEWNET
+	if o.NewUTS {
+		flags |= unix.CLONE_NEWUTS
+	}
+	if o.NewIPC {
+		flags |= unix.CLONE_NEWIPC
+	}
+	return spawn(o, flags, bin, root)
+}
+
+// spawn starts the pause with clone flags (NEWPID added when o.NewPID).
+// bin and root, when set, are the pause binary and its root, passed as
+// fds 4 and 5 and used through /proc/self/fd.
+func spawn(o Options, cloneFlags int, bin, root *os.File) (*Process, error) {
+	path, rootArg := o.Path, o.Root
+	if bin != nil {
+		path, rootArg = "/proc/self/fd/4", "/proc/self/fd/5"
+	}
 	args := append([]string{o.Path}, o.Args...)
-	args = append(args, "-root", o.Root, "-user", fmt.Sprintf("%d:%d", o.UID, o.GID))
+	args = append(args, "-root", rootArg, "-user", fmt.Sprintf("%d:%d", o.UID, o.GID))
 	if len(o.Groups) > 0 {
 		gs := make([]string, len(o.Groups))
 		for i, g := range o.Groups {
@@ -155,17 +233,30 @@ func startOnThread(o Options) (*Process, error) {
 	defer readyW.Close()
 	args = append(args, "-ready-fd", "3")
 	cmd := &exec.Cmd{
-		Path:       o.Path,
+		Path:       path,
 		Args:       args,
 		Env:        []string{},
 		Dir:        "/",
 		ExtraFiles: []*os.File{readyW},
 		// Own session: a signal to peapod's process group never reaches a
 		// pod, and the pause outlives peapod (no Pdeathsig).
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Cloneflags: uintptr(cloneFlags)},
+	}
+	if bin != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, bin, root)
 	}
 	if o.NewPID {
-		cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWPID
+		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWPID
+	}
+	if cloneFlags&unix.CLONE_NEWUSER != 0 {
+		cmd.SysProcAttr.UidMappings = o.UIDMappings
+		cmd.SysProcAttr.GidMappings = o.GIDMappings
+		// The pause sets its supplementary groups itself.
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		// Host root is not mapped in the new namespace: the child becomes
+		// its root before exec, or it would exec as the overflow id with
+		// no capabilities (and could not chroot).
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
 	if err := cmd.Start(); err != nil {
 		readyR.Close()
@@ -248,28 +339,75 @@ func (p *Process) SetSysctls(sysctls map[string]string) error {
 	}
 	return nsthread.Run(unix.CLONE_NEWUTS|unix.CLONE_NEWIPC|unix.CLONE_NEWNET, func() error {
 		return p.inNamespaces(func() error {
+			var asNSRoot map[string]string
 			for k, v := range sysctls {
+				if p.userNSRoot > 0 && ipcSysctl(k) {
+					asNSRoot = map[string]string{k: v}
+					continue
+				}
 				// /proc/sys resolves net, ipc and uts entries in the
 				// namespaces of the thread that opens them: this one.
 				if err := os.WriteFile(SysctlPath(k), []byte(v), 0); err != nil {
 					return fmt.Errorf("sysctl %s=%s: %w", k, v, err)
 				}
 			}
-			return nil
+			if asNSRoot == nil {
+				return nil
+			}
+			for k, v := range sysctls {
+				if ipcSysctl(k) {
+					asNSRoot[k] = v
+				}
+			}
+			return writeAsUID(p.userNSRoot, asNSRoot)
 		})
 	})
+}
+
+// ipcSysctl reports whether a (validated) sysctl belongs to the IPC
+// namespace: kernel.sem, kernel.shm*, kernel.msg*, fs.mqueue.*.
+func ipcSysctl(k string) bool {
+	return k == "kernel.sem" || strings.HasPrefix(k, "kernel.shm") || strings.HasPrefix(k, "kernel.msg") ||
+		strings.HasPrefix(k, "fs.mqueue.") || strings.HasPrefix(k, "fs/mqueue/")
+}
+
+// writeAsUID writes sysctls with the calling thread's effective uid set to
+// uid. The kernel opens the IPC (and mqueue) sysctls of an IPC namespace
+// owned by a user namespace for writing to that namespace's root only
+// (ipc_permissions looks at the euid; no capability overrides it), so host
+// root writes them as the pod's mapped root. Only this thread changes uid
+// (a raw setresuid, not Go's process-wide one), and it is locked once more
+// than it is unlocked, so Go throws it away when its goroutine ends
+// instead of reusing a thread with another euid.
+func writeAsUID(uid int, sysctls map[string]string) error {
+	runtime.LockOSThread()
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), uintptr(uid), ^uintptr(0)); e != 0 {
+		return fmt.Errorf("setresuid(-1, %d, -1) to write IPC sysctls: %w", uid, e)
+	}
+	defer unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 0, ^uintptr(0))
+	for k, v := range sysctls {
+		if err := os.WriteFile(SysctlPath(k), []byte(v), 0); err != nil {
+			return fmt.Errorf("sysctl %s=%s (as the pod's root, uid %d): %w", k, v, uid, err)
+		}
+	}
+	return nil
 }
 
 // inNamespaces runs fn on the calling (locked) thread after it joined the
 // pause's net, IPC and UTS namespaces.
 func (p *Process) inNamespaces(fn func() error) error {
+	return p.inNamespacesOf(unix.CLONE_NEWNET|unix.CLONE_NEWIPC|unix.CLONE_NEWUTS, fn)
+}
+
+// inNamespacesOf is inNamespaces for the namespace kinds given.
+func (p *Process) inNamespacesOf(kinds int, fn func() error) error {
 	rc, err := p.pidfd.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("pause %d: %w", p.Pid, ErrGone)
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
-		serr = unix.Setns(int(fd), unix.CLONE_NEWNET|unix.CLONE_NEWIPC|unix.CLONE_NEWUTS)
+		serr = unix.Setns(int(fd), kinds)
 	}); err != nil {
 		return fmt.Errorf("pause %d: %w", p.Pid, ErrGone)
 	}

@@ -272,3 +272,65 @@ func children(t *testing.T) int {
 	}
 	return n
 }
+
+// TestStartInUserNamespace: with mappings the pause runs in a new user
+// namespace (as the mapped uid on the host), in new net/UTS/IPC/PID
+// namespaces owned by it, with its hostname set from outside; net and IPC
+// sysctls are written (the IPC ones as the namespace's root); the binary
+// and root are reached through fds, so a 0700 dir on the way is no bar.
+func TestStartInUserNamespace(t *testing.T) {
+	testenv.Integration(t)
+	testenv.Require(t, "/usr/bin/nsenter", "util-linux")
+	pause, root := buildPause(t), emptyRoot(t)
+	// Both live below 0700 test dirs: the mapped root cannot walk there.
+	const base, size = 400000, 65536
+	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: size}}
+	p, err := Start(Options{
+		Path: pause, Root: root, NewUTS: true, Hostname: "userns-test", NewIPC: true, NewPID: true,
+		UID: 65535, GID: 65535, UIDMappings: m, GIDMappings: m,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAtCleanup(t, p)
+	if err := p.SetSysctls(map[string]string{"net.ipv4.ip_unprivileged_port_start": "82", "kernel.shm_rmid_forced": "1"}); err != nil {
+		t.Fatal(err)
+	}
+	st := status(t, p.Pid)
+	if want := fmt.Sprintf("%d %d %d %d", base+65535, base+65535, base+65535, base+65535); st["Uid"] != want || st["Gid"] != want {
+		t.Errorf("Uid %q Gid %q, want %q", st["Uid"], st["Gid"], want)
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", p.Pid)); strings.Join(strings.Fields(string(b)), " ") != fmt.Sprintf("0 %d %d", base, size) {
+		t.Errorf("uid_map %q", b)
+	}
+	pid := fmt.Sprint(p.Pid)
+	for _, kind := range []string{"user", "net", "uts", "ipc", "pid"} {
+		if nsLink(t, pid, kind) == nsLink(t, "self", kind) {
+			t.Errorf("%s namespace is the host's", kind)
+		}
+	}
+	if got := nsenter(t, p.Pid, "-u", "hostname"); got != "userns-test" {
+		t.Errorf("hostname %q", got)
+	}
+	if got := nsenter(t, p.Pid, "-n", "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"); got != "82" {
+		t.Errorf("net sysctl %q", got)
+	}
+	if got := nsenter(t, p.Pid, "-i", "cat", "/proc/sys/kernel/shm_rmid_forced"); got != "1" {
+		t.Errorf("IPC sysctl %q", got)
+	}
+	// The daemon's own threads keep root's euid.
+	if st := status(t, os.Getpid()); !strings.HasPrefix(st["Uid"], "0 0 ") {
+		t.Errorf("peapod's uid changed: %q", st["Uid"])
+	}
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, task := range tasks {
+		b, _ := os.ReadFile("/proc/self/task/" + task.Name() + "/status")
+		if !strings.Contains(string(b), "\nUid:\t0\t0\t0\t0\n") {
+			t.Errorf("thread %s runs with another uid", task.Name())
+		}
+	}
+	// Without a netns of the caller's.
+	if _, err := Start(Options{Path: pause, Root: root, NetNS: "/run/netns/x", UIDMappings: m, GIDMappings: m}); err == nil {
+		t.Error("a netns to join with a user namespace must be refused")
+	}
+}

@@ -54,6 +54,30 @@ func (m *Manager) NewNetNS(name string) (string, error) {
 	return path, nil
 }
 
+// PinNetNS pins the network namespace of process pid (a pause that made
+// its own inside the pod's user namespace) at NetNSDir/name, as NewNetNS
+// pins a new one; RemoveNetNS undoes it.
+func (m *Manager) PinNetNS(name string, pid int) (string, error) {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+		return "", fmt.Errorf("invalid netns name %q", name)
+	}
+	if err := os.MkdirAll(m.opts.NetNSDir, 0o755); err != nil {
+		return "", fmt.Errorf("netns dir: %w", err)
+	}
+	path := filepath.Join(m.opts.NetNSDir, name)
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return "", fmt.Errorf("creating netns pin: %w", err)
+	}
+	f.Close()
+	src := fmt.Sprintf("/proc/%d/ns/net", pid)
+	if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
+		_ = unix.Unlink(path)
+		return "", fmt.Errorf("bind-mounting %s on %s: %w", src, path, err)
+	}
+	return path, nil
+}
+
 // RemoveNetNS unmounts a pinned netns and removes its file. A path that is
 // missing or no longer mounted is fine: RemoveNetNS is idempotent.
 func (m *Manager) RemoveNetNS(path string) error {

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -153,6 +154,9 @@ func New(opts Options) (*Manager, error) {
 
 // Options returns the options in effect, defaults filled in.
 func (m *Manager) Options() Options { return m.opts }
+
+// NetNSPath is where NewNetNS pins the namespace called name.
+func (m *Manager) NetNSPath(name string) string { return filepath.Join(m.opts.NetNSDir, name) }
 
 // PortMapping is one hostPort mapping, handed to plugins with the
 // "portMappings" capability (portmap).

@@ -144,6 +144,7 @@ func Container(in ContainerInput) (*specs.Spec, Warnings, error) {
 			Namespaces:  in.Namespaces.linuxNamespaces(in.CgroupNS),
 		},
 	}
+	in.Namespaces.setUserNS(s)
 
 	if err := apparmor(sc.GetApparmor(), sc.GetApparmorProfile(), in.AppArmorEnabled, scf, &w); err != nil {
 		return nil, nil, err
@@ -153,14 +154,18 @@ func Container(in ContainerInput) (*specs.Spec, Warnings, error) {
 		return nil, nil, err
 	}
 
+	// In a pod with a user namespace the pod's files are idmapped, so
+	// container root owns them as it would without one; /dev/shm is a
+	// tmpfs the sandbox mounted mode 1777, usable by anyone as it is;
+	// lxcfs's files are FUSE, which cannot be idmapped (read-only anyway).
 	files := []sandboxFile{
-		{src: in.HostnamePath, dst: "/etc/hostname", ro: sc.GetReadonlyRootfs()},
-		{src: in.HostsPath, dst: "/etc/hosts", ro: sc.GetReadonlyRootfs()},
-		{src: in.ResolvPath, dst: "/etc/resolv.conf", ro: sc.GetReadonlyRootfs()},
+		{src: in.HostnamePath, dst: "/etc/hostname", ro: sc.GetReadonlyRootfs(), idmap: true},
+		{src: in.HostsPath, dst: "/etc/hosts", ro: sc.GetReadonlyRootfs(), idmap: true},
+		{src: in.ResolvPath, dst: "/etc/resolv.conf", ro: sc.GetReadonlyRootfs(), idmap: true},
 		{src: in.ShmPath, dst: "/dev/shm"},
 	}
 	files = append(files, lxcfsFiles(cfg.GetMounts(), in.LXCFSDir, in.LXCFSPaths)...)
-	s.Mounts, s.Linux.RootfsPropagation, err = containerMounts(cfg.GetMounts(), in.ImageVolumes, files, privileged)
+	s.Mounts, s.Linux.RootfsPropagation, err = containerMountsUserNS(cfg.GetMounts(), in.ImageVolumes, files, privileged, in.Namespaces.UserNS)
 	if err != nil {
 		return nil, nil, err
 	}

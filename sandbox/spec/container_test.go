@@ -3,6 +3,7 @@ package spec
 import (
 	"encoding/json"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -540,5 +541,34 @@ func TestContainerLXCFS(t *testing.T) {
 				t.Fatalf("lxcfs binds %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestContainerUserNS: a container of a pod with a user namespace joins the
+// pause's and carries the pod's mappings; the pod's files are idmapped.
+func TestContainerUserNS(t *testing.T) {
+	in := testInput(t, func(in *ContainerInput) {
+		in.Namespaces.User, in.Namespaces.UserNS = "/proc/10/ns/user", podUserNS
+	})
+	s, _, err := Container(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	validate(t, s)
+	if ns := s.Linux.Namespaces[0]; ns.Type != specs.UserNamespace || ns.Path != "/proc/10/ns/user" {
+		t.Errorf("first namespace %+v, want the pause's user namespace", ns)
+	}
+	if !reflect.DeepEqual(s.Linux.UIDMappings, podUserNS.UIDs) || !reflect.DeepEqual(s.Linux.GIDMappings, podUserNS.GIDs) {
+		t.Errorf("mappings %+v %+v", s.Linux.UIDMappings, s.Linux.GIDMappings)
+	}
+	for _, dst := range []string{"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"} {
+		if m := findMount(s.Mounts, dst); m == nil || len(m.UIDMappings) != 1 || !slices.Contains(m.Options, "idmap") {
+			t.Errorf("%s not idmapped: %+v", dst, m)
+		}
+	}
+	// Without: no user namespace, no mappings.
+	s, _, _ = Container(testInput(t, nil))
+	if s.Linux.UIDMappings != nil || s.Linux.Namespaces[0].Type == specs.UserNamespace {
+		t.Errorf("host user namespace: %+v %+v", s.Linux.Namespaces, s.Linux.UIDMappings)
 	}
 }

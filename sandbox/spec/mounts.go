@@ -55,7 +55,14 @@ func CheckImageMount(m *runtimeapi.Mount, field string) error {
 // host path an image volume mount binds (the caller mounted the image and
 // resolved image_sub_path in it); "" for others. It returns the rootfs
 // propagation the mount needs ("" for none).
-func bindMount(m *runtimeapi.Mount, field, imageSrc string) (specs.Mount, string, error) {
+//
+// A mount with uid/gid mappings (the kubelet sets the pod's on every mount
+// of a pod with a user namespace) becomes an idmapped mount: OCI
+// uidMappings/gidMappings and "ridmap" (the whole rbind tree, runc >= 1.2).
+// Only in a pod with its own user namespace (u), and not for an image
+// volume: its source is an overlay, which the kernel cannot idmap; it stays
+// read-only and owned by the overflow id inside.
+func bindMount(m *runtimeapi.Mount, field, imageSrc string, u UserNS) (specs.Mount, string, error) {
 	dst, src := m.GetContainerPath(), m.GetHostPath()
 	if IsImageMount(m) {
 		if err := CheckImageMount(m, field); err != nil {
@@ -75,8 +82,14 @@ func bindMount(m *runtimeapi.Mount, field, imageSrc string) (specs.Mount, string
 	if src == "" {
 		return specs.Mount{}, "", fieldErr(field+".host_path", "must not be empty")
 	}
-	if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
-		return specs.Mount{}, "", fieldErr(field+".uidMappings", "idmapped mounts are not supported by peapod (no user namespaces)")
+	idmapped := len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0
+	if idmapped {
+		switch {
+		case !u.Enabled():
+			return specs.Mount{}, "", fieldErr(field+".uidMappings", "idmapped mounts need a pod with its own user namespace (namespace_options.userns_options mode POD)")
+		case len(m.GetUidMappings()) == 0 || len(m.GetGidMappings()) == 0:
+			return specs.Mount{}, "", fieldErr(field+".uidMappings", "an idmapped mount needs both uid and gid mappings")
+		}
 	}
 	opts := []string{"rbind"}
 	rootProp := ""
@@ -108,7 +121,13 @@ func bindMount(m *runtimeapi.Mount, field, imageSrc string) (specs.Mount, string
 		opts = append(opts, "rw")
 	}
 	// selinux_relabel is ignored: this kernel has no SELinux.
-	return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}, rootProp, nil
+	om := specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}
+	if idmapped && !IsImageMount(m) {
+		om.UIDMappings = ociIDMappings(m.GetUidMappings())
+		om.GIDMappings = ociIDMappings(m.GetGidMappings())
+		om.Options = append(om.Options, "ridmap")
+	}
+	return om, rootProp, nil
 }
 
 // sandboxFile is a per-pod file bind-mounted into every container.
@@ -117,6 +136,9 @@ type sandboxFile struct {
 	ro       bool
 	// opts replaces the bind's options ("rbind", "rprivate", rw/ro).
 	opts []string
+	// idmap: in a pod with a user namespace, mount it with the pod's
+	// mapping (peapod's own files, owned by host root).
+	idmap bool
 }
 
 // lxcfsOptions are those of lxcfs's binds: a plain bind (a file has no
@@ -159,10 +181,16 @@ func lxcfsFiles(criMounts []*runtimeapi.Mount, dir string, paths []string) []san
 // Sorted by path depth (stable) so a parent is mounted before its children.
 // Also returns the rootfs propagation.
 func containerMounts(criMounts []*runtimeapi.Mount, imageVols map[int]string, files []sandboxFile, privileged bool) ([]specs.Mount, string, error) {
+	return containerMountsUserNS(criMounts, imageVols, files, privileged, UserNS{})
+}
+
+// containerMountsUserNS is containerMounts in a pod whose user namespace
+// is u (zero: the host's).
+func containerMountsUserNS(criMounts []*runtimeapi.Mount, imageVols map[int]string, files []sandboxFile, privileged bool, u UserNS) ([]specs.Mount, string, error) {
 	var supplied []specs.Mount
 	rootProp := ""
 	for i, m := range criMounts {
-		om, p, err := bindMount(m, fmt.Sprintf("mounts[%d]", i), imageVols[i])
+		om, p, err := bindMount(m, fmt.Sprintf("mounts[%d]", i), imageVols[i], u)
 		if err != nil {
 			return nil, "", err
 		}
@@ -187,7 +215,11 @@ func containerMounts(criMounts []*runtimeapi.Mount, imageVols map[int]string, fi
 		if f.opts != nil {
 			opts = slices.Clone(f.opts)
 		}
-		supplied = append(supplied, specs.Mount{Destination: f.dst, Type: "bind", Source: f.src, Options: opts})
+		fm := specs.Mount{Destination: f.dst, Type: "bind", Source: f.src, Options: opts}
+		if f.idmap && u.Enabled() {
+			idmapMount(&fm, u)
+		}
+		supplied = append(supplied, fm)
 	}
 	devSupplied := covered("/dev")
 	var out []specs.Mount

@@ -181,6 +181,48 @@ func TestContainerMounts(t *testing.T) {
 			t.Errorf("parent after child: %v", dests(got))
 		}
 	})
+	t.Run("idmapped mounts in a pod with a user namespace", func(t *testing.T) {
+		iv := &runtimeapi.ImageSpec{Image: "img"}
+		cri := []*runtimeapi.Mount{
+			{ContainerPath: "/vol", HostPath: "/h/vol", UidMappings: criMapping, GidMappings: criMapping},
+			{ContainerPath: "/plain", HostPath: "/h/plain"},
+			{ContainerPath: "/img", Image: iv, Readonly: true, UidMappings: criMapping, GidMappings: criMapping},
+		}
+		files := []sandboxFile{{src: "/sb/hosts", dst: "/etc/hosts", idmap: true}, {src: "/sb/shm", dst: "/dev/shm"}}
+		got, _, err := containerMountsUserNS(cri, map[int]string{2: "/images/img"}, files, false, podUserNS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1000, Size: 100000}}
+		for _, tt := range []struct {
+			dst, opt string
+			mapped   bool
+		}{{"/vol", "ridmap", true}, {"/etc/hosts", "idmap", true}, {"/plain", "", false}, {"/img", "", false}, {"/dev/shm", "", false}} {
+			m := findMount(got, tt.dst)
+			if m == nil {
+				t.Fatalf("no %s mount: %v", tt.dst, dests(got))
+			}
+			if mapped := slices.Equal(m.UIDMappings, want) && slices.Equal(m.GIDMappings, want); mapped != tt.mapped {
+				t.Errorf("%s: idmapped = %v, want %v (%+v)", tt.dst, mapped, tt.mapped, m)
+			}
+			if tt.opt != "" && !slices.Contains(m.Options, tt.opt) {
+				t.Errorf("%s: options %v lack %s", tt.dst, m.Options, tt.opt)
+			}
+		}
+		// Mappings without a user namespace, or only half of them: refused.
+		if _, _, err := containerMountsUserNS(cri[:1], nil, nil, false, UserNS{}); err == nil || !strings.HasPrefix(err.Error(), "mounts[0].uidMappings:") {
+			t.Errorf("idmapped mount without a user namespace: %v", err)
+		}
+		half := []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: "/h/vol", UidMappings: criMapping}}
+		if _, _, err := containerMountsUserNS(half, nil, nil, false, podUserNS); err == nil {
+			t.Error("uid mappings without gid mappings must fail")
+		}
+		// Without a user namespace, sandbox files marked idmap are plain.
+		got, _, _ = containerMounts(nil, nil, files, false)
+		if m := findMount(got, "/etc/hosts"); m == nil || m.UIDMappings != nil || slices.Contains(m.Options, "idmap") {
+			t.Errorf("hosts without a user namespace: %+v", m)
+		}
+	})
 	t.Run("supplied /dev drops defaults below it", func(t *testing.T) {
 		got, _, _ := containerMounts([]*runtimeapi.Mount{{ContainerPath: "/dev", HostPath: "/dev"}}, nil, []sandboxFile{{src: "/sb/shm", dst: "/dev/shm"}}, false)
 		for _, m := range got {

@@ -11,9 +11,15 @@ import (
 // the host's, or create a new one: Host* true → the spec has no entry (the
 // runtime's own, i.e. the node's); else a non-empty path → join it; else →
 // a new namespace.
+//
+// User is the pod's user namespace: with UserNS enabled, a sandbox gets a
+// new one with those mappings, a container joins the path User (the
+// pause's) and carries the same mappings.
 type Namespaces struct {
 	Net, IPC, UTS, PID                 string
 	HostNet, HostIPC, HostUTS, HostPID bool
+	User                               string
+	UserNS                             UserNS
 }
 
 // PodNamespaces fills Namespaces for a container from its NamespaceOption
@@ -24,7 +30,11 @@ type Namespaces struct {
 //	ipc     NODE → host; else join the pause's
 //	pid     NODE → host; POD → join the pause's; CONTAINER → new;
 //	        TARGET → join /proc/<targetPID>/ns/pid (targetPID must be > 0)
-func PodNamespaces(opt *runtimeapi.NamespaceOption, pausePID, targetPID int, netnsPath string) (Namespaces, error) {
+//
+//	userns  the sandbox's: sbUserNS enabled → join /proc/<pause>/ns/user;
+//	        the container's own option must agree (POD in a POD sandbox,
+//	        NODE or none in a NODE one)
+func PodNamespaces(opt *runtimeapi.NamespaceOption, pausePID, targetPID int, netnsPath string, sbUserNS UserNS) (Namespaces, error) {
 	const field = "linux.security_context.namespace_options"
 	proc := func(pid int, ns string) string { return fmt.Sprintf("/proc/%d/ns/%s", pid, ns) }
 	var n Namespaces
@@ -62,8 +72,19 @@ func PodNamespaces(opt *runtimeapi.NamespaceOption, pausePID, targetPID int, net
 	default:
 		return n, fieldErr(field+".pid", "unsupported mode %s", opt.GetPid())
 	}
-	if u := opt.GetUsernsOptions(); u != nil && u.GetMode() != runtimeapi.NamespaceMode_NODE {
-		return n, unsupported(field+".userns_options", "user namespaces")
+	u, err := PodUserNS(opt.GetUsernsOptions(), field+".userns_options")
+	if err != nil {
+		return n, err
+	}
+	switch {
+	case u.Enabled() && !sbUserNS.Enabled():
+		return n, fieldErr(field+".userns_options.mode", "POD in a sandbox that runs in the host user namespace")
+	case !u.Enabled() && sbUserNS.Enabled() && opt.GetUsernsOptions() != nil:
+		return n, fieldErr(field+".userns_options.mode", "NODE in a sandbox with its own user namespace")
+	case sbUserNS.Enabled():
+		// The pod's mappings, not the container's: the pause's namespace
+		// has them, whatever the container config says (it should agree).
+		n.User, n.UserNS = proc(pausePID, "user"), sbUserNS
 	}
 	return n, nil
 }
@@ -73,6 +94,10 @@ func PodNamespaces(opt *runtimeapi.NamespaceOption, pausePID, targetPID int, net
 // so on a pure cgroup v2 host only).
 func (n Namespaces) linuxNamespaces(cgroupNS bool) []specs.LinuxNamespace {
 	out := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
+	if n.UserNS.Enabled() {
+		// First: the others are created inside it, and so owned by it.
+		out = []specs.LinuxNamespace{{Type: specs.UserNamespace, Path: n.User}, {Type: specs.MountNamespace}}
+	}
 	add := func(t specs.LinuxNamespaceType, host bool, p string) {
 		if !host {
 			out = append(out, specs.LinuxNamespace{Type: t, Path: p})
@@ -86,4 +111,14 @@ func (n Namespaces) linuxNamespaces(cgroupNS bool) []specs.LinuxNamespace {
 		out = append(out, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	}
 	return out
+}
+
+// setUserNS puts the pod's user namespace mappings into s (runc checks
+// them against a namespace it joins).
+func (n Namespaces) setUserNS(s *specs.Spec) {
+	if !n.UserNS.Enabled() {
+		return
+	}
+	s.Linux.UIDMappings = append([]specs.LinuxIDMapping(nil), n.UserNS.UIDs...)
+	s.Linux.GIDMappings = append([]specs.LinuxIDMapping(nil), n.UserNS.GIDs...)
 }

@@ -52,9 +52,11 @@ func SandboxNamespaces(opt *runtimeapi.NamespaceOption, netnsPath string) (Names
 	if opt.GetNetwork() == runtimeapi.NamespaceMode_NODE {
 		n.HostNet, n.HostUTS = true, true
 	} else {
-		if netnsPath == "" {
+		if netnsPath == "" && !userNSRequested(opt) {
 			return n, errors.New("spec: sandbox needs a network namespace path")
 		}
+		// With a user namespace netnsPath may be empty: the pause makes
+		// the netns inside it.
 		n.Net = netnsPath
 	}
 	n.HostIPC = opt.GetIpc() == runtimeapi.NamespaceMode_NODE
@@ -62,10 +64,30 @@ func SandboxNamespaces(opt *runtimeapi.NamespaceOption, netnsPath string) (Names
 	if opt.GetPid() == runtimeapi.NamespaceMode_TARGET {
 		return n, fieldErr(field+".pid", "TARGET is not valid for a sandbox")
 	}
-	if u := opt.GetUsernsOptions(); u != nil && u.GetMode() != runtimeapi.NamespaceMode_NODE {
-		return n, unsupported(field+".userns_options", "user namespaces")
+	u, err := PodUserNS(opt.GetUsernsOptions(), field+".userns_options")
+	if err != nil {
+		return n, err
+	}
+	if u.Enabled() {
+		// The kubelet refuses hostUsers: false with any host namespace: a
+		// host namespace is owned by the host's user namespace, so pod root
+		// could not administer it.
+		for _, h := range []struct {
+			host bool
+			what string
+		}{{n.HostNet, "network"}, {n.HostIPC, "ipc"}, {n.HostPID, "pid"}} {
+			if h.host {
+				return n, fieldErr(field+".userns_options.mode", "POD user namespace with the host %s namespace (%s NODE)", h.what, field+"."+h.what)
+			}
+		}
+		n.UserNS = u
 	}
 	return n, nil
+}
+
+func userNSRequested(opt *runtimeapi.NamespaceOption) bool {
+	u := opt.GetUsernsOptions()
+	return u != nil && u.GetMode() == runtimeapi.NamespaceMode_POD
 }
 
 // ipcSysctl reports whether a sysctl is namespaced by the IPC namespace.
@@ -220,6 +242,7 @@ func SandboxWithWarnings(in SandboxInput) (*specs.Spec, Warnings, error) {
 			ReadonlyPaths: slices.Clone(DefaultReadonlyPaths),
 		},
 	}
+	in.Namespaces.setUserNS(s)
 	if !in.Namespaces.HostUTS && in.Namespaces.UTS == "" {
 		// runc refuses a hostname without a private UTS namespace.
 		s.Hostname = cfg.GetHostname()
