@@ -167,7 +167,7 @@ func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	// Messages: {"data": pid} once the process runs, then {"data": exit code}.
 	// A runtime failure is {"data": -1 (or -status), "message": ...}.
 	if len(msgs) == 0 {
-		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: conmon reported nothing (%v): %s", id, cmd, werr, lastLines(string(conmonOut.Bytes()), 3))
+		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: conmon reported nothing (%v): %s", id, cmd, werr, conmonSaid(conmonOut.Bytes(), tmp))
 	}
 	last := msgs[len(msgs)-1]
 	if last.Data < 0 || (len(msgs) == 1 && last.Message != "") {
@@ -181,11 +181,25 @@ func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		return stdout, stderr, -1, fmt.Errorf("container %s: %s exec %q: %s", id, r.name, cmd, cleanRuntimeMsg(msg))
 	}
 	if len(msgs) < 2 {
-		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: conmon reported no exit code (%v): %s", id, cmd, werr, lastLines(string(conmonOut.Bytes()), 3))
+		return stdout, stderr, -1, fmt.Errorf("container %s: exec %q: conmon reported no exit code (%v): %s", id, cmd, werr, conmonSaid(conmonOut.Bytes(), tmp))
 	}
 	exitCode = int32(last.Data)
 	klog.V(3).InfoS("ExecSync", "runtime", r.name, "id", id, "cmd", cmd, "exitCode", exitCode, "duration", time.Since(start))
 	return stdout, stderr, exitCode, nil
+}
+
+// conmonSaid is the end of what an exec's conmon printed, and why it may
+// have reported nothing: dir, where it writes the output and exit files,
+// is on a full filesystem (it sends its own complaint to /dev/null).
+func conmonSaid(out []byte, dir string) string {
+	s := lastLines(string(out), 3)
+	if full := noSpace(dir); full != "" {
+		if s != "" {
+			s += "; "
+		}
+		s += full
+	}
+	return s
 }
 
 // readExecLog splits a CRI-format log into stdout and stderr, each cut at

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Container status values.
@@ -100,6 +102,9 @@ func (r *Runtime) State(ctx context.Context, id string) (*State, error) {
 	case st.Status == StatusStopped:
 		st.ExitCode = ExitCodeUnknown
 		st.Message = "container stopped but conmon recorded no exit code"
+		if full := noSpace(r.dir(id)); full != "" {
+			st.Message += ": " + full
+		}
 		st.OOMKilled = r.oomKilled(id, rs)
 		if st.OOMKilled {
 			// conmon runs in the pod's memory cgroup: an OOM there can take
@@ -113,6 +118,17 @@ func (r *Runtime) State(ctx context.Context, id string) (*State, error) {
 		st.Message = fmt.Sprintf("%s does not know the container and conmon recorded no exit code", r.name)
 	}
 	return st, nil
+}
+
+// noSpace says why conmon may have recorded no exit code: the filesystem
+// of dir, where it writes exit files, is full (no space available, as df
+// counts it). Empty while there is space.
+func noSpace(dir string) string {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil || fs.Bavail > 0 {
+		return ""
+	}
+	return fmt.Sprintf("the filesystem of %s is full (%v)", dir, unix.ENOSPC)
 }
 
 // ExitRecorded reads only conmon's exit file: a container whose exit conmon

@@ -67,7 +67,7 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 	// The process may have exited between start and here: conmon's exit
 	// file says so. A later exit reaches HandleExit through the monitor,
 	// so no `runtime state` here.
-	m.recordExit(ctx, c, false)
+	_, _ = m.recordExit(ctx, c, false)
 	m.observePodStart(sb)
 	return nil
 }
@@ -96,7 +96,9 @@ func (m *Manager) StopContainer(ctx context.Context, id string, timeout int64) e
 	if err := rt.Stop(ctx, rec.ID, time.Duration(timeout)*time.Second, sig); err != nil && !isGone(err) {
 		return fmt.Errorf("stop container %s: %w", rec.ID, err)
 	}
-	m.refreshExit(ctx, c)
+	if err := m.refreshExit(ctx, c); err != nil {
+		return fmt.Errorf("stop container %s: %w", rec.ID, err)
+	}
 	m.deleteExitedRuntime(ctx, c)
 	if c.Record().State == runtimeapi.ContainerState_CONTAINER_CREATED {
 		// Never started: nothing ran, but it is done.
@@ -205,11 +207,19 @@ func (m *Manager) HandleExit(id string) {
 	m.mu.RUnlock()
 	if ok {
 		stopped := false
-		_ = sb.update(m.o.Store, func(r *SandboxRecord) error {
+		if err := sb.update(m.o.Store, func(r *SandboxRecord) error {
 			stopped = r.State == runtimeapi.PodSandboxState_SANDBOX_READY
 			r.State = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 			return nil
-		})
+		}); err != nil {
+			// Still READY with its pause gone (unless removed meanwhile):
+			// try again, as for a container's exit (refreshExit).
+			if !errors.Is(err, ErrNotFound) {
+				klog.ErrorS(err, "Cannot record that a pod sandbox's infra container exited; trying again", "id", id, "in", exitRetry)
+				time.AfterFunc(exitRetry, func() { m.HandleExit(id) })
+			}
+			return
+		}
 		klog.InfoS("Pod sandbox infra container exited", "id", id)
 		if stopped {
 			m.emitSandbox(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, id)
@@ -217,30 +227,46 @@ func (m *Manager) HandleExit(id string) {
 	}
 }
 
+// exitRetry is how soon an exit the store could not record (a full disk)
+// is recorded again.
+var exitRetry = 5 * time.Second
+
 // refreshExit reads the runtime's view and records an exit if there was one.
-func (m *Manager) refreshExit(ctx context.Context, c *Container) {
+// An exit it sees but cannot persist (the store's disk is full) is the
+// error; it is then tried again every exitRetry through HandleExit, until
+// recorded or the container removed: monitors report an exit once, and the
+// container must not stay RUNNING for ever for one failed write.
+func (m *Manager) refreshExit(ctx context.Context, c *Container) error {
 	rec := c.Record()
 	if rec.State == runtimeapi.ContainerState_CONTAINER_EXITED {
-		return
+		return nil
 	}
-	if m.recordExit(ctx, c, false) {
-		return
+	exited, err := m.recordExit(ctx, c, false)
+	if !exited && err == nil {
+		_, err = m.recordExit(ctx, c, true)
 	}
-	m.recordExit(ctx, c, true)
+	if err != nil && c.exitRetry.CompareAndSwap(false, true) {
+		klog.ErrorS(err, "Cannot record a container's exit; trying again", "id", rec.ID, "in", exitRetry)
+		time.AfterFunc(exitRetry, func() {
+			c.exitRetry.Store(false)
+			m.HandleExit(rec.ID)
+		})
+	}
+	return err
 }
 
 // recordExit records the container's exit if there was one: from conmon's
 // exit file alone, or (full) from the runtime's state as well, which also
 // catches a conmon that died without writing one. It reports whether the
-// container is now EXITED.
-func (m *Manager) recordExit(ctx context.Context, c *Container, full bool) bool {
+// container is now EXITED; the error is an exit seen but not persisted.
+func (m *Manager) recordExit(ctx context.Context, c *Container, full bool) (bool, error) {
 	rec := c.Record()
 	if rec.State == runtimeapi.ContainerState_CONTAINER_EXITED {
-		return true
+		return true, nil
 	}
 	rt, err := m.containerRuntime(rec)
 	if err != nil {
-		return false
+		return false, nil
 	}
 	var st *oci.State
 	if full {
@@ -248,18 +274,18 @@ func (m *Manager) recordExit(ctx context.Context, c *Container, full bool) bool 
 	} else {
 		var ok bool
 		if st, ok, err = rt.ExitRecorded(rec.ID); err == nil && !ok {
-			return false
+			return false, nil
 		}
 	}
 	if err != nil {
 		klog.V(2).InfoS("Container state unreadable", "id", rec.ID, "err", err)
-		return false
+		return false, nil
 	}
 	if st.Status != "stopped" {
-		return false
+		return false, nil
 	}
 	changed := false
-	_ = c.update(m.o.Store, func(r *ContainerRecord) error {
+	err = c.update(m.o.Store, func(r *ContainerRecord) error {
 		if r.State == runtimeapi.ContainerState_CONTAINER_EXITED {
 			return nil
 		}
@@ -288,11 +314,14 @@ func (m *Manager) recordExit(ctx context.Context, c *Container, full bool) bool 
 		}
 		return nil
 	})
+	if err != nil {
+		return false, err
+	}
 	if changed {
 		klog.V(2).InfoS("Container exited", "id", rec.ID, "exitCode", st.ExitCode, "oomKilled", st.OOMKilled)
 		m.emitContainer(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, c)
 	}
-	return true
+	return true, nil
 }
 
 // deleteExitedRuntime deletes an EXITED container's OCI runtime instance

@@ -124,6 +124,10 @@ type Container struct {
 	mu     sync.RWMutex
 	rec    ContainerRecord
 	config *runtimeapi.ContainerConfig
+
+	// exitRetry: an exit the store could not take is to be recorded
+	// again (refreshExit).
+	exitRetry atomic.Bool
 }
 
 // Record returns a copy of the persisted state.

@@ -85,6 +85,10 @@ type daemonOpts struct {
 	// <dir>/root. A test that needs the image store on a filesystem of
 	// its own (image GC) mounts one and puts root there.
 	root string
+	// state is the daemon's state dir (bundles, conmon files, exit
+	// files); empty: <dir>/run. A test that fills the state filesystem
+	// (disk full) puts it on a filesystem of its own.
+	state string
 	// agentConfig is added to the [agent] table.
 	agentConfig string
 }
@@ -169,8 +173,12 @@ func newDaemon(t testing.TB, o daemonOpts) *daemon {
 	if o.root != "" {
 		root = o.root
 	}
+	state := filepath.Join(dir, "run")
+	if o.state != "" {
+		state = o.state
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "root = %q\nstate = %q\n", root, filepath.Join(dir, "run"))
+	fmt.Fprintf(&b, "root = %q\nstate = %q\n", root, state)
 	fmt.Fprintf(&b, "[cri]\nsocket = %q\n[http]\naddress = \"127.0.0.1:0\"\n", d.socket)
 	quoted := make([]string, len(binDirs))
 	for i, bd := range binDirs {
