@@ -97,17 +97,20 @@ flannel:
 	@bash hack/cluster/build.sh flannel >/dev/null
 
 # The same control plane and two test hosts (network namespaces on a shared
-# bridge), each a peapod-agent node on its own peapod with flanneld
-# (BACKEND=host-gw or vxlan): pods reach each other across hosts by pod IP
-# (hack/cluster/README.md, "Several nodes"). Ends by printing KUBECONFIG=...,
-# KUBECTL=... and one HOST= line per host; make cluster-down removes it.
+# bridge), each a peapod-agent node (NODE=kubelet: the upstream kubelet) on
+# its own peapod with flanneld (BACKEND=host-gw or vxlan): pods reach each
+# other across hosts by pod IP (hack/cluster/README.md, "Several nodes").
+# Ends by printing KUBECONFIG=..., KUBECTL=... and one HOST= line per host;
+# make cluster-down removes it.
 BACKEND ?= host-gw
+MULTINODE_NODE := $(if $(filter command line,$(origin NODE)),$(NODE),peapod-agent)
 cluster-multinode: test-deps build k8s flannel
-	@$(GO) run ./hack/cluster up --hosts 2 --backend $(BACKEND) $(CLUSTER_FLAGS)
+	@$(GO) run ./hack/cluster up --hosts 2 --backend $(BACKEND) --node $(MULTINODE_NODE) $(CLUSTER_FLAGS)
 
 # test/multinode alone (make test runs it too, after test/cluster): a
-# two-host cluster per Flannel backend, pod to pod across hosts without NAT,
-# hostPort across hosts, a host's link down and up, nothing leaked (~2.5-3 min).
+# two-host cluster per Flannel backend, then one of kubelet hosts (host-gw):
+# pod to pod across hosts without NAT, hostPort across hosts, a host's link
+# down and up, nothing leaked (~3-4 min).
 test-multinode: test-deps build k8s flannel
 	PEAPOD_INTEGRATION=1 $(GO) test -count=1 -timeout 15m -v $(GOTESTFLAGS) ./test/multinode
 

@@ -2,7 +2,7 @@
 // this machine, and down again (see README.md beside it).
 //
 //	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME] [--metrics-server]
-//	go run ./hack/cluster up --hosts 2 [--backend host-gw|vxlan] [--dir DIR] [--node-name PREFIX]
+//	go run ./hack/cluster up --hosts 2 [--backend host-gw|vxlan] [--node peapod-agent|kubelet] [--dir DIR] [--node-name PREFIX]
 //	go run ./hack/cluster down [--dir DIR]
 //	go run ./hack/cluster env [--dir DIR]
 //	go run ./hack/cluster conformance [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--focus RE] [--skip RE] [--out DIR] [--procs N]
@@ -31,10 +31,10 @@ func main() {
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	dir := fs.String("dir", defaultDir, "where the cluster's certs, configs, data and logs live")
 	runtime := fs.String("runtime", "peapod", "the node's CRI runtime: peapod, containerd (the current release, the reference) or containerd-debian (Debian's 1.6)")
-	node := fs.String("node", harness.NodeKubelet, "the node agent: kubelet (the upstream one) or peapod-agent (bin/peapod-agent in node mode, on runtime peapod)")
+	node := fs.String("node", harness.NodeKubelet, "the node agent: kubelet (the upstream one) or peapod-agent (bin/peapod-agent in node mode, on runtime peapod); with --hosts, peapod-agent unless given")
 	nodeName := fs.String("node-name", "peapod-node", "the node's name")
 	gates := fs.String("kubelet-feature-gates", "", "extra kubelet feature gates, Name=true,Other=false")
-	hosts := fs.Int("hosts", 0, "up: a multi-node cluster of this many test hosts (network namespaces), each a peapod-agent node, joined by Flannel (harness/hosts.go)")
+	hosts := fs.Int("hosts", 0, "up: a multi-node cluster of this many test hosts (network namespaces), each a node (--node), joined by Flannel (harness/hosts.go)")
 	backend := fs.String("backend", harness.BackendHostGW, "up with --hosts: Flannel's backend, host-gw or vxlan")
 	metrics := fs.Bool("metrics-server", false, "up: also run metrics-server (built by hack/cluster/build.sh metrics-server) behind the metrics.k8s.io API, for kubectl top")
 	focus := fs.String("focus", `\[NodeConformance\]`, "conformance: the specs to run (ginkgo focus)")
@@ -110,7 +110,7 @@ func printEnv(c *harness.Cluster) {
 	fmt.Printf("KUBECONFIG=%s\n", c.Kubeconfig)
 	fmt.Printf("KUBECTL=%s\n", c.Kubectl)
 	if len(c.Hosts) > 0 {
-		fmt.Printf("BACKEND=%s HOST_NET=%s CONTROL_PLANE_IP=%s CLUSTER_CIDR=%s\n", c.Backend, c.HostNet, c.ControlPlaneIP, c.ClusterCIDR)
+		fmt.Printf("BACKEND=%s NODE_AGENT=%s HOST_NET=%s CONTROL_PLANE_IP=%s CLUSTER_CIDR=%s\n", c.Backend, c.Node, c.HostNet, c.ControlPlaneIP, c.ClusterCIDR)
 		for _, h := range c.Hosts {
 			fmt.Printf("HOST=%s NETNS=%s NODE=%s NODE_IP=%s POD_CIDR=%s CONTAINER_RUNTIME_ENDPOINT=%s STATIC_PODS=%s\n",
 				h.ID, h.Netns, h.Name, h.IP, h.PodCIDR, h.RuntimeEndpoint, h.ManifestsDir)

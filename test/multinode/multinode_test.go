@@ -1,9 +1,10 @@
 // Package multinode drives a cluster of two test hosts (network
 // namespaces, hack/cluster/harness hosts.go), each a peapod-agent node on
 // its own peapod, joined by upstream Flannel, once per backend (host-gw,
-// vxlan): the Kubernetes network model across nodes — every pod reaches
-// every other by its IP, without NAT — plus hostPort across hosts, a host
-// cut off and back, and nothing left behind.
+// vxlan), and once more with the upstream kubelet as each host's node
+// (host-gw): the Kubernetes network model across nodes — every pod
+// reaches every other by its IP, without NAT — plus hostPort across
+// hosts, a host cut off and back, and nothing left behind.
 package multinode
 
 import (
@@ -44,7 +45,8 @@ func build(t *testing.T, repo, target string) string {
 }
 
 // TestMultiNode runs the whole story once per Flannel backend, each on a
-// cluster of its own (~1 min each on 2 cores).
+// cluster of its own (~1 min each on 2 cores), then on kubelet hosts
+// (host-gw; the figures are left out there: the same network path).
 func TestMultiNode(t *testing.T) {
 	testenv.Integration(t)
 	testenv.Require(t, "/bin/busybox", "busybox-static")
@@ -57,8 +59,11 @@ func TestMultiNode(t *testing.T) {
 	bin := build(t, repo, "control-plane")
 	flannel := build(t, repo, "flannel")
 	for _, backend := range []string{harness.BackendHostGW, harness.BackendVXLAN} {
-		t.Run(backend, func(t *testing.T) { testBackend(t, repo, bin, flannel, backend) })
+		t.Run(backend, func(t *testing.T) { testBackend(t, repo, bin, flannel, backend, harness.NodePeapodAgent) })
 	}
+	t.Run("kubelet-"+harness.BackendHostGW, func(t *testing.T) {
+		testBackend(t, repo, bin, flannel, harness.BackendHostGW, harness.NodeKubelet)
+	})
 }
 
 type logWriter struct{ t *testing.T }
@@ -68,8 +73,8 @@ func (w logWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func testBackend(t *testing.T, repo, bin, flannel, backend string) {
-	dir, err := os.MkdirTemp("", "peapod-multinode-"+backend+".")
+func testBackend(t *testing.T, repo, bin, flannel, backend, node string) {
+	dir, err := os.MkdirTemp("", "peapod-multinode-"+node+"-"+backend+".")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +82,7 @@ func testBackend(t *testing.T, repo, bin, flannel, backend string) {
 	defer cancel()
 	start := time.Now()
 	c, err := harness.Up(ctx, harness.Options{
-		Dir: dir, Repo: repo, BinDir: bin, Hosts: 2, Backend: backend, FlannelDir: flannel, Log: logWriter{t},
+		Dir: dir, Repo: repo, BinDir: bin, Hosts: 2, Backend: backend, Node: node, FlannelDir: flannel, Log: logWriter{t},
 	})
 	if err != nil {
 		_ = os.RemoveAll(dir)
@@ -87,7 +92,7 @@ func testBackend(t *testing.T, repo, bin, flannel, backend string) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, h := range c.Hosts {
-				for _, name := range []string{"peapod-agent-" + h.ID, "flanneld-" + h.ID, "peapod-" + h.ID} {
+				for _, name := range []string{h.Agent, "flanneld-" + h.ID, "peapod-" + h.ID} {
 					b, _ := os.ReadFile(filepath.Join(c.Dir, "logs", name+".log"))
 					lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 					if len(lines) > 15 {
@@ -160,7 +165,16 @@ func testBackend(t *testing.T, repo, bin, flannel, backend string) {
 		}
 	})
 
+	if node == harness.NodeKubelet {
+		t.Run("KubeletHostPaths", func(t *testing.T) {
+			testKubeletHostPaths(t, k.on(t), c, map[string][]string{h1.ID: {"a1", "a2"}, h2.ID: {"b1", "b2"}})
+		})
+	}
+
 	t.Run("Figures", func(t *testing.T) {
+		if node == harness.NodeKubelet {
+			t.Skip("the same network path as on peapod-agent hosts")
+		}
 		k := k.on(t)
 		same := k.figures("a2", ip["a1"])
 		across := k.figures("b1", ip["a1"])
@@ -169,6 +183,11 @@ func testBackend(t *testing.T, repo, bin, flannel, backend string) {
 	})
 
 	t.Run("HostLinkDown", func(t *testing.T) {
+		if node == harness.NodeKubelet {
+			// It passes there too (NotReady after 20 s, Ready again 3 s
+			// after the link came back, no restart), but adds ~40 s.
+			t.Skip("kubelet hosts: left out for time")
+		}
 		k := k.on(t)
 		if err := c.SetHostLink(h1, false); err != nil {
 			t.Fatal(err)
@@ -224,9 +243,16 @@ func testBackend(t *testing.T, repo, bin, flannel, backend string) {
 	t.Run("NothingLeaked", func(t *testing.T) {
 		k := k.on(t)
 		k.run("delete", "pods", "--all", "--wait=true", "--timeout=90s")
+		// The kubelet stops a deleted pod's sandbox (CNI DEL) at once but
+		// removes it at its next container GC, up to a minute later: on
+		// its hosts, stopped sandboxes are left to it (and to Down).
+		sandboxes := c.HostPodSandboxes
+		if node == harness.NodeKubelet {
+			sandboxes = c.HostReadyPodSandboxes
+		}
 		for _, h := range c.Hosts {
-			k.eventually(60*time.Second, "host "+h.ID+" without sandboxes, pod IPs or pod veths", func() (bool, string) {
-				sb, err := c.HostPodSandboxes(ctx, h)
+			k.eventually(60*time.Second, "host "+h.ID+" without (running) sandboxes, pod IPs or pod veths", func() (bool, string) {
+				sb, err := sandboxes(ctx, h)
 				if err != nil {
 					return false, err.Error()
 				}
@@ -446,4 +472,40 @@ func (k *kc) waitNodeReady(node, want string, timeout time.Duration) {
 		}
 		return re.MatchString(out), out
 	})
+}
+
+// testKubeletHostPaths checks what keeps the hosts' kubelets apart: each
+// has its own device-plugin socket and /var/log/containers (its host's
+// dirs, bind-mounted in its mount namespace) holding links for its own
+// pods only, the real host's /var/log/containers has none into the
+// cluster, and each pod's cgroup is below its own host's cgroup root.
+func testKubeletHostPaths(t *testing.T, k *kc, c *harness.Cluster, pods map[string][]string) {
+	for _, h := range c.Hosts {
+		if _, err := os.Stat(filepath.Join(h.HostPaths["/var/lib/kubelet"], "device-plugins", "kubelet.sock")); err != nil {
+			t.Errorf("host %s: no device-plugin socket of its own: %v", h.ID, err)
+		}
+		ents, err := os.ReadDir(h.HostPaths["/var/log/containers"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var links []string
+		for _, e := range ents {
+			links = append(links, strings.SplitN(e.Name(), "_", 2)[0])
+		}
+		if strings.Join(links, ",") != strings.Join(pods[h.ID], ",") {
+			t.Errorf("host %s: /var/log/containers links of pods %v, want %v", h.ID, links, pods[h.ID])
+		}
+		for _, p := range pods[h.ID] {
+			cg := filepath.Join("/sys/fs/cgroup/pids", h.CgroupRoot, "kubepods", "besteffort", "pod"+k.jsonpath("pod/"+p, "{.metadata.uid}"))
+			if _, err := os.Stat(cg); err != nil {
+				t.Errorf("pod %s: no cgroup below its host's root: %v", p, err)
+			}
+		}
+	}
+	ents, _ := os.ReadDir("/var/log/containers")
+	for _, e := range ents {
+		if target, err := os.Readlink(filepath.Join("/var/log/containers", e.Name())); err == nil && strings.HasPrefix(target, c.Dir+"/") {
+			t.Errorf("the real host's /var/log/containers/%s points into the cluster: %s", e.Name(), target)
+		}
+	}
 }

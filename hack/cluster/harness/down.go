@@ -70,7 +70,12 @@ func (c *Cluster) Down() error {
 			}
 		}
 	}
+	// With the hosts' processes gone, this also drops each host's mount
+	// namespace (its pin is under the dir) and every mount in it.
 	note(unmountUnder(c.Dir))
+	for _, err := range removeEmptyDirs(c.MadeMountpoints) {
+		c.logf("down: kept %v", err)
+	}
 	note(removeLogLinksInto("/var/log/containers", c.Dir))
 	for _, d := range c.MadeHostDirs {
 		note(os.RemoveAll(d))
@@ -259,6 +264,19 @@ func removeCgroupTree(root string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// removeEmptyDirs removes each of dirs while it is empty (the mount points
+// Up made: a kubelet on the real host may have come since and filled one,
+// which is then that one's) and returns why it kept the others.
+func removeEmptyDirs(dirs []string) []error {
+	var kept []error
+	for _, d := range dirs {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			kept = append(kept, err)
+		}
+	}
+	return kept
 }
 
 // removeLogLinksInto removes the kubelet's /var/log/containers symlinks

@@ -52,3 +52,25 @@ func TestPodCgroup(t *testing.T) {
 		}
 	}
 }
+
+func TestRemoveEmptyDirs(t *testing.T) {
+	root := t.TempDir()
+	empty, full, gone := filepath.Join(root, "empty"), filepath.Join(root, "full"), filepath.Join(root, "gone")
+	for _, d := range []string{empty, full} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(full, "kubelet.sock"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if kept := removeEmptyDirs([]string{empty, full, gone}); len(kept) != 1 {
+		t.Errorf("kept %v, want only %s", kept, full)
+	}
+	if _, err := os.Stat(empty); !os.IsNotExist(err) {
+		t.Errorf("%s: %v, want removed", empty, err)
+	}
+	if _, err := os.Stat(filepath.Join(full, "kubelet.sock")); err != nil {
+		t.Errorf("another's file removed: %v", err)
+	}
+}

@@ -39,7 +39,7 @@
 //
 // Options.Hosts makes a multi-node cluster instead (hosts.go): the same
 // control plane, and that many test hosts, each a network namespace with
-// its own peapod, peapod-agent node and flanneld.
+// its own peapod, node agent (peapod-agent or the kubelet) and flanneld.
 package harness
 
 import (
@@ -104,8 +104,9 @@ type Options struct {
 	// Hosts > 0 makes a multi-node cluster (hosts.go): that many test
 	// hosts, each a network namespace on a shared "physical" bridge with
 	// its own peapod, peapod-agent node (named NodeName-1, NodeName-2 …)
-	// and flanneld, instead of the one node on the real host. Node must
-	// be peapod-agent (the default then), Runtime peapod.
+	// and flanneld, instead of the one node on the real host. Node is
+	// peapod-agent (the default then) or kubelet (each host's kubelet and
+	// peapod in a mount namespace of the host's own), Runtime peapod.
 	Hosts int
 	// Backend is Flannel's backend with Hosts: "host-gw" (default) or
 	// "vxlan".
@@ -163,6 +164,10 @@ type Cluster struct {
 	// (its device-plugin socket dir, /var/log/containers) that did not
 	// exist before it started: Down removes them.
 	MadeHostDirs []string `json:"madeHostDirs,omitempty"`
+	// MadeMountpoints are host dirs made (they did not exist) only as the
+	// mount points of the test hosts' private dirs (kubelet hosts): Down
+	// removes each when it is empty, never what another put there.
+	MadeMountpoints []string `json:"madeMountpoints,omitempty"`
 	// ManifestsDir is peapod-agent's static pod dir (peapod-agent node
 	// only): a Pod manifest written there runs on the node and shows up
 	// in the API server as its mirror pod.
@@ -681,12 +686,13 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 func (c *Cluster) startControllers(ctx context.Context) error {
 	kcm := filepath.Join(c.Dir, "controller-manager.kubeconfig")
 	var extra []string
-	if !c.kubeletNode() {
+	if !c.kubeletNode() || len(c.Hosts) > 0 {
 		// test/cluster's agent node tests (TestAgentNode) kill the agent
 		// and wait for the node to go NotReady: with the default 50s grace
 		// that wait alone would about double their run (~1 min). 20s
 		// still leaves the agent (Lease renewed every 10s) one missed
-		// renewal.
+		// renewal. test/multinode's hosts (either node agent) too: a host
+		// whose link is down is NotReady as soon.
 		extra = append(extra, "--node-monitor-grace-period=20s")
 	}
 	if _, err := c.start("kube-controller-manager", filepath.Join(c.BinDir, "kube-controller-manager"), append([]string{

@@ -1,7 +1,8 @@
 package harness
 
 // Multi-node clusters (Options.Hosts > 0): test hosts as network
-// namespaces, one peapod-agent node each, joined by Flannel.
+// namespaces, one node each (peapod-agent, or the upstream kubelet),
+// joined by Flannel.
 //
 //	real host (root netns)                    switch netns ppmn<N>-sw
 //	┌──────────────────────────────────┐      ┌──────────────────────────────┐
@@ -19,6 +20,27 @@ package harness
 //	each other as on one node); cni0 and the pods' veths are made there by
 //	the flannel CNI plugin; host-gw routes or flannel.1 (vxlan) by flanneld.
 //
+// Kubelet hosts (Options.Node "kubelet"): the upstream kubelet is the node
+// instead of peapod-agent, and the host's peapod, kubelet and flanneld
+// also share a mount namespace of the host's own (nsenter --net --mount;
+// pinned at DIR/mntns/h<i>, made by unshare with slave propagation: what
+// the real host mounts in its shared mounts, such as /run/netns, reaches
+// it; none of its own mounts leave it). Two kubelets on one machine share
+// the paths a kubelet uses whatever its --root-dir and podLogsDir
+// (kubeletHostDirs: its device-plugin socket dir
+// /var/lib/kubelet/device-plugins, which its device manager empties at
+// start, and /var/log/containers), so in each host's namespace a dir of
+// the host's is bind-mounted over each (Host.HostPaths). The runtime
+// shares the namespace because it must see the kubelet's volume mounts
+// (tmpfs of secrets, tokens, memory emptyDirs) to bind them into
+// containers. Each kubelet has its own cgroupRoot (Host.CgroupRoot, made
+// by the harness), so one kubelet's clean-up of orphaned pod cgroups
+// (under its cgroupRoot/kubepods) never meets another's pods. The sysctls
+// every kubelet rewrites (to the same values) are recorded once and put
+// back by Down. Down needs nothing more for the namespace than unmounting
+// its pin once the host's processes are gone: every mount in it goes with
+// it.
+//
 // How the hosts reach the control plane: through their own link to the
 // real host's address on the "physical" net, 10.N.0.254, where tcpforward
 // (hack/cluster/tcpforward, a process started and stopped by PID like
@@ -34,18 +56,19 @@ package harness
 // packet of a host or a pod goes further than the real host's end of its
 // veth (10.N.0.254, where only tcpforward listens).
 //
-// Lifecycle, after the control plane of Up: host network → tcpforward →
-// each host's peapod (CNI conf dir empty, default_conf = false: not
-// network-ready) → each host's peapod-agent (registers its Node; the
-// controller manager gives it a /24 of the cluster CIDR) → flanneld per
-// host (kube subnet manager: reads the Node's podCIDR, writes subnet.env,
-// annotates the Node, sets NetworkUnavailable=false) → the flannel
-// conflist into each host's CNI conf dir once its subnet.env is there
-// (what kube-flannel's install-cni does) → peapod turns network-ready
-// without a restart → Nodes Ready. Every netns and root-netns link is
-// recorded in cluster.json as it is made (MadeNetns, MadeLinks) and Down
-// deletes exactly those, after stopping every host process by PID and
-// removing every pod through its host's runtime.
+// Lifecycle, after the control plane of Up: host network → (kubelet hosts:
+// their mount namespaces and cgroup roots, above) → tcpforward → each
+// host's peapod (CNI conf dir empty, default_conf = false: not
+// network-ready) → each host's peapod-agent or kubelet (registers its
+// Node; the controller manager gives it a /24 of the cluster CIDR) →
+// flanneld per host (kube subnet manager: reads the Node's podCIDR, writes
+// subnet.env, annotates the Node, sets NetworkUnavailable=false) → the
+// flannel conflist into each host's CNI conf dir once its subnet.env is
+// there (what kube-flannel's install-cni does) → peapod turns
+// network-ready without a restart → Nodes Ready. Every netns and
+// root-netns link is recorded in cluster.json as it is made (MadeNetns,
+// MadeLinks) and Down deletes exactly those, after stopping every host
+// process by PID and removing every pod through its host's runtime.
 
 import (
 	"context"
@@ -58,7 +81,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // Host is one test host of a multi-node cluster.
@@ -86,6 +112,14 @@ type Host struct {
 	ManifestsDir string `json:"manifestsDir"`
 	// SubnetFile is flanneld's subnet.env for this host.
 	SubnetFile string `json:"subnetFile"`
+	// Agent is the name of its node agent's component (peapod-agent-h<i>
+	// or kubelet-h<i>).
+	Agent string `json:"agent,omitempty"`
+	// MountNS pins the host's own mount namespace (kubelet hosts; empty:
+	// its processes share the real host's mounts). HostPaths maps each
+	// path bind-mounted there to the host's dir mounted over it.
+	MountNS   string            `json:"mountNS,omitempty"`
+	HostPaths map[string]string `json:"hostPaths,omitempty"`
 }
 
 // The Flannel backends Options.Backend names.
@@ -99,7 +133,12 @@ const (
 const flannelUser = "flannel"
 
 func (h *Host) runtimeName() string { return "peapod-" + h.ID }
-func (h *Host) agentName() string   { return NodePeapodAgent + "-" + h.ID }
+func (h *Host) agentName() string {
+	if h.Agent != "" {
+		return h.Agent
+	}
+	return NodePeapodAgent + "-" + h.ID
+}
 func (h *Host) flannelName() string { return "flanneld-" + h.ID }
 func (h *Host) agentSocket() string { return filepath.Join(h.Dir, NodePeapodAgent, "agent.sock") }
 func (h *Host) cniDir() string      { return filepath.Join(h.Dir, "cni") }
@@ -125,11 +164,6 @@ func checkMultiNodeOptions(o *Options) error {
 	switch {
 	case o.Backend != BackendHostGW && o.Backend != BackendVXLAN:
 		return fmt.Errorf("harness: unknown Flannel backend %q (%s or %s)", o.Backend, BackendHostGW, BackendVXLAN)
-	case o.Node != NodePeapodAgent:
-		// Two kubelets on one machine share host paths whatever their
-		// --root-dir (/var/lib/kubelet/device-plugins/kubelet.sock,
-		// /var/log/containers) and each rewrites the same sysctls.
-		return fmt.Errorf("harness: multi-node clusters run peapod-agent nodes, not %s", o.Node)
 	case o.Runtime != "peapod":
 		return fmt.Errorf("harness: multi-node clusters run on runtime peapod, not %s", o.Runtime)
 	case o.MetricsServer != "":
@@ -146,7 +180,8 @@ func checkMultiNodeOptions(o *Options) error {
 }
 
 func (c *Cluster) multiNodeSteps() []upStep {
-	return []upStep{
+	nodes := upStep{"hosts' peapod-agent nodes", c.startHostAgents}
+	steps := []upStep{
 		{"addresses and ports", c.pickAddresses},
 		{"certificates", c.makePKI},
 		{"registry", c.startRegistry},
@@ -154,13 +189,19 @@ func (c *Cluster) multiNodeSteps() []upStep {
 		{"kube-apiserver", c.startAPIServer},
 		{"kube-controller-manager and kube-scheduler", c.startControllers},
 		{"host network", c.makeHostNetwork},
-		{"tcpforward", c.startForwarder},
-		{"hosts' runtimes", c.startHostRuntimes},
-		{"hosts' peapod-agent nodes", c.startHostAgents},
-		{"flannel " + c.opts.Backend, c.startFlannel},
-		{"nodes Ready", c.waitHostsReady},
-		{"default service account", c.waitDefaultServiceAccount},
 	}
+	if c.opts.Node == NodeKubelet {
+		steps = append(steps, upStep{"hosts' mount namespaces and cgroup roots", c.makeHostMounts})
+		nodes = upStep{"hosts' kubelets", c.startHostKubelets}
+	}
+	return append(steps,
+		upStep{"tcpforward", c.startForwarder},
+		upStep{"hosts' runtimes", c.startHostRuntimes},
+		nodes,
+		upStep{"flannel " + c.opts.Backend, c.startFlannel},
+		upStep{"nodes Ready", c.waitHostsReady},
+		upStep{"default service account", c.waitDefaultServiceAccount},
+	)
 }
 
 // pickHosts picks the hosts' net (a free 10.N.0.0/24 other than the
@@ -191,6 +232,10 @@ func (c *Cluster) pickHosts(routes string) error {
 	c.ControlPlaneIP = fmt.Sprintf("10.%d.0.254", n)
 	c.SwitchNetns = tag + "-sw"
 	c.HostLink = tag
+	node := c.opts.Node
+	if node == "" {
+		node = NodePeapodAgent
+	}
 	for i := 1; i <= c.opts.Hosts; i++ {
 		id := fmt.Sprintf("h%d", i)
 		dir := filepath.Join(c.Dir, "hosts", id)
@@ -200,10 +245,21 @@ func (c *Cluster) pickHosts(routes string) error {
 			RuntimeEndpoint: "unix://" + filepath.Join(dir, "runtime", "cri.sock"),
 			CgroupRoot:      "/peapod-" + tag + "-" + id,
 			KubeletPort:     10249 + i,
-			ManifestsDir:    filepath.Join(dir, NodePeapodAgent, "manifests"),
+			ManifestsDir:    filepath.Join(dir, node, "manifests"),
 			SubnetFile:      filepath.Join(dir, "flannel", "subnet.env"),
+			Agent:           node + "-" + id,
 		}
-		for _, d := range []string{"runtime", "cni", "flannel", "pod-logs", "volume-plugins", filepath.Join(NodePeapodAgent, "manifests")} {
+		dirs := []string{"runtime", "cni", "flannel", "pod-logs", "volume-plugins", filepath.Join(node, "manifests")}
+		if node == NodeKubelet {
+			h.MountNS = filepath.Join(c.Dir, "mntns", id)
+			h.HostPaths = map[string]string{}
+			for _, p := range kubeletHostDirs {
+				d := filepath.Join(NodeKubelet, strings.ReplaceAll(strings.Trim(p, "/"), "/", "-"))
+				h.HostPaths[p] = filepath.Join(dir, d)
+				dirs = append(dirs, d)
+			}
+		}
+		for _, d := range dirs {
 			if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 				return err
 			}
@@ -360,18 +416,82 @@ func (c *Cluster) startForwarder(ctx context.Context) error {
 	return c.waitHTTP(ctx, comp, c.hostsAPIURL()+"/readyz", tlsConf, 30*time.Second)
 }
 
-// inNetns returns the command line that runs bin with args in the
-// network namespace netns (nsenter execs it: the PID started is bin's).
-func inNetns(netns, bin string, args ...string) (string, []string, error) {
+// inHost returns the command line that runs bin with args in host h's
+// network namespace and, when it has one, its mount namespace (nsenter
+// execs it: the PID started is bin's).
+func inHost(h *Host, bin string, args ...string) (string, []string, error) {
 	nsenter, err := exec.LookPath("nsenter")
 	if err != nil {
 		return "", nil, fmt.Errorf("nsenter (util-linux): %w", err)
 	}
-	return nsenter, append([]string{"--net=/run/netns/" + netns, "--", bin}, args...), nil
+	argv := []string{"--net=/run/netns/" + h.Netns}
+	if h.MountNS != "" {
+		argv = append(argv, "--mount="+h.MountNS)
+	}
+	return nsenter, append(append(argv, "--", bin), args...), nil
+}
+
+// makeHostMounts prepares the kubelet hosts: the kubelets' cgroup roots,
+// the sysctls they rewrite (recorded), and each host's mount namespace
+// with its own dirs bind-mounted over kubeletHostDirs. A path missing on
+// the real host is made as the mount point and recorded
+// (MadeMountpoints).
+func (c *Cluster) makeHostMounts(context.Context) error {
+	c.recordKubeletSysctls()
+	for _, h := range c.Hosts {
+		if err := makeCgroupRoot(h.CgroupRoot); err != nil {
+			return err
+		}
+	}
+	for _, d := range kubeletHostDirs {
+		if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
+			c.MadeMountpoints = append(c.MadeMountpoints, d)
+			if err := c.save(); err != nil {
+				return err
+			}
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+	}
+	if err := c.save(); err != nil {
+		return err
+	}
+	// A mount namespace is pinned by bind-mounting its nsfs file, which
+	// must not lie in a shared mount (the pin would propagate into the
+	// namespace itself): the pins live in a private bind mount of their
+	// dir (unmountUnder removes both).
+	pins := filepath.Join(c.Dir, "mntns")
+	if err := os.MkdirAll(pins, 0o755); err != nil {
+		return err
+	}
+	if err := syscall.Mount(pins, pins, "", syscall.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind mount %s: %w", pins, err)
+	}
+	if err := syscall.Mount("", pins, "", syscall.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make %s private: %w", pins, err)
+	}
+	for _, h := range c.Hosts {
+		if h.MountNS == "" {
+			continue
+		}
+		if err := os.WriteFile(h.MountNS, nil, 0o600); err != nil {
+			return err
+		}
+		if out, err := exec.Command("unshare", "--mount="+h.MountNS, "--propagation", "slave", "true").CombinedOutput(); err != nil {
+			return fmt.Errorf("unshare --mount=%s: %w: %s", h.MountNS, err, out)
+		}
+		for _, p := range kubeletHostDirs {
+			if out, err := exec.Command("nsenter", "--mount="+h.MountNS, "--", "mount", "--bind", h.HostPaths[p], p).CombinedOutput(); err != nil {
+				return fmt.Errorf("host %s: mount --bind %s %s: %w: %s", h.ID, h.HostPaths[p], p, err, out)
+			}
+		}
+	}
+	return nil
 }
 
 func (c *Cluster) startInHost(h *Host, name, bin string, args, env []string) (*component, error) {
-	path, argv, err := inNetns(h.Netns, bin, args...)
+	path, argv, err := inHost(h, bin, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -442,6 +562,39 @@ func (c *Cluster) startHostAgents(ctx context.Context) error {
 			return err
 		}
 		if err := waitAgentHealthzAt(ctx, comp, h.agentSocket()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hostKubeletHealthzPort is the kubelets' healthz port, on each host's
+// own address.
+const hostKubeletHealthzPort = 10248
+
+// startHostKubelets starts each host's kubelet (the single node's config,
+// with the host's address, ports, certificates, runtime, cgroup root and
+// dirs) in the host's namespaces and waits for their /healthz.
+func (c *Cluster) startHostKubelets(ctx context.Context) error {
+	comps := map[*Host]*component{}
+	for _, h := range c.Hosts {
+		args, err := kubeletConfig{
+			address: h.IP, port: h.KubeletPort, healthzAddress: h.IP, healthzPort: hostKubeletHealthzPort,
+			clientCA: c.pki("ca.crt"), cert: c.pki("kubelet-serving-" + h.ID + ".crt"), key: c.pki("kubelet-serving-" + h.ID + ".key"),
+			runtimeEndpoint: h.RuntimeEndpoint, cgroupRoot: h.CgroupRoot,
+			podLogs: filepath.Join(h.Dir, "pod-logs"), volumePlugins: filepath.Join(h.Dir, "volume-plugins"),
+			staticPods: h.ManifestsDir, featureGates: c.opts.KubeletFeatureGates, extra: c.opts.KubeletExtraConfig,
+		}.write(filepath.Join(h.Dir, NodeKubelet), filepath.Join(h.Dir, "kubelet.kubeconfig"), h.Name, h.IP)
+		if err != nil {
+			return err
+		}
+		if comps[h], err = c.startInHost(h, h.agentName(), filepath.Join(c.BinDir, "kubelet"), args, nil); err != nil {
+			return err
+		}
+	}
+	for _, h := range c.Hosts {
+		url := "http://" + net.JoinHostPort(h.IP, strconv.Itoa(hostKubeletHealthzPort)) + "/healthz"
+		if err := c.waitHTTP(ctx, comps[h], url, nil, 60*time.Second); err != nil {
 			return err
 		}
 	}
@@ -669,10 +822,11 @@ func (c *Cluster) removeHostNetwork(note func(error)) {
 	}
 }
 
-// HostCmd runs name with args in host h's network namespace (only: mounts
-// and files are the real host's), as a process of that host.
+// HostCmd runs name with args in host h's network namespace (and its
+// mount namespace on a kubelet host; files are the real host's), as a
+// process of that host.
 func (c *Cluster) HostCmd(ctx context.Context, h *Host, name string, args ...string) (*exec.Cmd, error) {
-	path, argv, err := inNetns(h.Netns, name, args...)
+	path, argv, err := inHost(h, name, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -726,6 +880,12 @@ func (c *Cluster) Leftovers() []string {
 			left = append(left, "netns "+n)
 		}
 	}
+	for _, d := range c.MadeMountpoints {
+		// Ours while empty; another's once something else wrote there.
+		if ents, err := os.ReadDir(d); err == nil && len(ents) == 0 {
+			left = append(left, "dir "+d)
+		}
+	}
 	links := append([]string{}, c.MadeLinks...)
 	if c.Bridge != "" {
 		links = append(links, c.Bridge)
@@ -761,4 +921,14 @@ func (h *Host) IPAMDir() string { return filepath.Join(h.Dir, "flannel", "ipam",
 // HostPodSandboxes lists host h's runtime's sandboxes: id by pod UID.
 func (c *Cluster) HostPodSandboxes(ctx context.Context, h *Host) (map[string][]string, error) {
 	return podSandboxesAt(ctx, h.RuntimeEndpoint)
+}
+
+// HostReadyPodSandboxes lists host h's runtime's sandboxes in state
+// READY (not stopped): id by pod UID. The kubelet stops a deleted pod's
+// sandbox at once but removes it only at its next container GC (each
+// minute).
+func (c *Cluster) HostReadyPodSandboxes(ctx context.Context, h *Host) (map[string][]string, error) {
+	return podSandboxesFiltered(ctx, h.RuntimeEndpoint, &runtimeapi.PodSandboxFilter{
+		State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY},
+	})
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"peapod/config"
+
+	"sigs.k8s.io/yaml"
 )
 
 func testHostsCluster(t *testing.T) *Cluster {
@@ -130,7 +132,7 @@ func TestCheckMultiNodeOptions(t *testing.T) {
 		"single node":    {func(o *Options) { o.Hosts, o.FlannelDir = 0, "" }, ""},
 		"backend alone":  {func(o *Options) { o.Hosts, o.Backend = 0, BackendVXLAN }, "Backend without Hosts"},
 		"udp":            {func(o *Options) { o.Backend = "udp" }, "unknown Flannel backend"},
-		"kubelet":        {func(o *Options) { o.Node = NodeKubelet }, "peapod-agent nodes"},
+		"kubelet":        {func(o *Options) { o.Node = NodeKubelet }, ""},
 		"containerd":     {func(o *Options) { o.Runtime = "containerd" }, "runtime peapod"},
 		"metrics-server": {func(o *Options) { o.MetricsServer = "/x" }, "metrics-server"},
 		"no flannel":     {func(o *Options) { o.FlannelDir = "" }, "FlannelDir"},
@@ -147,4 +149,53 @@ func TestCheckMultiNodeOptions(t *testing.T) {
 			t.Errorf("%s: no default backend", name)
 		}
 	}
+}
+
+// Kubelet hosts: each has its own mount namespace pin, its own dirs for
+// the kubelet's fixed host paths, cgroup root and static pod dir; the
+// kubelet config the single node's code renders for it says so.
+func TestKubeletHosts(t *testing.T) {
+	dir := t.TempDir()
+	c := &Cluster{Dir: dir, ClusterCIDR: "10.150.0.0/16", Ports: Ports{APIServer: 6443, Registry: 5000},
+		opts: Options{Hosts: 2, Node: NodeKubelet, NodeName: "peapod-node", Backend: BackendHostGW, FlannelDir: "/cache/flannel"}}
+	if err := c.pickHosts(""); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, h := range c.Hosts {
+		if h.agentName() != "kubelet-"+h.ID || !strings.HasPrefix(h.MountNS, dir+"/mntns/") || len(h.HostPaths) != len(kubeletHostDirs) {
+			t.Errorf("host %s: agent %q, mount ns %q, host paths %v", h.ID, h.agentName(), h.MountNS, h.HostPaths)
+		}
+		for _, v := range append([]string{h.MountNS, h.ManifestsDir}, h.HostPaths["/var/lib/kubelet"], h.HostPaths["/var/log/containers"]) {
+			if v == "" || seen[v] {
+				t.Errorf("host %s: %q empty or shared", h.ID, v)
+			}
+			seen[v] = true
+		}
+		if fi, err := os.Stat(h.HostPaths["/var/log/containers"]); err != nil || !fi.IsDir() {
+			t.Errorf("host %s: %v", h.ID, err)
+		}
+	}
+	h := c.Hosts[1]
+	y := kubeletConfig{address: h.IP, port: h.KubeletPort, healthzAddress: h.IP, healthzPort: 10248,
+		cgroupRoot: h.CgroupRoot, staticPods: h.ManifestsDir, runtimeEndpoint: h.RuntimeEndpoint}.render()
+	var kc map[string]any
+	if err := yaml.Unmarshal([]byte(y), &kc); err != nil {
+		t.Fatalf("%v:\n%s", err, y)
+	}
+	if kc["cgroupRoot"] != h.CgroupRoot || kc["staticPodPath"] != h.ManifestsDir || kc["address"] != h.IP ||
+		kc["healthzBindAddress"] != h.IP || kc["cgroupDriver"] != "cgroupfs" || kc["containerRuntimeEndpoint"] != h.RuntimeEndpoint {
+		t.Errorf("kubelet config:\n%s", y)
+	}
+	if _, ok := (kubeletConfig{}).renderMap(t)["staticPodPath"]; ok {
+		t.Error("staticPodPath without static pods")
+	}
+}
+
+func (k kubeletConfig) renderMap(t *testing.T) map[string]any {
+	var m map[string]any
+	if err := yaml.Unmarshal([]byte(k.render()), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

@@ -44,12 +44,27 @@ func (c *Cluster) makeNodeNetwork(context.Context) error {
 // makeKubeletHost makes the kubelet's cgroup root in every hierarchy and
 // records the host dirs it will create and the sysctls it will change.
 func (c *Cluster) makeKubeletHost() error {
+	if err := makeCgroupRoot(c.CgroupRoot); err != nil {
+		return err
+	}
+	for _, d := range kubeletHostDirs {
+		if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
+			c.MadeHostDirs = append(c.MadeHostDirs, d)
+		}
+	}
+	c.recordKubeletSysctls()
+	return c.save()
+}
+
+// makeCgroupRoot makes a kubelet's cgroupRoot in every hierarchy (the
+// kubelet refuses a root that is missing in one).
+func makeCgroupRoot(root string) error {
 	hier, err := cgroupHierarchies()
 	if err != nil {
 		return err
 	}
 	for _, h := range hier {
-		dir := filepath.Join(h, c.CgroupRoot)
+		dir := filepath.Join(h, root)
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("cgroup root: %w", err)
 		}
@@ -67,19 +82,23 @@ func (c *Cluster) makeKubeletHost() error {
 			}
 		}
 	}
-	for _, d := range kubeletHostDirs {
-		if _, err := os.Lstat(d); errors.Is(err, os.ErrNotExist) {
-			c.MadeHostDirs = append(c.MadeHostDirs, d)
-		}
-	}
+	return nil
+}
+
+// recordKubeletSysctls records the values of the sysctls a kubelet
+// rewrites at start, for Down to put back (the first record wins: with
+// several kubelets, the value from before any of them ran).
+func (c *Cluster) recordKubeletSysctls() {
 	for _, s := range kubeletSysctls {
+		if _, ok := c.Sysctls[s]; ok {
+			continue
+		}
 		v, err := os.ReadFile(filepath.Join("/proc/sys", s))
 		if err != nil {
 			continue // not on this kernel: the kubelet skips it too
 		}
 		c.Sysctls[s] = strings.TrimSpace(string(v))
 	}
-	return c.save()
 }
 
 // kubeletHostDirs are paths the kubelet writes whatever --root-dir and
@@ -251,12 +270,41 @@ func (c *Cluster) startNode(ctx context.Context) error {
 
 func (c *Cluster) startKubelet(ctx context.Context) error {
 	kdir := filepath.Join(c.Dir, "kubelet")
-	config := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+	config := kubeletConfig{
+		address: c.NodeIP, port: c.Ports.Kubelet, healthzAddress: "127.0.0.1", healthzPort: c.Ports.KubeletHealthz,
+		clientCA: c.pki("ca.crt"), cert: c.pki("kubelet-serving.crt"), key: c.pki("kubelet-serving.key"),
+		runtimeEndpoint: c.RuntimeEndpoint, cgroupRoot: c.CgroupRoot,
+		podLogs: filepath.Join(c.Dir, "pod-logs"), volumePlugins: filepath.Join(c.Dir, "volume-plugins"),
+		featureGates: c.opts.KubeletFeatureGates, extra: c.opts.KubeletExtraConfig,
+	}
+	args, err := config.write(kdir, filepath.Join(c.Dir, "kubelet.kubeconfig"), c.NodeName, c.NodeIP)
+	if err != nil {
+		return err
+	}
+	_, err = c.start("kubelet", filepath.Join(c.BinDir, "kubelet"), args, nil)
+	return err
+}
+
+// kubeletConfig is what one kubelet's KubeletConfiguration says: the
+// single node's (startKubelet) or a test host's (hosts.go).
+type kubeletConfig struct {
+	address, healthzAddress, clientCA, cert, key, runtimeEndpoint string
+	cgroupRoot, podLogs, volumePlugins, staticPods, featureGates  string
+	extra                                                         string
+	port, healthzPort                                             int
+}
+
+func (k kubeletConfig) render() string {
+	var static string
+	if k.staticPods != "" {
+		static = fmt.Sprintf("staticPodPath: %q\n", k.staticPods)
+	}
+	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: %[1]s
 port: %[2]d
 readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
+healthzBindAddress: %[13]s
 healthzPort: %[3]d
 authentication:
   anonymous: {enabled: false}
@@ -275,30 +323,34 @@ failCgroupV1: false
 failSwapOn: false
 podLogsDir: %[9]q
 volumePluginDir: %[10]q
-clusterDomain: cluster.local
+%[14]sclusterDomain: cluster.local
 rotateCertificates: false
 serverTLSBootstrap: false
 registerNode: true
 maxPods: 110
 featureGates: {%[11]s}
 %[12]s
-`, c.NodeIP, c.Ports.Kubelet, c.Ports.KubeletHealthz, c.pki("ca.crt"), c.pki("kubelet-serving.crt"),
-		c.pki("kubelet-serving.key"), c.RuntimeEndpoint, c.CgroupRoot, filepath.Join(c.Dir, "pod-logs"),
-		filepath.Join(c.Dir, "volume-plugins"), featureGatesYAML(c.opts.KubeletFeatureGates), c.opts.KubeletExtraConfig)
-	path := filepath.Join(kdir, "config.yaml")
-	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
-		return err
+`, k.address, k.port, k.healthzPort, k.clientCA, k.cert, k.key, k.runtimeEndpoint, k.cgroupRoot, k.podLogs,
+		k.volumePlugins, featureGatesYAML(k.featureGates), k.extra, k.healthzAddress, static)
+}
+
+// write writes the config as dir/config.yaml and returns the kubelet's
+// arguments: that config, root and cert dirs under dir, the node's name
+// and address, and its kubeconfig.
+func (k kubeletConfig) write(dir, kubeconfig, nodeName, nodeIP string) ([]string, error) {
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(k.render()), 0o644); err != nil {
+		return nil, err
 	}
-	_, err := c.start("kubelet", filepath.Join(c.BinDir, "kubelet"), []string{
+	return []string{
 		"--config=" + path,
-		"--kubeconfig=" + filepath.Join(c.Dir, "kubelet.kubeconfig"),
-		"--root-dir=" + filepath.Join(kdir, "root"),
-		"--cert-dir=" + filepath.Join(kdir, "pki"),
-		"--hostname-override=" + c.NodeName,
-		"--node-ip=" + c.NodeIP,
+		"--kubeconfig=" + kubeconfig,
+		"--root-dir=" + filepath.Join(dir, "root"),
+		"--cert-dir=" + filepath.Join(dir, "pki"),
+		"--hostname-override=" + nodeName,
+		"--node-ip=" + nodeIP,
 		"--v=2",
-	}, nil)
-	return err
+	}, nil
 }
 
 func featureGatesYAML(gates string) string {
@@ -419,9 +471,14 @@ func (c *Cluster) PodSandboxes(ctx context.Context) (map[string][]string, error)
 }
 
 func podSandboxesAt(ctx context.Context, endpoint string) (map[string][]string, error) {
+	return podSandboxesFiltered(ctx, endpoint, nil)
+}
+
+// podSandboxesFiltered is podSandboxesAt for the sandboxes filter selects.
+func podSandboxesFiltered(ctx context.Context, endpoint string, filter *runtimeapi.PodSandboxFilter) (map[string][]string, error) {
 	out := map[string][]string{}
 	err := criCall(ctx, endpoint, func(ctx context.Context, rt runtimeapi.RuntimeServiceClient) error {
-		list, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+		list, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: filter})
 		if err != nil {
 			return err
 		}
