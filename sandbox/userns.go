@@ -60,11 +60,35 @@ func (m *Manager) HandlerUserNamespaces(ctx context.Context, handler string) (bo
 // cannot run it, naming the field and the handler.
 func (m *Manager) checkUserNS(ctx context.Context, handler string) error {
 	ok, why := m.HandlerUserNamespaces(ctx, handler)
-	if ok {
-		return nil
+	if !ok {
+		return fmt.Errorf("%w: config.linux.security_context.namespace_options.userns_options: mode POD (a user namespace) needs a runtime handler with user namespaces and idmapped mounts; handler %q: %s",
+			ErrFailedPrecondion, handler, why)
 	}
-	return fmt.Errorf("%w: config.linux.security_context.namespace_options.userns_options: mode POD (a user namespace) needs a runtime handler with user namespaces and idmapped mounts; handler %q: %s",
-		ErrFailedPrecondion, handler, why)
+	// The runtime's init, as the pod's root (an unprivileged host uid),
+	// walks to the rootfs and the pod's files under the state dir: a
+	// parent it cannot search fails every container with runc's bare
+	// "remount-propagation …: permission denied".
+	if err := searchableByAll(m.o.State); err != nil {
+		return fmt.Errorf("%w: config.linux.security_context.namespace_options.userns_options: mode POD needs peapod's state dir reachable by the pod's unprivileged root: %v", ErrFailedPrecondion, err)
+	}
+	return nil
+}
+
+// searchableByAll checks that dir and every parent of it can be searched
+// (x) by any user.
+func searchableByAll(dir string) error {
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s (mode %04o) is not searchable by other users: chmod o+x %s", p, fi.Mode().Perm(), p)
+		}
+		if p == "/" || p == "." {
+			return nil
+		}
+	}
 }
 
 // netnsPinner pins an existing network namespace (the pause's, made in

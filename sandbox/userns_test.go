@@ -3,6 +3,8 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -43,7 +45,26 @@ func TestHandlerUserNamespaces(t *testing.T) {
 	if !errors.Is(err, ErrFailedPrecondion) || !strings.Contains(err.Error(), "userns_options") || !strings.Contains(err.Error(), `"runc"`) {
 		t.Errorf("checkUserNS(runc) = %v, want a failed precondition naming the field and the handler", err)
 	}
+	m.o.State = searchable(t)
 	if err := m.checkUserNS(context.Background(), "runc-userns"); err != nil {
 		t.Errorf("checkUserNS(runc-userns) = %v", err)
 	}
+	// A state dir the pod's root cannot reach: said before any work.
+	closed := filepath.Join(m.o.State, "closed")
+	os.Mkdir(closed, 0o700)
+	m.o.State = filepath.Join(closed, "state")
+	os.Mkdir(m.o.State, 0o711)
+	err = m.checkUserNS(context.Background(), "runc-userns")
+	if !errors.Is(err, ErrFailedPrecondion) || !strings.Contains(err.Error(), closed+" (mode 0700) is not searchable") {
+		t.Errorf("checkUserNS with a 0700 parent = %v", err)
+	}
+}
+
+// searchable is a temp dir that every user can search down to.
+func searchable(t *testing.T) string {
+	dir := t.TempDir()
+	for p := dir; p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
+		os.Chmod(p, 0o711)
+	}
+	return dir
 }

@@ -189,6 +189,17 @@ func (c *Cluster) startPeapod(dir, sock string) (*component, error) {
 	fmt.Fprintf(&b, "[http]\naddress = \"127.0.0.1:0\"\n")
 	fmt.Fprintf(&b, "[cni]\nconf_dir = %q\n", filepath.Join(c.Dir, "cni"))
 	fmt.Fprintf(&b, "[runtimes.runc]\npath = \"/usr/sbin/runc\"\nroot = %q\n", filepath.Join(dir, "run", "runc"))
+	if runc := usernsRunc(); runc != "" {
+		// hostUsers: false pods, through RuntimeClass handler runc-userns
+		// (README.md, "User namespaces"); their unprivileged root walks to
+		// the rootfs under the state dir.
+		for _, d := range []string{c.Dir, dir} {
+			if fi, err := os.Stat(d); err == nil {
+				os.Chmod(d, fi.Mode().Perm()|0o011)
+			}
+		}
+		fmt.Fprintf(&b, "[runtimes.runc-userns]\npath = %q\nroot = %q\n", runc, filepath.Join(dir, "run", "runc-userns"))
+	}
 	fmt.Fprintf(&b, "[agent]\nenabled = false\n")
 	for _, h := range mirroredHosts {
 		fmt.Fprintf(&b, "[registry.mirrors.%q]\nendpoints = [\"http://%s\"]\n", h, c.Registry)
@@ -198,6 +209,23 @@ func (c *Cluster) startPeapod(dir, sock string) (*component, error) {
 		return nil, err
 	}
 	return c.start("peapod", filepath.Join(c.Repo, "bin", "peapod"), []string{"serve", "--config", conf}, nil)
+}
+
+// usernsRuncVersion is hack/runc.sh's RUNC_VERSION.
+const usernsRuncVersion = "v1.5.3"
+
+// usernsRunc is the runc hack/runc.sh (make runc) builds, which can run
+// pods in user namespaces; "" when it is not built.
+func usernsRunc() string {
+	cache := os.Getenv("PEAPOD_CACHE")
+	if cache == "" {
+		cache = "/var/cache/peapod"
+	}
+	p := filepath.Join(cache, "runc-"+usernsRuncVersion, "bin", "runc")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
 }
 
 // mirroredHosts are the registries whose names the tests' images carry;
