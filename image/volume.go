@@ -189,6 +189,11 @@ func (s *Service) volumeUsersLocked(id, except string) []string {
 // (again, after a reboot), every other mount is unmounted. A mount that
 // fails is logged and its holders kept: RemoveContainer still releases
 // them, and the container it belongs to cannot be running without it.
+//
+// The rootfs holds (keyed by the container id alone) of containers that
+// do not exist go too: CreateContainer acquires the image before it
+// records the container, so a crash in between left a hold nothing would
+// ever release (the image's snapshots could never be collected).
 func (s *Service) ReconcileVolumes(ctx context.Context, alive func(container string) bool) error {
 	s.volMu.Lock()
 	defer s.volMu.Unlock()
@@ -199,6 +204,9 @@ func (s *Service) ReconcileVolumes(ctx context.Context, alive func(container str
 	for k, h := range s.holders {
 		c, ok := volumeContainer(k)
 		if !ok {
+			if !strings.HasPrefix(k, volumeHolderPrefix) && !alive(k) {
+				dead = append(dead, k)
+			}
 			continue
 		}
 		if !alive(c) {
@@ -225,7 +233,7 @@ func (s *Service) ReconcileVolumes(ctx context.Context, alive func(container str
 		klog.InfoS("Removed image volume nothing holds", "image", e.Name())
 	}
 	for _, k := range dead {
-		klog.InfoS("Dropping image volume hold of a container that does not exist", "holder", k)
+		klog.InfoS("Dropping image hold of a container that does not exist", "holder", k)
 		if err := s.Release(ctx, k); err != nil {
 			errs = append(errs, err)
 		}

@@ -200,11 +200,30 @@ func TestImageVolumes(t *testing.T) {
 		t.Fatalf("after c1 left: mounted %v, users %v", ok, e.svc.VolumeUsers(two.ID))
 	}
 
+	// Rootfs holds: c2's, and c5's, a container killed inside
+	// CreateContainer after it acquired its image, before its record.
+	for _, c := range []string{"c2", "c5"} {
+		if _, _, err := e.svc.Acquire(ctx, c, two.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// peapod killed: a new Service finds the holders; c2 still exists,
-	// c3 does not (killed inside CreateContainer).
+	// c3 and c5 do not (killed inside CreateContainer).
 	e.reopen()
 	if err := e.svc.ReconcileVolumes(ctx, func(c string) bool { return c == "c2" }); err != nil {
 		t.Fatal(err)
+	}
+	if _, kept := e.svc.holders["c2"]; !kept {
+		t.Errorf("rootfs hold of an existing container dropped")
+	}
+	if _, kept := e.svc.holders["c5"]; kept {
+		t.Errorf("rootfs hold of a container that does not exist kept")
+	}
+	var stored []string
+	e.svc.o.Store.ForEach(BucketHolders, func(k string, _ []byte) error { stored = append(stored, k); return nil })
+	if slices.Contains(stored, "c5") {
+		t.Errorf("rootfs hold of a container that does not exist still in the store: %v", stored)
 	}
 	if ok, _ := isMountRoot(v1a.Root); !ok || mountCount(t, v1a.Root) != 1 {
 		t.Errorf("c2's volume after restart: mounted %v, %d mounts", ok, mountCount(t, v1a.Root))
@@ -234,6 +253,9 @@ func TestImageVolumes(t *testing.T) {
 	}
 	if _, err := os.Stat(v1a.Root); !errors.Is(err, os.ErrNotExist) || mountCount(t, v1a.Root) != 0 {
 		t.Errorf("last user gone, volume still there: %v", err)
+	}
+	if err := e.svc.Release(ctx, "c2"); err != nil {
+		t.Fatal(err)
 	}
 	if err := e.svc.Remove(ctx, two.ID); err != nil {
 		t.Errorf("Remove after the last user: %v", err)

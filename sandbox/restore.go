@@ -3,10 +3,15 @@ package sandbox
 import (
 	"context"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"peapod/sandbox/infra"
 	"peapod/store"
 )
 
@@ -21,6 +26,21 @@ import (
 //     sandbox whose pause still runs (same pid, same start time) stays
 //     READY, so a kubelet does not recreate the pod; one whose pause is gone
 //     is NOTREADY.
+//   - RunPodSandbox and CreateContainer record some of what they make
+//     only after making it: a crash in between leaves things no record
+//     names. They are found here by where they are and stopped or
+//     removed, or they would stay for ever (found by the soak, TestSoak):
+//     a pause is recorded once RunPodSandbox is done with it; every pause
+//     of this peapod has this state dir's pause root as its -root (or as
+//     its root, once confined), and one no sandbox adopted is stopped
+//     (stopOrphanPauses), which frees its pod's cgroups. A sandbox's netns
+//     pin (<netns dir>/peapod-<id>) and /dev/shm mount come before the
+//     record names them: those of a sandbox not ready whose record names
+//     none are removed (settleUnrecordedSandbox; CNI ADD only runs once
+//     the netns is recorded, so no CNI DEL is owed). A container's dirs
+//     and rootfs mount come before its record: those of ids without one
+//     are unmounted and removed (removeUnrecordedContainers), and their
+//     image holds go with the image volumes' (below).
 //   - a record whose runtime state is unreadable is kept (UNKNOWN for
 //     containers) so that stop and remove can still clean it up.
 //   - image volumes are counted from the image store's holders, one per
@@ -59,6 +79,11 @@ func (m *Manager) restore(ctx context.Context) error {
 	for _, sb := range m.sandboxes {
 		m.restoreSandbox(ctx, sb)
 	}
+	m.stopOrphanPauses()
+	for _, sb := range m.sandboxes {
+		m.settleUnrecordedSandbox(sb)
+	}
+	m.removeUnrecordedContainers(recorded)
 	for _, c := range m.containers {
 		m.restoreContainer(ctx, c)
 	}
@@ -121,6 +146,135 @@ func (m *Manager) restoreContainer(ctx context.Context, c *Container) {
 				r.State = runtimeapi.ContainerState_CONTAINER_RUNNING
 				return nil
 			})
+		}
+	}
+}
+
+// stopOrphanPauses stops every pause of this peapod that no sandbox
+// adopted: one started by a RunPodSandbox that a crash cut short before it
+// recorded the pause.
+func (m *Manager) stopOrphanPauses() {
+	adopted := map[int]bool{}
+	for _, sb := range m.sandboxes {
+		if p := sb.pauseProcess(); p != nil {
+			adopted[p.Pid] = true
+		}
+		if rec := sb.Record(); rec.PausePid > 0 {
+			adopted[rec.PausePid] = true
+		}
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		klog.ErrorS(err, "Cannot look for pause processes left by a crash")
+		return
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || adopted[pid] || !m.isOurPause(pid) {
+			continue
+		}
+		st, err := infra.StartTimeOf(pid)
+		if err != nil {
+			continue
+		}
+		p, err := infra.Adopt(pid, st)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		klog.InfoS("Stopping a pause no sandbox recorded (RunPodSandbox cut short by a crash)", "pid", pid)
+		if err := p.Stop(pauseStopTimeout); err != nil {
+			klog.ErrorS(err, "Cannot stop an orphaned pause", "pid", pid)
+		}
+	}
+}
+
+// isOurPause reports whether pid is a pause this peapod started: its
+// -root argument is this state dir's pause root (given as a path, or as
+// an inherited fd), or its root already is (it chroots there).
+func (m *Manager) isOurPause(pid int) bool {
+	proc := filepath.Join("/proc", strconv.Itoa(pid))
+	cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
+	if err != nil {
+		return false
+	}
+	argv := strings.Split(string(cmdline), "\x00")
+	root := ""
+	for i := 1; i+1 < len(argv); i++ {
+		if argv[i] == "-root" {
+			root = argv[i+1]
+			break
+		}
+	}
+	if root == "" {
+		return false
+	}
+	if fd, ok := strings.CutPrefix(root, "/proc/self/fd/"); ok {
+		root, _ = os.Readlink(filepath.Join(proc, "fd", fd))
+	}
+	if root == m.pauseRoot() {
+		return true
+	}
+	chroot, _ := os.Readlink(filepath.Join(proc, "root"))
+	return chroot == m.pauseRoot()
+}
+
+// settleUnrecordedSandbox removes the netns pin and /dev/shm mount of a
+// sandbox that is not ready and whose record does not name them (a
+// RunPodSandbox cut short between making and recording them). Both calls
+// are no-ops when there is nothing.
+func (m *Manager) settleUnrecordedSandbox(sb *Sandbox) {
+	rec := sb.Record()
+	if rec.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+		return
+	}
+	if rec.NetNS == "" && m.o.Network != nil {
+		pin := m.o.Network.NetNSPath("peapod-" + rec.ID)
+		if _, err := os.Lstat(pin); err == nil {
+			klog.InfoS("Removing the netns of a sandbox cut short by a crash", "id", rec.ID, "netns", pin)
+			if err := m.o.Network.RemoveNetNS(pin); err != nil {
+				klog.ErrorS(err, "Cannot remove the netns of a sandbox cut short", "id", rec.ID)
+			}
+		}
+	}
+	if shm := filepath.Join(m.sandboxStateDir(rec.ID), "shm"); !rec.ShmMounted && isMountPoint(shm) {
+		klog.InfoS("Unmounting /dev/shm of a sandbox cut short by a crash", "id", rec.ID)
+		if err := unmountAll(shm); err != nil {
+			klog.ErrorS(err, "Cannot unmount /dev/shm of a sandbox cut short", "id", rec.ID)
+		}
+	}
+}
+
+// isMountPoint reports whether path is on another device than its parent.
+func isMountPoint(path string) bool {
+	var st, parent unix.Stat_t
+	if unix.Lstat(path, &st) != nil || unix.Lstat(filepath.Dir(path), &parent) != nil {
+		return false
+	}
+	return st.Dev != parent.Dev
+}
+
+// removeUnrecordedContainers unmounts and removes the dirs of containers
+// that have no record (a CreateContainer cut short before it wrote one;
+// the OCI runtime never ran for them: the record comes first).
+func (m *Manager) removeUnrecordedContainers(recorded map[string]bool) {
+	for _, parent := range []string{filepath.Join(m.o.State, "containers"), filepath.Join(m.o.Root, "containers")} {
+		entries, err := os.ReadDir(parent)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			id := e.Name()
+			if recorded[id] || !e.IsDir() {
+				continue
+			}
+			klog.InfoS("Removing the dirs of a container never recorded (CreateContainer cut short by a crash)", "id", id)
+			if err := unmountAll(filepath.Join(m.containerStateDir(id), "rootfs")); err != nil {
+				klog.ErrorS(err, "Cannot unmount the rootfs of an unrecorded container", "id", id)
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(parent, id)); err != nil {
+				klog.ErrorS(err, "Cannot remove the dirs of an unrecorded container", "id", id)
+			}
 		}
 	}
 }
