@@ -36,6 +36,11 @@ func admit(pod *v1.Pod, node *v1.Node, active []*v1.Pod, maxPods int) admitResul
 	if pod.Spec.OS != nil && string(pod.Spec.OS.Name) != goruntime.GOOS {
 		return admitResult{Reason: "PodOSNotSupported", Message: "Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"}
 	}
+	if errs := hostUsersErrors(&pod.Spec); len(errs) > 0 {
+		// The API server refuses these; a pod it let through (its alpha
+		// UserNamespacesHostNetworkSupport gate) cannot run here either.
+		return admitResult{Reason: "HostUsersForbidden", Message: "Pod was rejected: " + strings.Join(errs, "; ")}
+	}
 	if err := checkSysctls(pod); err != nil {
 		return admitResult{Reason: "SysctlForbidden", Message: "Pod was rejected: forbidden sysctl: " + err.Error()}
 	}

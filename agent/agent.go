@@ -15,7 +15,10 @@
 //	status.go    observed state → v1.PodStatus; table.go, http.go the views
 //
 // Pod state is not persisted by the agent: restart counts come back from the
-// CRI container attempts and annotations, as with the kubelet. On start the
+// CRI container attempts and annotations, as with the kubelet. The one
+// exception is, as with the kubelet, the user namespace block of a pod
+// with `hostUsers: false` (userns.go). runtimeclass.go resolves
+// spec.runtimeClassName to the CRI handler. On start the
 // agent adopts the sandboxes labelled with a desired pod's UID instead of
 // re-creating them, and stops and removes the ones of pods that are gone.
 // Ending Run leaves pods running.
@@ -82,6 +85,12 @@ type Agent struct {
 	cri *criCache
 	// events: whether the runtime's container event stream is up.
 	events eventsState
+	// userns hands out the host ids of pods with `hostUsers: false`.
+	userns *usernsAllocator
+	// runtimeClasses resolves spec.runtimeClassName in node mode.
+	runtimeClasses runtimeClassLookup
+	// handlers caches the runtime's handlers and their features.
+	handlers runtimeHandlers
 }
 
 // New checks o, fills in defaults and returns an Agent; Run starts it.
@@ -136,12 +145,27 @@ func New(o Options) (*Agent, error) {
 	if a.nodeAllocatable == nil {
 		a.nodeAllocatable = downward.NodeAllocatable()
 	}
+	ids := DefaultUserNamespaceIDs
+	if o.UserNamespaceIDs != nil {
+		ids = *o.UserNamespaceIDs
+	}
+	// Before any pod is synced: every block a pod holds is known.
+	podsDir := ""
+	if o.StateDir != "" {
+		podsDir = filepath.Join(o.StateDir, "pods")
+	}
+	un, err := newUsernsAllocator(ids, podsDir, a.podDir)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.userns = un
 	if o.Cluster != nil {
 		cs, err := newClusterState(*o.Cluster, o.NodeName)
 		if err != nil {
 			return nil, err
 		}
 		a.cluster = cs
+		a.runtimeClasses = cs.runtimeClasses
 	}
 	return a, nil
 }
@@ -413,6 +437,16 @@ func (a *Agent) reapOrphans(ctx context.Context) {
 	for uid := range orphans {
 		a.reaping[uid] = true
 	}
+	// The kubelet's CleanupOrphanedPodUsernsAllocations: the user
+	// namespace of a pod that is neither wanted nor running (removed while
+	// the agent was away, its sandboxes gone too) is free again. Under
+	// a.mu: no worker of it can start meanwhile and take the block anew.
+	for _, uid := range a.userns.allocated() {
+		if !known[uid] && a.workers[uid] == nil && !a.reaping[uid] {
+			klog.InfoS("Releasing the user namespace of a pod that is gone", "podUID", uid)
+			a.userns.release(uid)
+		}
+	}
 	a.mu.Unlock()
 	if cg := a.o.Cgroups; cg != nil {
 		// A worker started since the list above has made (or is about
@@ -494,6 +528,7 @@ func (a *Agent) removeOrphan(ctx context.Context, pod *v1.Pod) error {
 	if p := a.o.Prober; p != nil {
 		p.RemovePod(pod.UID)
 	}
+	a.userns.release(pod.UID)
 	if a.o.StateDir != "" {
 		_ = os.RemoveAll(a.podDir(pod.UID))
 	}

@@ -280,7 +280,7 @@ func TestAgentAdoptsRunningPodAfterRestart(t *testing.T) {
 		// container labelled with the pod's UID, restarted 3 times.
 		set := readManifestDir(e.dir, "node1")
 		p := set.Pods[0]
-		sbCfg, err := makeSandboxConfig(p, 0, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"})
+		sbCfg, err := makeSandboxConfig(p, 0, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"}, nil)
 		if err != nil {
 			panic(err)
 		}
@@ -379,7 +379,7 @@ func TestAgentRemovesOrphansAndReportsInvalidManifests(t *testing.T) {
 	e := newTestEnv(t, map[string]string{"bad.yaml": "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec: {containers: []}\n"}, func(e *testEnv) {
 		orphan := &v1.Pod{}
 		orphan.Name, orphan.Namespace, orphan.UID = "gone", "default", "olduid"
-		cfg, _ := makeSandboxConfig(orphan, 0, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"})
+		cfg, _ := makeSandboxConfig(orphan, 0, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"}, nil)
 		_, _ = e.rt.RunPodSandbox(context.Background(), cfg, "")
 		// A sandbox somebody else (crictl, a kubelet) made: left alone.
 		foreign := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "k", Namespace: "kube-system", Uid: "x"},

@@ -48,6 +48,8 @@ type clusterState struct {
 	// API server to drop them: they are never started again.
 	finished map[types.UID]bool
 	synced   bool
+	// runtimeClasses are the API server's RuntimeClasses (runtimeclass.go).
+	runtimeClasses *runtimeClassCache
 }
 
 func newClusterState(o ClusterOptions, nodeName string) (*clusterState, error) {
@@ -71,6 +73,7 @@ func newClusterState(o ClusterOptions, nodeName string) (*clusterState, error) {
 		lo.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", nodeName).String()
 	}))
 	cs.informer = f.Core().V1().Pods().Informer()
+	cs.runtimeClasses = newRuntimeClassCache(o.Client)
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: o.Client.CoreV1().Events("")})
 	cs.recorder = b.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: nodeName})
@@ -94,6 +97,7 @@ func (a *Agent) runCluster(ctx context.Context) error {
 		defer a.wg.Done()
 		cs.informer.Run(ctx.Done())
 	}()
+	cs.runtimeClasses.start(ctx.Done())
 	if o := cs.o.Objects; o != nil {
 		if r, ok := o.(interface{ Run(context.Context) }); ok {
 			a.wg.Add(1)

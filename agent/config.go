@@ -77,8 +77,9 @@ func podLabels(pod *v1.Pod) map[string]string {
 	return l
 }
 
-// makeSandboxConfig is the PodSandboxConfig of pod.
-func makeSandboxConfig(pod *v1.Pod, attempt uint32, logsRoot string, dnsSet dnsSettings) (*runtimeapi.PodSandboxConfig, error) {
+// makeSandboxConfig is the PodSandboxConfig of pod; userns is its user
+// namespace (podUserNamespace; nil: the host's).
+func makeSandboxConfig(pod *v1.Pod, attempt uint32, logsRoot string, dnsSet dnsSettings, userns *runtimeapi.UserNamespace) (*runtimeapi.PodSandboxConfig, error) {
 	cfg := &runtimeapi.PodSandboxConfig{
 		Metadata: &runtimeapi.PodSandboxMetadata{
 			Name: pod.Name, Namespace: pod.Namespace, Uid: string(pod.UID), Attempt: attempt,
@@ -112,7 +113,7 @@ func makeSandboxConfig(pod *v1.Pod, attempt uint32, logsRoot string, dnsSet dnsS
 		}
 	}
 	psc := pod.Spec.SecurityContext
-	sc := &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: namespaceOptions(pod)}
+	sc := &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: namespaceOptions(pod, userns)}
 	for _, c := range allContainers(pod) {
 		if c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
 			sc.Privileged = true
@@ -178,11 +179,19 @@ func truncateHostname(h string) string {
 	return h
 }
 
-func namespaceOptions(pod *v1.Pod) *runtimeapi.NamespaceOption {
+// namespaceOptions are the pod's namespaces, as the kubelet's
+// NamespacesForPod: userns is the pod's user namespace (POD with its
+// mappings for `hostUsers: false`), nil for the host's (mode NODE, which
+// the kubelet sends explicitly too).
+func namespaceOptions(pod *v1.Pod, userns *runtimeapi.UserNamespace) *runtimeapi.NamespaceOption {
+	if userns == nil {
+		userns = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
+	}
 	o := &runtimeapi.NamespaceOption{
-		Network: runtimeapi.NamespaceMode_POD,
-		Pid:     runtimeapi.NamespaceMode_CONTAINER,
-		Ipc:     runtimeapi.NamespaceMode_POD,
+		Network:       runtimeapi.NamespaceMode_POD,
+		Pid:           runtimeapi.NamespaceMode_CONTAINER,
+		Ipc:           runtimeapi.NamespaceMode_POD,
+		UsernsOptions: userns,
 	}
 	if pod.Spec.HostNetwork {
 		o.Network = runtimeapi.NamespaceMode_NODE
@@ -341,6 +350,8 @@ type containerParams struct {
 	// TargetID is the container whose PID namespace an ephemeral
 	// container joins (targetContainerName), "" for none.
 	TargetID string
+	// UserNS is the pod's user namespace (the sandbox's), nil: the host's.
+	UserNS *runtimeapi.UserNamespace
 }
 
 // errConfig marks a CreateContainerConfigError.
@@ -401,7 +412,7 @@ func makeContainerConfig(pod *v1.Pod, c *v1.Container, p containerParams) (*runt
 		Tty:         c.TTY,
 		Linux: &runtimeapi.LinuxContainerConfig{
 			Resources:       containerResources(pod, c, p.NodeMemory),
-			SecurityContext: containerSecurityContext(pod, c),
+			SecurityContext: containerSecurityContext(pod, c, p.UserNS),
 		},
 	}
 	if p.TargetID != "" {
@@ -473,10 +484,10 @@ func verifyRunAsNonRoot(pod *v1.Pod, c *v1.Container, imageUID *int64, imageUser
 	return nil
 }
 
-func containerSecurityContext(pod *v1.Pod, c *v1.Container) *runtimeapi.LinuxContainerSecurityContext {
+func containerSecurityContext(pod *v1.Pod, c *v1.Container, userns *runtimeapi.UserNamespace) *runtimeapi.LinuxContainerSecurityContext {
 	e := effective(pod, c)
 	out := &runtimeapi.LinuxContainerSecurityContext{
-		NamespaceOptions:   namespaceOptions(pod),
+		NamespaceOptions:   namespaceOptions(pod, userns),
 		SupplementalGroups: supplementalGroups(pod.Spec.SecurityContext),
 		Seccomp:            seccompProfile(e.Seccomp, nil),
 	}

@@ -49,7 +49,7 @@ func TestSandboxConfig(t *testing.T) {
 	pod := testPod(v1.RestartPolicyAlways, nil, "app")
 	pod.Spec.Containers[0].Ports = []v1.ContainerPort{{ContainerPort: 80, HostPort: 8080, Protocol: v1.ProtocolTCP}, {ContainerPort: 53, Protocol: v1.ProtocolUDP}}
 	pod.Spec.Hostname = "h"
-	cfg, err := makeSandboxConfig(pod, 2, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"})
+	cfg, err := makeSandboxConfig(pod, 2, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestSandboxConfig(t *testing.T) {
 	pod.Spec.DNSConfig = &v1.PodDNSConfig{Nameservers: []string{"1.1.1.1"}, Searches: []string{"svc.local"}}
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver 10.0.0.53\nsearch example.com\noptions ndots:2\n"), 0o644)
-	cfg, _ = makeSandboxConfig(pod, 0, "/var/log/pods", dnsSettings{ResolvConf: resolv})
+	cfg, _ = makeSandboxConfig(pod, 0, "/var/log/pods", dnsSettings{ResolvConf: resolv}, nil)
 	if cfg.Hostname != "" || cfg.Linux.SecurityContext.NamespaceOptions.Network != runtimeapi.NamespaceMode_NODE {
 		t.Errorf("hostNetwork: hostname %q ns %v", cfg.Hostname, cfg.Linux.SecurityContext.NamespaceOptions)
 	}
@@ -76,7 +76,7 @@ func TestSandboxConfig(t *testing.T) {
 		t.Errorf("dns %v", cfg.DnsConfig)
 	}
 	pod.Spec.DNSPolicy = v1.DNSNone
-	cfg, _ = makeSandboxConfig(pod, 0, "/var/log/pods", dnsSettings{ResolvConf: resolv})
+	cfg, _ = makeSandboxConfig(pod, 0, "/var/log/pods", dnsSettings{ResolvConf: resolv}, nil)
 	if !reflect.DeepEqual(cfg.DnsConfig.Servers, []string{"1.1.1.1"}) {
 		t.Errorf("dnsPolicy None: %v", cfg.DnsConfig)
 	}

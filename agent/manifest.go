@@ -373,6 +373,7 @@ func validatePod(pod *v1.Pod) error {
 	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil && *g < 0 {
 		errs = append(errs, "spec.terminationGracePeriodSeconds: must be >= 0")
 	}
+	errs = append(errs, hostUsersErrors(&pod.Spec)...)
 	if len(errs) > 0 {
 		sort.Strings(errs)
 		return errors.New(strings.Join(errs, "; "))

@@ -19,10 +19,11 @@ import (
 type Options struct {
 	// ManifestsDir is the static pod directory (default /etc/peapod/manifests).
 	ManifestsDir string
-	// StateDir holds per-pod agent files: termination message files
-	// (default /var/lib/peapod/agent). Pod status itself is not persisted: it
-	// is derived from the CRI (container attempts, labels, annotations) as the
-	// kubelet does.
+	// StateDir holds per-pod agent files in pods/<uid>/: the last pod
+	// spec, termination message files and the user namespace block of a
+	// `hostUsers: false` pod (default /var/lib/peapod/agent). Pod status
+	// itself is not persisted: it is derived from the CRI (container
+	// attempts, labels, annotations) as the kubelet does.
 	StateDir string
 	// PodLogsDir is the root of pod log directories (default /var/log/pods).
 	PodLogsDir string
@@ -79,6 +80,12 @@ type Options struct {
 	// (agent/podcgroups), the sandbox's CgroupParent; nil leaves the
 	// parent to the runtime (agent.cgroups_per_qos = false).
 	Cgroups PodCgroups
+
+	// UserNamespaceIDs are the host ids the user namespaces of pods with
+	// `hostUsers: false` are cut from, 65536 per pod; nil:
+	// DefaultUserNamespaceIDs ([65536, 2^32), the kubelet's default).
+	// peapod-agent passes KubeletIDRange().
+	UserNamespaceIDs *IDRange
 
 	// clock is replaced by tests.
 	clock clock

@@ -51,7 +51,7 @@ func TestAgentReleasesOrphanedVolumesOnceSourcesAreRead(t *testing.T) {
 		e.vols = vols
 		orphan := &v1.Pod{}
 		orphan.Name, orphan.Namespace, orphan.UID = "gone", "default", "olduid"
-		cfg, _ := makeSandboxConfig(orphan, 0, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"})
+		cfg, _ := makeSandboxConfig(orphan, 0, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"}, nil)
 		_, _ = e.rt.RunPodSandbox(context.Background(), cfg, "")
 	})
 	waitFor(t, "ReleaseOrphans", func() bool { return vols.first() != nil })

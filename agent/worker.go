@@ -563,7 +563,23 @@ func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podAct
 		attempt = sb.Attempt
 		podIPs = sb.IPs
 	}
-	sbCfg, err := makeSandboxConfig(w.pod, attempt, w.a.o.PodLogsDir, w.a.dnsSettings())
+	var handler *string
+	if acts.CreateSandbox {
+		// The kubelet resolves the RuntimeClass before it allocates the
+		// pod's user namespace: a pod that cannot run holds no ids.
+		h, err := w.a.runtimeHandler(w.pod)
+		if err != nil {
+			w.sandboxFailed(err)
+			return changed
+		}
+		handler = &h
+	}
+	userns, err := w.a.podUserNamespace(ctx, w.pod, handler)
+	if err != nil {
+		w.sandboxFailed(err)
+		return changed
+	}
+	sbCfg, err := makeSandboxConfig(w.pod, attempt, w.a.o.PodLogsDir, w.a.dnsSettings(), userns)
 	if err != nil {
 		w.setPodError("sandbox config: " + err.Error())
 		return changed
@@ -585,13 +601,12 @@ func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podAct
 	}
 	if acts.CreateSandbox {
 		_ = os.MkdirAll(sbCfg.LogDirectory, 0o755)
-		id, err := w.a.o.Runtime.RunPodSandbox(ctx, sbCfg, runtimeHandler(w.pod))
+		id, err := w.a.o.Runtime.RunPodSandbox(ctx, sbCfg, *handler)
 		if err != nil {
-			w.log().Error(err, "Creating pod sandbox failed")
-			w.setPodError("failed to create pod sandbox: " + err.Error())
+			w.sandboxFailed(err)
 			return changed
 		}
-		w.log().Info("Created pod sandbox", "sandbox", id, "attempt", attempt)
+		w.log().Info("Created pod sandbox", "sandbox", id, "attempt", attempt, "runtimeHandler", *handler)
 		sandboxID = id
 		if w.pod.Spec.HostNetwork {
 			podIPs = w.a.nodeIPs
@@ -627,11 +642,12 @@ func (w *worker) execute(ctx context.Context, st *PodStatusObserved, acts podAct
 	return changed
 }
 
-func runtimeHandler(pod *v1.Pod) string {
-	if pod.Spec.RuntimeClassName != nil {
-		return *pod.Spec.RuntimeClassName
-	}
-	return ""
+// sandboxFailed reports a sandbox that could not be made, in the
+// kubelet's words: status message and a FailedCreatePodSandBox event.
+func (w *worker) sandboxFailed(err error) {
+	w.log().Error(err, "Creating pod sandbox failed")
+	w.setPodError("failed to create pod sandbox: " + err.Error())
+	w.a.event(w.pod, v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
 }
 
 func findObserved(st *PodStatusObserved, id string) *ContainerObserved {
@@ -775,6 +791,7 @@ func (w *worker) startContainer(ctx context.Context, sandboxID string, sbCfg *ru
 		NodeMemory: w.a.nodeAllocatable.Memory().Value(),
 		TargetID:   targetID,
 		ImageUser:  img.GetUsername(),
+		UserNS:     sbCfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions(),
 	}
 	if p.ImageRef == "" {
 		p.ImageRef = c.Image
@@ -1079,6 +1096,8 @@ func (w *worker) terminatePod(ctx context.Context, remove bool) error {
 			return fmt.Errorf("volume teardown: %w", err)
 		}
 	}
+	// Its sandboxes are gone: so is every process in its user namespace.
+	w.a.userns.release(w.pod.UID)
 	if w.a.o.StateDir != "" {
 		_ = os.RemoveAll(w.a.podDir(w.pod.UID))
 	}

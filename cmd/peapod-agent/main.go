@@ -209,6 +209,17 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 		ClusterDomain: cfg.Agent.ClusterDomain,
 	}
 	aopts.MaxPerPodContainer = cfg.Agent.MaxPerPodContainer
+	// The host ids of pods with `hostUsers: false`, as the kubelet picks
+	// them: user "kubelet"'s subordinate ids (getsubids), else every id
+	// from 65536 up; enough for max_pods pods.
+	ids, err := agent.KubeletIDRange()
+	if err != nil {
+		return fmt.Errorf("user namespaces: %w", err)
+	}
+	if err := ids.Check(cfg.Agent.MaxPods); err != nil {
+		return err
+	}
+	aopts.UserNamespaceIDs = &ids
 	if cgroups != nil {
 		aopts.Cgroups = cgroups
 	}

@@ -56,6 +56,7 @@ func TestAgentNode(t *testing.T) {
 		t.Run("MirrorRecreated", func(t *testing.T) { t.Parallel(); testAgentMirrorRecreated(t, c) })
 		t.Run("TopPodAndNode", func(t *testing.T) { t.Parallel(); testAgentTop(t, c) })
 		t.Run("KubectlStreams", func(t *testing.T) { t.Parallel(); testAgentKubectlStreams(t, c) })
+		t.Run("RuntimeClass", func(t *testing.T) { t.Parallel(); testAgentRuntimeClass(t, c) })
 	})
 	// Disruptive: alone, after everything else.
 	t.Run("DeletedWhileAgentDown", func(t *testing.T) { testAgentDeletedWhileDown(t, c, false) })
