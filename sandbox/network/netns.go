@@ -22,19 +22,10 @@ import (
 // Hand-written rather than CNI's plugins/pkg/testutils: that lives in the
 // plugins module, which peapod does not otherwise need, and is test code.
 func (m *Manager) NewNetNS(name string) (string, error) {
-	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
-		return "", fmt.Errorf("invalid netns name %q", name)
-	}
-	if err := os.MkdirAll(m.opts.NetNSDir, 0o755); err != nil {
-		return "", fmt.Errorf("netns dir: %w", err)
-	}
-	path := filepath.Join(m.opts.NetNSDir, name)
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	path, err := m.makePin(name)
 	if err != nil {
-		return "", fmt.Errorf("creating netns pin: %w", err)
+		return "", err
 	}
-	f.Close()
-
 	err = onNetNSThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
@@ -54,10 +45,9 @@ func (m *Manager) NewNetNS(name string) (string, error) {
 	return path, nil
 }
 
-// PinNetNS pins the network namespace of process pid (a pause that made
-// its own inside the pod's user namespace) at NetNSDir/name, as NewNetNS
-// pins a new one; RemoveNetNS undoes it.
-func (m *Manager) PinNetNS(name string, pid int) (string, error) {
+// makePin creates the empty file NetNSDir/name a namespace is bind-mounted
+// on (the name is checked: no escaping NetNSDir).
+func (m *Manager) makePin(name string) (string, error) {
 	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
 		return "", fmt.Errorf("invalid netns name %q", name)
 	}
@@ -70,6 +60,17 @@ func (m *Manager) PinNetNS(name string, pid int) (string, error) {
 		return "", fmt.Errorf("creating netns pin: %w", err)
 	}
 	f.Close()
+	return path, nil
+}
+
+// PinNetNS pins the network namespace of process pid (a pause that made
+// its own inside the pod's user namespace) at NetNSDir/name, as NewNetNS
+// pins a new one; RemoveNetNS undoes it.
+func (m *Manager) PinNetNS(name string, pid int) (string, error) {
+	path, err := m.makePin(name)
+	if err != nil {
+		return "", err
+	}
 	src := fmt.Sprintf("/proc/%d/ns/net", pid)
 	if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
 		_ = unix.Unlink(path)
