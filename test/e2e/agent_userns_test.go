@@ -42,18 +42,9 @@ spec:
 // pod's block file goes with it; `hostUsers: false` with hostNetwork is
 // refused. Skips when the current runc is not built.
 func TestAgentUserNamespaces(t *testing.T) {
-	runc := usernsRunc(t)
+	usernsRunc(t) // skips before Parallel
 	t.Parallel()
-	reg := startRegistry(t)
-	d := newDaemon(t, daemonOpts{
-		mirrors:     map[string]string{"docker.io": "http://" + reg},
-		extraConfig: fmt.Sprintf("[runtimes.runc-userns]\npath = %q\nroot = %q\n", runc, filepath.Join(t.TempDir(), "runc-userns")),
-	})
-	// The pod's root (an unprivileged host uid) walks to its bundle: the
-	// daemon's temp dir is 0700.
-	if err := os.Chmod(d.dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
+	d := newUsernsDaemon(t)
 	running := func(p *v1.Pod) bool { return p.Status.Phase == v1.PodRunning }
 	for _, n := range []string{"userns-a", "userns-b"} {
 		d.writeManifest(n+".yaml", strings.Replace(agentUsernsPod, "NAME", n, 1))

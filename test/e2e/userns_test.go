@@ -32,6 +32,25 @@ func usernsRunc(t *testing.T) string {
 	return p
 }
 
+// newUsernsDaemon is a daemon with the handler runc-userns (the current
+// runc) beside Debian's runc, pulling from a local registry.
+func newUsernsDaemon(t *testing.T) *daemon {
+	t.Helper()
+	runc := usernsRunc(t)
+	reg := startRegistry(t)
+	d := newDaemon(t, daemonOpts{
+		mirrors:     map[string]string{"docker.io": "http://" + reg},
+		extraConfig: fmt.Sprintf("[runtimes.runc-userns]\npath = %q\nroot = %q\n", runc, filepath.Join(t.TempDir(), "runc-userns")),
+	})
+	// The pod's root (an unprivileged host uid) walks to its bundle and
+	// volumes: the daemon's temp dir is 0700 (/run/peapod and
+	// /var/lib/peapod are 0711 or wider in production).
+	if err := os.Chmod(d.dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // TestUsernsPod: a pod with its own user namespace (`hostUsers: false`)
 // on the handler whose runc supports it. Inside, container root is uid 0
 // and /proc/self/uid_map shows the kubelet's mapping; on the host the
@@ -45,19 +64,9 @@ func usernsRunc(t *testing.T) string {
 // runc refuses such a pod naming the field and the handler. Skips when the
 // current runc is not built.
 func TestUsernsPod(t *testing.T) {
-	runc := usernsRunc(t)
+	usernsRunc(t) // skips before Parallel
 	t.Parallel()
-	reg := startRegistry(t)
-	d := newDaemon(t, daemonOpts{
-		mirrors:     map[string]string{"docker.io": "http://" + reg},
-		extraConfig: fmt.Sprintf("[runtimes.runc-userns]\npath = %q\nroot = %q\n", runc, filepath.Join(t.TempDir(), "runc-userns")),
-	})
-	// The pod's root (an unprivileged host uid) walks to its bundle and
-	// volumes: the daemon's temp dir is 0700 (/run/peapod and
-	// /var/lib/peapod are 0711 or wider in production).
-	if err := os.Chmod(d.dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
+	d := newUsernsDaemon(t)
 	pullBusybox(t, d)
 	ctx := d.ctx()
 
