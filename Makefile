@@ -8,7 +8,7 @@ export GOFLAGS := -buildvcs=false
 GOTESTFLAGS ?=
 OUT := _output
 
-.PHONY: all build deps test-deps bench-deps lxcfs runc run test unit integration tools conformance conformance-containerd bench clean k8s cluster cluster-down flannel cluster-multinode test-multinode conformance-k8s conformance-k8s-agent conformance-k8s-containerd conformance-k8s-containerd-debian conformance-containerd-debian containerd bench-cluster conformance-v1.37 conformance-containerd-v1.37 critest-v1.37 fuzz soak
+.PHONY: all build deps test-deps bench-deps lxcfs runc run test unit integration tools conformance conformance-containerd bench clean k8s csi-sidecars cluster cluster-down flannel cluster-multinode test-multinode conformance-k8s conformance-k8s-agent conformance-k8s-csi conformance-k8s-containerd conformance-k8s-containerd-debian conformance-containerd-debian containerd bench-cluster conformance-v1.37 conformance-containerd-v1.37 critest-v1.37 fuzz soak
 
 all: build
 
@@ -46,7 +46,7 @@ run: deps build lxcfs runc
 # README command 2: install, build and run the whole suite for real, then
 # critest against peapod (~75 s; the digest-pinned image spec cannot pass
 # offline and is skipped here, see README.md "Conformance").
-test: test-deps build k8s flannel runc
+test: test-deps build k8s flannel runc csi-sidecars
 	PEAPOD_INTEGRATION=1 $(GO) test -count=1 -timeout 40m $(GOTESTFLAGS) $$($(GO) list ./... | grep -v -e '^peapod/test/cluster$$' -e '^peapod/test/multinode$$')
 	PEAPOD_INTEGRATION=1 $(GO) test -count=1 -timeout 30m $(GOTESTFLAGS) ./test/cluster
 	PEAPOD_INTEGRATION=1 $(GO) test -count=1 -timeout 15m $(GOTESTFLAGS) ./test/multinode
@@ -69,6 +69,15 @@ runc:
 k8s:
 	@bash hack/cluster/build.sh control-plane >/dev/null
 
+# external-provisioner v6.4.0 and external-attacher v4.13.0 (csi-provisioner,
+# csi-attacher) built from the Go module proxy into
+# /var/cache/peapod/csi-sidecars-v6.4.0-v4.13.0/bin (~20 min cold on a busy
+# 2-core machine, ~1 min with Go's build cache warm, instant after): the
+# cluster's dynamic provisioning with peapod-csi-loop
+# (StorageClass peapod-loop; hack/cluster/README.md).
+csi-sidecars:
+	@bash hack/cluster/build.sh csi-sidecars >/dev/null
+
 # containerd v2.4.2 and its runc shim, the reference runtime, built from the
 # Go module proxy into /var/cache/peapod/containerd-v2.4.2/bin (~1-2 min the
 # first time, instant after).
@@ -85,7 +94,7 @@ containerd:
 # exported.
 CLUSTER_FLAGS ?=
 CLUSTER_NODE := $(if $(filter command line,$(origin NODE)),$(NODE),kubelet)
-cluster: test-deps build k8s
+cluster: test-deps build k8s csi-sidecars
 	@$(GO) run ./hack/cluster up --node $(CLUSTER_NODE) $(CLUSTER_FLAGS)
 
 cluster-down:
@@ -125,6 +134,15 @@ conformance-k8s-containerd: bench-deps build containerd
 
 conformance-k8s-containerd-debian: bench-deps build
 	$(GO) run ./hack/cluster conformance --runtime containerd-debian $(CLUSTER_FLAGS)
+
+# Kubernetes' storage e2e specs for peapod-csi-loop ("External Storage
+# [Driver: loop.csi.peapod.io]", hack/cluster/csi-loop-testdriver.yaml)
+# through the cluster's StorageClass peapod-loop, under the upstream kubelet
+# on peapod (hack/cluster/README.md).
+CSI_E2E_FOCUS ?= External.Storage.*loop.csi.peapod.io
+CSI_E2E_SKIP ?= \[Feature:|\[Disruptive\]|\[Serial\]|\[Slow\]|should not mount / map unused volumes
+conformance-k8s-csi: test-deps build csi-sidecars
+	$(GO) run ./hack/cluster conformance --runtime peapod --storage-testdriver hack/cluster/csi-loop-testdriver.yaml --focus '$(CSI_E2E_FOCUS)' --skip '$(CSI_E2E_SKIP)' $(CLUSTER_FLAGS)
 
 # The same specs with peapod-agent as the node (no kubelet), on peapod.
 conformance-k8s-agent: test-deps build

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# hack/cluster/build.sh [all|control-plane|e2e|containerd|metrics-server|flannel] —
+# hack/cluster/build.sh [all|control-plane|e2e|containerd|metrics-server|flannel|csi-sidecars] —
 # build the Kubernetes components peapod's cluster tests run, from the Go
 # module proxy, into a cache outside the work tree keyed by version:
 #
@@ -17,6 +17,10 @@
 #                                  (flannel: the cluster network of the
 #                                   multi-node tests; flanneld and the
 #                                   `flannel` CNI meta plugin; prints its dir)
+#   $PEAPOD_CACHE/csi-sidecars-$CSI_PROVISIONER_VERSION-$CSI_ATTACHER_VERSION/bin/{csi-provisioner,csi-attacher}
+#                                  (csi-sidecars: external-provisioner and
+#                                   external-attacher, beside the control plane
+#                                   for peapod-csi-loop; prints its bin dir)
 #
 # PEAPOD_CACHE defaults to /var/cache/peapod; K8S_VERSION to v1.37.2 (the
 # release whose k8s.io/* v0.37.2 libraries peapod links). A binary already in
@@ -41,6 +45,9 @@ FLANNEL_CNI_VERSION=${FLANNEL_CNI_VERSION:-v0.9.1}
 # flannel requires tencentcloud-sdk-go/tencentcloud/vpc v1.3.188, which the
 # module proxy refuses; v1.3.75 is served and has what its tencentvpc backend uses.
 FLANNEL_TENCENT_VPC=${FLANNEL_TENCENT_VPC:-v1.3.75}
+# The CSI sidecars the cluster runs for peapod-csi-loop (harness/csi.go).
+CSI_PROVISIONER_VERSION=${CSI_PROVISIONER_VERSION:-v6.4.0}
+CSI_ATTACHER_VERSION=${CSI_ATTACHER_VERSION:-v4.13.0}
 PEAPOD_CACHE=${PEAPOD_CACHE:-/var/cache/peapod}
 what=${1:-control-plane}
 
@@ -240,6 +247,45 @@ build_flannel() {
 	echo "$fdir"
 }
 
+# build_csi_sidecars: csi-provisioner (github.com/kubernetes-csi/
+# external-provisioner/v6) and csi-attacher (external-attacher/v4) into
+# $PEAPOD_CACHE/csi-sidecars-<provisioner>-<attacher>/bin; prints that dir.
+# Their go.mod files carry replace directives, which `go install
+# pkg@version` refuses, so each is built inside a writable copy of its
+# module (go mod download -json gives the dir): its own go.mod and go.sum
+# decide every dependency, and peapod's go.mod never sees them. Static, no
+# cgo, the version through main.version as their release-tools set it, so
+# --version reports the release.
+build_csi_sidecars() {
+	local sdir=$PEAPOD_CACHE/csi-sidecars-$CSI_PROVISIONER_VERSION-$CSI_ATTACHER_VERSION
+	local sbin=$sdir/bin
+	if [ -x "$sbin/csi-provisioner" ] && [ -x "$sbin/csi-attacher" ]; then
+		echo "$sbin"
+		return 0
+	fi
+	mkdir -p "$sbin"
+	local start=$SECONDS name mod ver tmp dir
+	for name in csi-provisioner csi-attacher; do
+		[ -x "$sbin/$name" ] && continue
+		case $name in
+		csi-provisioner) mod=github.com/kubernetes-csi/external-provisioner/v6 ver=$CSI_PROVISIONER_VERSION ;;
+		csi-attacher) mod=github.com/kubernetes-csi/external-attacher/v4 ver=$CSI_ATTACHER_VERSION ;;
+		esac
+		log "building $name $ver ($mod; cold: 5-16 min each on a busy 2-core machine)"
+		tmp=$(mktemp -d "$sdir/src.XXXXXX")
+		dir=$(cd "$tmp" && go mod download -json "$mod@$ver" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+		[ -n "$dir" ] && [ -d "$dir" ] || { rm -rf "$tmp"; die "go mod download $mod@$ver gave no module dir"; }
+		cp -r "$dir" "$tmp/src"
+		chmod -R u+w "$tmp/src"
+		(cd "$tmp/src" && go build -ldflags "-s -w -X main.version=$ver" -o "$sbin/.$name.tmp" "./cmd/$name") ||
+			{ rm -rf "$tmp" "$sbin/.$name.tmp"; die "$name $ver build failed"; }
+		rm -rf "$tmp"
+		mv -f "$sbin/.$name.tmp" "$sbin/$name"
+	done
+	log "CSI sidecars built in $((SECONDS - start))s"
+	echo "$sbin"
+}
+
 case $what in
 control-plane) build_control_plane ;;
 e2e) build_e2e ;;
@@ -247,6 +293,7 @@ all) build_control_plane; build_e2e; build_metrics_server >/dev/null ;;
 containerd) build_containerd; exit 0 ;;
 metrics-server) build_metrics_server; exit 0 ;;
 flannel) build_flannel; exit 0 ;;
-*) echo "usage: $0 [all|control-plane|e2e|containerd|metrics-server|flannel]" >&2; exit 2 ;;
+csi-sidecars) build_csi_sidecars; exit 0 ;;
+*) echo "usage: $0 [all|control-plane|e2e|containerd|metrics-server|flannel|csi-sidecars]" >&2; exit 2 ;;
 esac
 echo "$bin"

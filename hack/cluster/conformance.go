@@ -19,8 +19,12 @@ import (
 // runs the upstream kubelet on the given runtime, or peapod-agent itself
 // (node "peapod-agent"), prints passed / failed /
 // skipped with each failure (hack/conformance/summary), and tears the
-// cluster down. Returns the exit code: 0 when no spec failed.
-func conformance(runtime, node, focus, skip, out string, procs int) int {
+// cluster down. Returns the exit code: 0 when no spec failed. A
+// storageDriver (an e2e storage test driver file, e.g.
+// hack/cluster/csi-loop-testdriver.yaml) runs the cluster with CSI
+// (csi.go) and adds that driver's storage specs, "External Storage
+// [Driver: …]", which focus must then select.
+func conformance(runtime, node, focus, skip, out string, procs int, storageDriver string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	repo, err := os.Getwd()
@@ -37,14 +41,24 @@ func conformance(runtime, node, focus, skip, out string, procs int) int {
 	check(os.MkdirAll(out, 0o755))
 	dir, err := os.MkdirTemp("", "peapod-conformance-cluster.")
 	check(err)
+	var extra []string
+	csiSidecars := ""
+	if storageDriver != "" {
+		abs, err := filepath.Abs(storageDriver)
+		check(err)
+		extra = append(extra, "--storage.testdriver="+abs)
+		csiSidecars, err = build(repo, "csi-sidecars")
+		check(err)
+	}
 	c, err := harness.Up(ctx, harness.Options{
 		Dir: dir, Repo: repo, BinDir: bin, Runtime: runtime, Node: node, E2EImages: true, Log: os.Stderr,
+		CSISidecars: csiSidecars,
 	})
 	check(err)
 	defer func() {
 		// Keep the node's logs with the report: they name the cause of a
 		// failure more often than the spec's message does.
-		for _, name := range []string{"kubelet", harness.NodePeapodAgent, "peapod", "containerd", "kube-apiserver"} {
+		for _, name := range []string{"kubelet", harness.NodePeapodAgent, "peapod", "containerd", "kube-apiserver", "peapod-csi-loop", "csi-provisioner", "csi-attacher"} {
 			src := filepath.Join(c.Dir, "logs", name+".log")
 			if data, err := os.ReadFile(src); err == nil {
 				_ = os.WriteFile(filepath.Join(out, name+".log"), data, 0o644)
@@ -54,6 +68,11 @@ func conformance(runtime, node, focus, skip, out string, procs int) int {
 			fmt.Fprintf(os.Stderr, "cluster down: %v\n", err)
 		}
 	}()
+	if root := c.KubeletRootDir(); storageDriver != "" && root != "" {
+		// Storage specs look for the pods' volume dirs there (default
+		// /var/lib/kubelet); the harness's kubelet keeps them in its dir.
+		extra = append(extra, "--kubelet-root-dir="+root)
+	}
 	junit := filepath.Join(out, "junit.xml")
 	logf, err := os.Create(filepath.Join(out, "e2e.log"))
 	check(err)
@@ -78,6 +97,7 @@ func conformance(runtime, node, focus, skip, out string, procs int) int {
 		"--report-dir="+out,
 		"--dump-logs-on-failure=false",
 	)
+	e2e.Args = append(e2e.Args, extra...)
 	e2e.Dir = out
 	e2e.Stdout, e2e.Stderr = logf, logf
 	e2eErr := e2e.Run()

@@ -1,11 +1,11 @@
 // Command cluster brings a real Kubernetes control plane and one node up on
 // this machine, and down again (see README.md beside it).
 //
-//	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME] [--metrics-server]
+//	go run ./hack/cluster up [--dir DIR] [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--node-name NAME] [--metrics-server] [--csi=false]
 //	go run ./hack/cluster up --hosts 2 [--backend host-gw|vxlan] [--node peapod-agent|kubelet] [--dir DIR] [--node-name PREFIX]
 //	go run ./hack/cluster down [--dir DIR]
 //	go run ./hack/cluster env [--dir DIR]
-//	go run ./hack/cluster conformance [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--focus RE] [--skip RE] [--out DIR] [--procs N]
+//	go run ./hack/cluster conformance [--runtime peapod|containerd|containerd-debian] [--node kubelet|peapod-agent] [--focus RE] [--skip RE] [--out DIR] [--procs N] [--storage-testdriver FILE]
 package main
 
 import (
@@ -36,11 +36,13 @@ func main() {
 	gates := fs.String("kubelet-feature-gates", "", "extra kubelet feature gates, Name=true,Other=false")
 	hosts := fs.Int("hosts", 0, "up: a multi-node cluster of this many test hosts (network namespaces), each a node (--node), joined by Flannel (harness/hosts.go)")
 	backend := fs.String("backend", harness.BackendHostGW, "up with --hosts: Flannel's backend, host-gw or vxlan")
+	csi := fs.Bool("csi", true, "up (single node): run peapod-csi-loop with csi-provisioner and csi-attacher (built by hack/cluster/build.sh csi-sidecars) and make the StorageClass peapod-loop, the default class; --csi=false: none")
 	metrics := fs.Bool("metrics-server", false, "up: also run metrics-server (built by hack/cluster/build.sh metrics-server) behind the metrics.k8s.io API, for kubectl top")
 	focus := fs.String("focus", `\[NodeConformance\]`, "conformance: the specs to run (ginkgo focus)")
 	skip := fs.String("skip", `\[Serial\]|\[Disruptive\]|\[Flaky\]|\[Slow\]|\[Feature:|\[Alpha\]`, "conformance: the specs to leave out (ginkgo skip)")
 	out := fs.String("out", "", "conformance: keep the report, the e2e log and the cluster's logs here")
 	procs := fs.Int("procs", 4, "conformance: parallel ginkgo processes")
+	storageDriver := fs.String("storage-testdriver", "", "conformance: an e2e storage test driver file (hack/cluster/csi-loop-testdriver.yaml): the cluster gets CSI and e2e.test that driver's \"External Storage\" specs (select them with --focus)")
 	_ = fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "up":
@@ -68,10 +70,15 @@ func main() {
 			check(err)
 			ms = filepath.Join(dir, "metrics-server")
 		}
+		csiSidecars := ""
+		if *csi && *hosts == 0 {
+			csiSidecars, err = build(repo, "csi-sidecars")
+			check(err)
+		}
 		c, err := harness.Up(ctx, harness.Options{
 			Dir: *dir, Repo: repo, BinDir: bin, Runtime: *runtime, Node: *node, NodeName: *nodeName,
 			KubeletFeatureGates: *gates, MetricsServer: ms, Log: os.Stderr,
-			Hosts: *hosts, Backend: *backend, FlannelDir: flannel,
+			Hosts: *hosts, Backend: *backend, FlannelDir: flannel, CSISidecars: csiSidecars,
 		})
 		check(err)
 		printEnv(c)
@@ -85,7 +92,7 @@ func main() {
 		check(c.Down())
 		fmt.Fprintf(os.Stderr, "cluster: down, %s removed\n", *dir)
 	case "conformance":
-		os.Exit(conformance(*runtime, *node, *focus, *skip, *out, *procs))
+		os.Exit(conformance(*runtime, *node, *focus, *skip, *out, *procs, *storageDriver))
 	case "env":
 		c, err := harness.Load(*dir)
 		check(err)

@@ -57,6 +57,7 @@ func TestAgentNode(t *testing.T) {
 		t.Run("TopPodAndNode", func(t *testing.T) { t.Parallel(); testAgentTop(t, c) })
 		t.Run("KubectlStreams", func(t *testing.T) { t.Parallel(); testAgentKubectlStreams(t, c) })
 		t.Run("RuntimeClass", func(t *testing.T) { t.Parallel(); testAgentRuntimeClass(t, c) })
+		t.Run("CSI", func(t *testing.T) { t.Parallel(); testAgentCSI(t, c) }) // csi_test.go
 	})
 	// Disruptive: alone, after everything else.
 	t.Run("DeletedWhileAgentDown", func(t *testing.T) { testAgentDeletedWhileDown(t, c, false) })
@@ -92,7 +93,7 @@ func agentCluster(t *testing.T) *harness.Cluster {
 	c, err := harness.Up(ctx, harness.Options{
 		Dir: dir, Repo: repo, BinDir: bin, Log: os.Stderr,
 		Node: harness.NodePeapodAgent, NodeName: agentNodeName, MetricsServer: metricsServer,
-		AgentExtraConfig: agentResourcesConfig(t),
+		AgentExtraConfig: agentResourcesConfig(t), CSISidecars: build("csi-sidecars"),
 	})
 	if err != nil {
 		_ = os.Remove(dir) // Up's teardown removed what was in it

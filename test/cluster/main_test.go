@@ -61,6 +61,12 @@ func cluster(t *testing.T) *harness.Cluster {
 			upErr = fmt.Errorf("hack/cluster/build.sh: %w", err)
 			return
 		}
+		// The cluster's StorageClass peapod-loop (csi_test.go).
+		sidecars, err := exec.Command("bash", filepath.Join(repo, "hack/cluster/build.sh"), "csi-sidecars").Output()
+		if err != nil {
+			upErr = fmt.Errorf("hack/cluster/build.sh csi-sidecars: %w", err)
+			return
+		}
 		dir, err := os.MkdirTemp("", "peapod-cluster-test.")
 		if err != nil {
 			upErr = err
@@ -71,6 +77,7 @@ func cluster(t *testing.T) *harness.Cluster {
 		ownCluster = true
 		theCluster, upErr = harness.Up(ctx, harness.Options{
 			Dir: dir, Repo: repo, BinDir: strings.TrimSpace(string(out)), Log: os.Stderr,
+			CSISidecars: strings.TrimSpace(string(sidecars)),
 		})
 		if upErr != nil {
 			theCluster = nil

@@ -35,6 +35,7 @@ func (c *Cluster) Down() error {
 	if p := c.component("metrics-server"); p != nil {
 		note(p.stop(10 * time.Second))
 	}
+	c.stopCSI(note) // csi.go
 	if n := c.nodeComponent(); n != nil {
 		note(n.stop(30 * time.Second))
 	}
@@ -73,6 +74,7 @@ func (c *Cluster) Down() error {
 	// With the hosts' processes gone, this also drops each host's mount
 	// namespace (its pin is under the dir) and every mount in it.
 	note(unmountUnder(c.Dir))
+	note(c.detachCSIDisks()) // csi.go: the loop devices of its disks, unmounted now
 	for _, err := range removeEmptyDirs(c.MadeMountpoints) {
 		c.logf("down: kept %v", err)
 	}

@@ -98,6 +98,11 @@ type Options struct {
 	// behind the APIService v1beta1.metrics.k8s.io and waits until the API
 	// server answers for it (metricsserver.go). Empty: no metrics API.
 	MetricsServer string
+	// CSISidecars holds csi-provisioner and csi-attacher
+	// (hack/cluster/build.sh csi-sidecars prints it): when set, Up runs
+	// peapod-csi-loop with them and makes the StorageClass peapod-loop,
+	// the default class (csi.go; single node only). Empty: no CSI.
+	CSISidecars string
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 
@@ -312,6 +317,7 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 	if o.Hosts > 0 {
 		steps = c.multiNodeSteps()
 	}
+	steps = append(steps, c.csiSteps()...)
 	if o.MetricsServer != "" {
 		steps = append(steps, struct {
 			name string
