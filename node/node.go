@@ -12,8 +12,8 @@
 //	   │   retry after 200ms, doubling to 7s.
 //	   └── status loop: every StatusUpdateFrequency Get the Node (spec.podCIDR,
 //	       taints, labels for Current), compute the status, patch it if
-//	       anything but heartbeats changed or StatusReportFrequency passed.
-//	       Failure: logged, retried next tick.
+//	       anything but heartbeats changed or StatusReportFrequency passed
+//	       (UpdateStatusSoon: a round now). Failure: logged, retried next tick.
 //	ctx done ──► both loops stop, Run returns nil.
 //
 // The Node is never registered again once it exists: like the kubelet,
@@ -79,6 +79,13 @@ type Options struct {
 	// UpdateRuntimeConfig takes them) when they first appear and whenever
 	// they change, from the goroutine running Run.
 	OnPodCIDR func(ctx context.Context, cidr string)
+	// VolumesInUse, when set, gives status.volumesInUse: the unique names
+	// of the attachable volumes pods on the node use or may still have
+	// mounted (the volume manager's; the attach/detach controller does
+	// not detach them). ok false leaves the field as the API server has
+	// it (the kubelet's "reconciler states not synced yet").
+	// status.volumesAttached is the controller's and is never written.
+	VolumesInUse func() (names []v1.UniqueVolumeName, ok bool)
 }
 
 // Node registers and heartbeats one Node object. Make it with New.
@@ -88,6 +95,7 @@ type Node struct {
 	labels     map[string]string
 	registered chan struct{}
 	running    atomic.Bool
+	statusKick chan struct{} // UpdateStatusSoon
 
 	mu      sync.Mutex
 	current *v1.Node
@@ -149,12 +157,23 @@ func New(o Options) (*Node, error) {
 		addresses:  addrs,
 		labels:     nodeLabels(o.Hostname, kept),
 		registered: make(chan struct{}),
+		statusKick: make(chan struct{}, 1),
 	}, nil
 }
 
 func setDefault(d *time.Duration, def time.Duration) {
 	if *d <= 0 {
 		*d = def
+	}
+}
+
+// UpdateStatusSoon asks the status loop for a round now rather than at
+// its next tick: the volume manager waits for a new volume to be reported
+// in status.volumesInUse before it mounts it.
+func (n *Node) UpdateStatusSoon() {
+	select {
+	case n.statusKick <- struct{}{}:
+	default:
 	}
 }
 
@@ -322,12 +341,16 @@ func (n *Node) observe(ctx context.Context, now time.Time) observation {
 		n.runtimeVersion = v.GetRuntimeName() + "://" + v.GetRuntimeVersion()
 	}
 	st, err := n.o.Runtime.Status(ctx, false)
-	return observation{
+	obs := observation{
 		machine:        m,
 		runtimeVersion: n.runtimeVersion,
 		runtimeErrs:    runtimeErrors(st, err),
 		pressures:      n.pressures(m, now),
 	}
+	if n.o.VolumesInUse != nil {
+		obs.volumesInUse, obs.volumesInUseKnown = n.o.VolumesInUse()
+	}
+	return obs
 }
 
 func (n *Node) runStatus(ctx context.Context) {
@@ -338,6 +361,7 @@ func (n *Node) runStatus(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.statusKick:
 		}
 		if err := n.syncStatus(ctx); err != nil && ctx.Err() == nil {
 			klog.ErrorS(err, "Updating node status failed; will retry", "node", n.logRef(), "retryIn", n.o.StatusUpdateFrequency)

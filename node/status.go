@@ -54,12 +54,17 @@ type observation struct {
 	runtimeVersion string  // "<runtime_name>://<runtime_version>", "" if unknown
 	runtimeErrs    []error // why the runtime or its network is not ready
 	pressures      pressures
+	// volumesInUse is status.volumesInUse when volumesInUseKnown;
+	// otherwise the field stays as it is.
+	volumesInUse      []v1.UniqueVolumeName
+	volumesInUseKnown bool
 }
 
 // setStatus writes this round's status into node (a copy of the Node as
 // the API server has it) at time now. Fields the kubelet does not own
-// (extended resources patched in by an admin, volumesAttached, conditions
-// of other components) stay as they are.
+// (extended resources patched in by an admin, volumesAttached — the
+// attach/detach controller's —, conditions of other components) stay as
+// they are; volumesInUse is set once the volume manager knows it.
 func setStatus(node *v1.Node, cfg statusConfig, obs observation, now time.Time) {
 	s := &node.Status
 	s.Capacity = capacity(s.Capacity, obs.machine, cfg.maxPods)
@@ -68,6 +73,14 @@ func setStatus(node *v1.Node, cfg statusConfig, obs observation, now time.Time) 
 	s.Addresses = nodeAddresses(cfg.addresses, cfg.hostname)
 	s.DaemonEndpoints = v1.NodeDaemonEndpoints{KubeletEndpoint: v1.DaemonEndpoint{Port: cfg.kubeletPort}}
 	s.NodeInfo = nodeInfo(obs.machine, obs.runtimeVersion, cfg.kubeletVersion)
+
+	if obs.volumesInUseKnown {
+		s.VolumesInUse = nil
+		if len(obs.volumesInUse) > 0 {
+			s.VolumesInUse = slices.Clone(obs.volumesInUse)
+			slices.Sort(s.VolumesInUse)
+		}
+	}
 
 	s.Conditions = setConditions(s.Conditions, now,
 		memoryCondition(obs.pressures.Memory),

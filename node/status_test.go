@@ -490,3 +490,61 @@ func TestAllocatable(t *testing.T) {
 		})
 	}
 }
+
+// status.volumesInUse is the volume manager's list, sorted, once it is
+// known; before that the field stays as the API server has it, and
+// volumesAttached (the attach/detach controller's) is never touched.
+func TestSetStatusVolumesInUse(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfg := statusConfig{addresses: []string{"10.1.0.1"}, hostname: "n", kubeletPort: 10250, maxPods: 110, kubeletVersion: "v1.37.2"}
+	a, b := v1.UniqueVolumeName("kubernetes.io/csi/loop.csi.peapod.io^a"), v1.UniqueVolumeName("kubernetes.io/csi/loop.csi.peapod.io^b")
+	attached := []v1.AttachedVolume{{Name: a, DevicePath: "/dev/loop1"}}
+	tests := []struct {
+		name  string
+		had   []v1.UniqueVolumeName
+		names []v1.UniqueVolumeName
+		known bool
+		want  []v1.UniqueVolumeName
+	}{
+		{name: "not known yet: kept", had: []v1.UniqueVolumeName{a}, want: []v1.UniqueVolumeName{a}},
+		{name: "known: set, sorted", names: []v1.UniqueVolumeName{b, a}, known: true, want: []v1.UniqueVolumeName{a, b}},
+		{name: "known: one left", had: []v1.UniqueVolumeName{a, b}, names: []v1.UniqueVolumeName{b}, known: true, want: []v1.UniqueVolumeName{b}},
+		{name: "known: none", had: []v1.UniqueVolumeName{a}, known: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			old := newNode("n", nodeLabels("n", nil))
+			old.Status.VolumesInUse, old.Status.VolumesAttached = tt.had, attached
+			setStatus(old, cfg, observation{machine: testMachine}, t0) // last round's
+			obs := observation{machine: testMachine, volumesInUse: tt.names, volumesInUseKnown: tt.known}
+			node := old.DeepCopy()
+			setStatus(node, cfg, obs, t0)
+			if !slices.Equal(node.Status.VolumesInUse, tt.want) {
+				t.Errorf("volumesInUse = %v, want %v", node.Status.VolumesInUse, tt.want)
+			}
+			if !slices.Equal(node.Status.VolumesAttached, attached) {
+				t.Errorf("volumesAttached = %v, want it untouched", node.Status.VolumesAttached)
+			}
+			if changed := statusChanged(&old.Status, &node.Status); changed != !slices.Equal(tt.had, tt.want) {
+				t.Errorf("statusChanged = %t", changed)
+			}
+			// The patch, applied as the API server does, gives the list.
+			patch, err := statusPatch(old, node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			oldJSON, _ := json.Marshal(old)
+			appliedJSON, err := strategicpatch.StrategicMergePatch(oldJSON, patch, v1.Node{})
+			if err != nil {
+				t.Fatalf("apply %s: %v", patch, err)
+			}
+			var applied v1.Node
+			if err := json.Unmarshal(appliedJSON, &applied); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(applied.Status.VolumesInUse, tt.want) || !slices.Equal(applied.Status.VolumesAttached, attached) {
+				t.Errorf("after patch %s: volumesInUse %v volumesAttached %v", patch, applied.Status.VolumesInUse, applied.Status.VolumesAttached)
+			}
+		})
+	}
+}

@@ -43,7 +43,11 @@ import (
 //
 // Attach. The kubelet never calls ControllerPublishVolume: the
 // external-attacher does, for a VolumeAttachment the attach/detach
-// controller made, and the kubelet waits for it. Static pods have neither.
+// controller made, and the kubelet waits for it. In node mode the agent
+// does the same (attach.go, Options.ControllerAttach): ATTACHED above is
+// then "the VolumeAttachment is attached", its attachmentMetadata the
+// publish_context, and the detach is the controller's. Static pods have
+// neither controller nor attacher:
 // peapod-csi-loop's attach is the losetup (ControllerPublishVolume returns
 // the loop device in publish_context, NodeStageVolume refuses a volume
 // not attached), and its disks live on this node only, so the agent calls
@@ -271,7 +275,9 @@ func (m *Manager) setupCSIVolume(ctx context.Context, pe *podEntry, vs *volumeSp
 		// Published before a restart: adopt it as it is.
 		if !vs.CSI.Ephemeral && m.csi.staged[vs.CSI.key()] == nil {
 			sv := m.newCSIStaged(vs, "")
-			sv.AttachTried, sv.Attached, sv.StageTried, sv.Ready = true, true, true, true
+			// In node mode the attach is the controller's to undo.
+			sv.AttachTried = m.opts.ControllerAttach == nil
+			sv.Attached, sv.StageTried, sv.Ready = true, true, true
 			sv.StageDone, _ = isMountPoint(sv.StagingPath)
 			if err := m.saveCSI(sv); err != nil {
 				return err
@@ -328,10 +334,23 @@ func (m *Manager) csiStage(ctx context.Context, vs *volumeSpec) (*csiStaged, err
 		sv = m.newCSIStaged(vs, d.NodeID)
 		m.csi.staged[k] = sv
 	}
-	if derr != nil || (d.ControllerPublish && !sv.Attached) {
+	// Node mode: the attach is the controller's; wait for it (attach.go).
+	viaAPI, aerr := m.controllerAttached(vs.CSI.Driver)
+	if derr == nil && aerr == nil && viaAPI && !sv.Attached {
+		if err := m.do("inuse/"+k, "", vs.Plugin, func() error { return m.csiCheckInUse(vs) }); err != nil {
+			return nil, fmt.Errorf("attach: %w", err)
+		}
+	}
+	static := m.opts.ControllerAttach == nil
+	if derr != nil || aerr != nil || (!sv.Attached && (viaAPI || static && d.ControllerPublish)) {
 		err := m.do("attach/"+k, "attach", vs.Plugin, func() error {
-			if derr != nil {
+			switch {
+			case derr != nil:
 				return derr
+			case aerr != nil:
+				return aerr
+			case viaAPI:
+				return m.csiWaitForAttach(ctx, vs, sv)
 			}
 			return m.csiAttach(ctx, d, vs, sv)
 		})
@@ -401,7 +420,7 @@ func (m *Manager) csiNodeStage(ctx context.Context, d *csiplugin.Driver, vs *vol
 		if status.Code(err) == codes.FailedPrecondition {
 			sv.Attached = false // the attach may be gone: made again on the retry
 		}
-		if status.Code(err) == codes.FailedPrecondition && !d.ControllerPublish {
+		if status.Code(err) == codes.FailedPrecondition && !d.ControllerPublish && m.opts.ControllerAttach == nil {
 			return fmt.Errorf("NodeStageVolume %s: %w (the volume may need ControllerPublishVolume, an attach: without an API server no attacher runs, and driver %s serves no controller service on its node endpoint for the agent to call)", vs.CSI.VolumeHandle, err, d.Name)
 		}
 		return fmt.Errorf("NodeStageVolume %s: %w", vs.CSI.VolumeHandle, err)
@@ -596,7 +615,14 @@ func (m *Manager) csiRelease(ctx context.Context, sv *csiStaged) error {
 			if derr != nil {
 				return derr
 			}
-			if d.ControllerPublish {
+			// In node mode the controller detaches a volume that needs an
+			// attach, once it leaves status.volumesInUse, even one this
+			// agent attached before it joined a cluster.
+			viaAPI, err := m.controllerAttached(sv.Driver)
+			if err != nil {
+				return err
+			}
+			if d.ControllerPublish && !viaAPI {
 				secrets, err := m.csiSecrets(sv.SecretRef)
 				if err != nil {
 					return err

@@ -28,14 +28,43 @@ const fakeDriver = "fake.csi.example.com"
 
 type fakeCSI struct {
 	csi.UnimplementedNodeServer
+	csi.UnimplementedControllerServer
 	registerapi.UnimplementedRegistrationServer
 	sock     string
 	stage    bool
 	stageErr error
+	// controller: it serves ControllerPublishVolume (PUBLISH_UNPUBLISH_VOLUME),
+	// answering publish_context {"devicePath": "/dev/fake"}.
+	controller bool
 
-	mu    sync.Mutex
-	calls []string
-	pubs  []*csi.NodePublishVolumeRequest
+	mu     sync.Mutex
+	calls  []string
+	pubs   []*csi.NodePublishVolumeRequest
+	stages []*csi.NodeStageVolumeRequest
+}
+
+func (f *fakeCSI) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	if !f.controller {
+		return nil, status.Error(codes.Unimplemented, "no controller")
+	}
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: []*csi.ControllerServiceCapability{{Type: &csi.ControllerServiceCapability_Rpc{
+		Rpc: &csi.ControllerServiceCapability_RPC{Type: csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME}}}}}, nil
+}
+
+func (f *fakeCSI) ControllerPublishVolume(context.Context, *csi.ControllerPublishVolumeRequest) (*csi.ControllerPublishVolumeResponse, error) {
+	f.record("ControllerPublishVolume")
+	return &csi.ControllerPublishVolumeResponse{PublishContext: map[string]string{"devicePath": "/dev/fake"}}, nil
+}
+
+func (f *fakeCSI) ControllerUnpublishVolume(context.Context, *csi.ControllerUnpublishVolumeRequest) (*csi.ControllerUnpublishVolumeResponse, error) {
+	f.record("ControllerUnpublishVolume")
+	return &csi.ControllerUnpublishVolumeResponse{}, nil
+}
+
+func (f *fakeCSI) getCalls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
 }
 
 func (f *fakeCSI) record(c string) {
@@ -65,8 +94,11 @@ func (f *fakeCSI) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesR
 	return &csi.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
 }
 
-func (f *fakeCSI) NodeStageVolume(context.Context, *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
+func (f *fakeCSI) NodeStageVolume(_ context.Context, r *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
 	f.record("NodeStageVolume")
+	f.mu.Lock()
+	f.stages = append(f.stages, r)
+	f.mu.Unlock()
 	return &csi.NodeStageVolumeResponse{}, f.stageErr
 }
 
@@ -95,6 +127,12 @@ func (f *fakeCSI) NodeUnpublishVolume(_ context.Context, r *csi.NodeUnpublishVol
 // once the driver is registered.
 func fakeManager(t *testing.T, f *fakeCSI) *Manager {
 	t.Helper()
+	return fakeManagerWith(t, f, nil)
+}
+
+// fakeManagerWith is fakeManager with the Options changed by opt.
+func fakeManagerWith(t *testing.T, f *fakeCSI, opt func(*Options)) *Manager {
+	t.Helper()
 	sockDir, err := os.MkdirTemp("", "pcsif")
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +144,7 @@ func fakeManager(t *testing.T, f *fakeCSI) *Manager {
 	}
 	srv := grpc.NewServer()
 	csi.RegisterNodeServer(srv, f)
+	csi.RegisterControllerServer(srv, f)
 	registerapi.RegisterRegistrationServer(srv, f)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
@@ -126,7 +165,11 @@ func fakeManager(t *testing.T, f *fakeCSI) *Manager {
 		time.Sleep(10 * time.Millisecond)
 	}
 	root := t.TempDir()
-	m, err := New(Options{PodsDir: filepath.Join(root, "pods"), GlobalMountDir: filepath.Join(root, "plugins"), StateDir: filepath.Join(root, "state"), CSIDrivers: reg})
+	o := Options{PodsDir: filepath.Join(root, "pods"), GlobalMountDir: filepath.Join(root, "plugins"), StateDir: filepath.Join(root, "state"), CSIDrivers: reg}
+	if opt != nil {
+		opt(&o)
+	}
+	m, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,7 +51,9 @@
 // hostpath.go, subpath.go,
 // flexvolume.go (driver protocol, built-in peapod/loop), csi.go (CSI
 // volumes: attach, stage, publish through drivers registered with
-// csiplugin/, the plugin watcher; its own state machine), loop.go and
+// csiplugin/, the plugin watcher; its own state machine), attach.go (node
+// mode: CSI attach is the attach/detach controller's; wait for the
+// VolumeAttachment; status.volumesInUse), loop.go and
 // mount.go (thin wrappers over disk/: loop ioctls, mountinfo, mount helpers,
 // format; shared with the CSI driver csi/loop), metrics.go.
 package volumes

@@ -38,6 +38,15 @@ type Options struct {
 	// CSIDrivers are the registered CSI drivers (the plugin watcher);
 	// nil: CSI volumes fail, saying their driver is not registered.
 	CSIDrivers *csiplugin.Registry
+	// ControllerAttach, in node mode, is the API server's side of CSI
+	// attach (attach.go): volumes whose driver needs one wait for their
+	// VolumeAttachment instead of the agent calling
+	// ControllerPublishVolume. nil (static mode): the agent attaches
+	// through the driver's node endpoint when it serves the controller.
+	ControllerAttach ControllerAttach
+	// NodeName is the Kubernetes node name, part of VolumeAttachment
+	// names; default the hostname.
+	NodeName string
 }
 
 // TokenSource issues service account tokens bound to a pod (the
@@ -70,6 +79,7 @@ type Manager struct {
 	backoffs map[string]*backoff
 	boundTo  map[string]string // PV name → claim key
 	csi      *csiState         // csi.go
+	inUse    inUse             // attach.go
 
 	kick chan struct{}
 }
@@ -139,6 +149,9 @@ func New(o Options) (*Manager, error) {
 		boundTo:  map[string]string{},
 		kick:     make(chan struct{}, 1),
 	}
+	if o.NodeName != "" {
+		m.nodeName = o.NodeName
+	}
 	m.metrics = newMetrics(m)
 	if o.Registerer != nil {
 		if err := m.metrics.register(o.Registerer); err != nil {
@@ -151,6 +164,7 @@ func New(o Options) (*Manager, error) {
 	if err := m.reconstruct(); err != nil {
 		return nil, fmt.Errorf("volumes: reconstruct state: %w", err)
 	}
+	m.updateInUseLocked()
 	return m, nil
 }
 

@@ -103,6 +103,9 @@ func (m *Manager) reconcileLocked(ctx context.Context) {
 		}
 	}
 	m.releaseCSI(ctx)
+	// Before anything is staged: a new pod's volumes are reported in use
+	// first (attach.go).
+	m.updateInUseLocked()
 
 	for _, pe := range m.pods {
 		if pe.terminating || pe.held {
@@ -117,6 +120,7 @@ func (m *Manager) reconcileLocked(ctx context.Context) {
 			st.err = m.setupVolume(ctx, pe, vs, st)
 		}
 	}
+	m.updateInUseLocked()
 	m.metrics.snapshot(m.pods)
 }
 

@@ -3,7 +3,10 @@
 // authorizer allows exactly these): the ConfigMaps, Secrets,
 // PersistentVolumeClaims and PersistentVolumes a pod references (Objects),
 // service account tokens bound to the pod (Token) and the Docker-link style
-// service environment (ServiceEnv).
+// service environment (ServiceEnv). For the volume manager: CSIDrivers,
+// VolumeAttachments and the reported volumesInUse (Attachments,
+// attachments.go), and the CSINode and Node entries of registered CSI
+// drivers (CSINodeInfo, csinode.go).
 //
 // Objects and tokens are cached, so a pod worker may ask every second.
 // A cached object, per (kind, namespace, name), shared by every pod that

@@ -32,9 +32,15 @@ type cluster struct {
 	client  kubernetes.Interface
 	node    *node.Node
 	objects *apiobjects.Source
+	// attachments: CSIDrivers and VolumeAttachments for the volume
+	// manager, which waits for the controller's attach.
+	attachments *apiobjects.Attachments
+	// csiNode publishes the registered CSI drivers (CSINode, Node).
+	csiNode *apiobjects.CSINodeInfo
 }
 
-func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs []string, rs criapi.RuntimeService, reserved v1.ResourceList, pressure func() (bool, bool, bool)) (*cluster, error) {
+func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs []string, rs criapi.RuntimeService, reserved v1.ResourceList,
+	pressure func() (bool, bool, bool), volumesInUse func() ([]v1.UniqueVolumeName, bool)) (*cluster, error) {
 	_, portStr, err := net.SplitHostPort(cfg.Agent.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("agent.listen: %w", err)
@@ -69,6 +75,8 @@ func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs 
 		RootDir:     cfg.Root,
 		Reserved:    reserved,
 		Pressure:    pressure,
+		// The attach/detach controller does not detach what is listed.
+		VolumesInUse: volumesInUse,
 		// The kubelet hands the pod CIDR the controller manager allocated
 		// to its runtime this way; runtimes that configure CNI from it
 		// use it, the others ignore it.
@@ -81,7 +89,7 @@ func newCluster(_ context.Context, cfg *config.Config, nodeName string, nodeIPs 
 	if err != nil {
 		return nil, err
 	}
-	return &cluster{client: client, node: n, objects: apiobjects.New(client)}, nil
+	return &cluster{client: client, node: n, objects: apiobjects.New(client), attachments: apiobjects.NewAttachments(client, n)}, nil
 }
 
 // serveKubeletAPI starts the kubelet API (logs, exec, attach,

@@ -31,6 +31,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"peapod/agent"
+	"peapod/agent/apiobjects"
 	"peapod/config"
 	"peapod/internal/unixsock"
 	"peapod/kubeletapi/stats"
@@ -165,8 +166,14 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	}
 	reserve := res.allocatableReserve(thresholds)
 	var cl *cluster
+	var vols *volumes.Manager // the Node reports its volumes in use once it exists
 	if cfg.Agent.Kubeconfig != "" {
-		cl, err = newCluster(ctx, cfg, nodeName, nodeIPs, rs, reserve, evictions.Pressure)
+		cl, err = newCluster(ctx, cfg, nodeName, nodeIPs, rs, reserve, evictions.Pressure, func() ([]v1.UniqueVolumeName, bool) {
+			if vols == nil {
+				return nil, false
+			}
+			return vols.VolumesInUse()
+		})
 		if err != nil {
 			return err
 		}
@@ -180,16 +187,28 @@ func serve(ctx context.Context, cfg *config.Config, endpoint, listen string) err
 	}
 	if cl != nil {
 		vopts.Tokens = cl.objects
+		// Attach is the attach/detach controller's: CSI volumes wait for
+		// their VolumeAttachment.
+		vopts.ControllerAttach, vopts.NodeName = cl.attachments, nodeName
+		cl.attachments.Start(ctx.Done())
 	}
 	// CSI drivers register through sockets in this dir, as with the
 	// kubelet's plugin watcher.
 	vopts.CSIDrivers = csiplugin.New(cfg.PluginsRegistry())
+	if cl != nil {
+		// The kubelet's nodeinfomanager: each registered driver in the
+		// CSINode and on the Node (node id, topology), for the
+		// provisioner, the attacher and the scheduler.
+		cl.csiNode = apiobjects.NewCSINodeInfo(cl.client, nodeName, cl.node, csiDriverInfo(vopts.CSIDrivers))
+		vopts.CSIDrivers.Subscribe(func(name string, _ bool) { cl.csiNode.Changed(name) })
+		go cl.csiNode.Run(ctx)
+	}
 	go func() {
 		if err := vopts.CSIDrivers.Run(ctx); err != nil {
 			klog.ErrorS(err, "CSI plugin watcher stopped", "dir", cfg.PluginsRegistry())
 		}
 	}()
-	vols, err := volumes.New(vopts)
+	vols, err = volumes.New(vopts)
 	if err != nil {
 		return fmt.Errorf("volumes: %w", err)
 	}
@@ -308,4 +327,15 @@ func firstOf(s []string) string {
 		return ""
 	}
 	return s[0]
+}
+
+// csiDriverInfo looks a driver up in the plugin watcher's registry.
+func csiDriverInfo(r *csiplugin.Registry) func(string) (apiobjects.CSIDriverInfo, bool) {
+	return func(name string) (apiobjects.CSIDriverInfo, bool) {
+		d, err := r.Get(name)
+		if err != nil {
+			return apiobjects.CSIDriverInfo{}, false
+		}
+		return apiobjects.CSIDriverInfo{NodeID: d.NodeID, MaxVolumes: d.MaxVolumes, Topology: d.Topology}, true
+	}
 }
