@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"peapod/hack/containerdref"
 	"peapod/hack/testimages/imagebuild"
+	"peapod/internal/freeport"
 )
 
 // runtime is one daemon under test.
@@ -48,7 +48,7 @@ type registry struct {
 }
 
 func startRegistry(ctx context.Context, o options) (*registry, error) {
-	port, err := freePort()
+	port, err := freeport.Get()
 	if err != nil {
 		return nil, err
 	}
@@ -94,15 +94,6 @@ func startRegistry(ctx context.Context, o options) (*registry, error) {
 
 func (r *registry) stop() {
 	exec.Command("bash", filepath.Join(r.repo, "hack/registry.sh"), "stop", r.dir).Run()
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // freeSubnet picks a 10.254.X.0/24 that no route on this host uses.
@@ -152,7 +143,7 @@ func startPeapod(ctx context.Context, o options, reg string, n int) (*runtime, e
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := freeport.Get()
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,6 @@ package testenv
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,6 +32,7 @@ import (
 	"time"
 
 	"peapod/hack/testimages/imagebuild"
+	"peapod/internal/freeport"
 )
 
 // IntegrationEnv is the variable that makes missing prerequisites fatal.
@@ -157,12 +157,11 @@ health:
 }
 
 func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Get()
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return fmt.Sprintf("127.0.0.1:%d", p), nil
 }
 
 func startRegistry(t testing.TB, dir string) (string, error) {

@@ -59,6 +59,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"peapod/internal/freeport"
 )
 
 // Options choose what Up builds and where.
@@ -347,7 +349,7 @@ func (c *Cluster) pickAddresses(context.Context) error {
 		ports = append(ports, &p.MetricsServer)
 	}
 	for _, port := range ports {
-		if *port, err = freePort(); err != nil {
+		if *port, err = freeport.Get(); err != nil {
 			return err
 		}
 	}
@@ -385,15 +387,6 @@ func (c *Cluster) pickAddresses(context.Context) error {
 		}
 	}
 	return c.save()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (c *Cluster) pki(name string) string { return filepath.Join(c.Dir, "pki", name) }
