@@ -19,6 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"peapod/hack/testenv"
@@ -298,8 +300,8 @@ func TestDiskFull(t *testing.T) {
 		left := fillFS(t, mnt, free)
 		_, err = d.img.PullImage(d.ctx(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: big}})
 		t.Logf("pull with %d KiB free: %v", left>>10, err)
-		if err == nil || !strings.Contains(err.Error(), enospc) || !strings.Contains(err.Error(), big) {
-			t.Errorf("pull of %s with %d KiB free: %v, want an error naming the image and %q", big, left>>10, err, enospc)
+		if err == nil || !strings.Contains(err.Error(), enospc) || !strings.Contains(err.Error(), big) || status.Code(err) != codes.ResourceExhausted {
+			t.Errorf("pull of %s with %d KiB free: %v, want ResourceExhausted naming the image and %q", big, left>>10, err, enospc)
 		}
 		if st, err := d.img.ImageStatus(d.ctx(), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: big}}); err != nil || st.Image != nil {
 			t.Errorf("after the failed pull: ImageStatus %v, %v; want no image", st, err)
@@ -323,8 +325,8 @@ func TestDiskFull(t *testing.T) {
 	bigLabel.Labels["big"] = strings.Repeat("x", 3<<20)
 	_, err = d.rt.CreateContainer(d.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: bigLabel, SandboxConfig: pod})
 	t.Logf("state database write on a full disk: %v", err)
-	if err == nil || !strings.Contains(err.Error(), enospc) || !strings.Contains(err.Error(), "persist container") {
-		t.Errorf("create whose record does not fit: %v, want a failed persist with %q", err, enospc)
+	if err == nil || !strings.Contains(err.Error(), enospc) || !strings.Contains(err.Error(), "persist container") || status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("create whose record does not fit: %v, want ResourceExhausted, a failed persist with %q", err, enospc)
 	}
 	nothingLeft("a failed state database write")
 
@@ -333,15 +335,15 @@ func TestDiskFull(t *testing.T) {
 	t.Logf("create with %d bytes free", left)
 	_, err = d.rt.CreateContainer(d.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: containerConfig("late", "sleep", "3600"), SandboxConfig: pod})
 	t.Logf("create on a full disk: %v", err)
-	if err == nil || !strings.Contains(err.Error(), enospc) {
-		t.Errorf("create on a full disk: %v, want %q", err, enospc)
+	if err == nil || !strings.Contains(err.Error(), enospc) || status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("create on a full disk: %v, want ResourceExhausted with %q", err, enospc)
 	}
 	nothingLeft("a create on a full disk")
 	mountsBefore := mountsBelow(mnt)
 	_, err = d.rt.RunPodSandbox(d.ctx(), &runtimeapi.RunPodSandboxRequest{Config: podConfig(d, "late")})
 	t.Logf("pod sandbox on a full disk: %v", err)
-	if err == nil || !strings.Contains(err.Error(), enospc) {
-		t.Errorf("RunPodSandbox on a full disk: %v, want %q", err, enospc)
+	if err == nil || !strings.Contains(err.Error(), enospc) || status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("RunPodSandbox on a full disk: %v, want ResourceExhausted with %q", err, enospc)
 	}
 	if resp, err := d.rt.ListPodSandbox(d.ctx(), &runtimeapi.ListPodSandboxRequest{}); err != nil || len(resp.Items) != 2 {
 		t.Errorf("pods after a RunPodSandbox on a full disk: %v, %v; want only %s and %s", resp, err, podID, evictID)
