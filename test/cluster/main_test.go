@@ -6,7 +6,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -148,16 +147,10 @@ func (k *kc) try(args ...string) (string, error) {
 }
 
 func (k *kc) tryCtx(ctx context.Context, stdin []byte, args ...string) (string, error) {
-	cmd := k.cmd(ctx, args...)
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
+	if k.ns != "" {
+		args = append([]string{"-n", k.ns}, args...)
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
+	return k.c.KubectlRun(ctx, stdin, args...)
 }
 
 func (k *kc) run(args ...string) string {

@@ -384,17 +384,7 @@ func (k *kc) try(args ...string) (string, error) {
 }
 
 func (k *kc) tryIn(ctx context.Context, stdin []byte, args ...string) (string, error) {
-	cmd := k.c.KubectlCmd(ctx, args...)
-	cmd.WaitDelay = 5 * time.Second
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
+	return k.c.KubectlRun(ctx, stdin, args...)
 }
 
 func (k *kc) run(args ...string) string {

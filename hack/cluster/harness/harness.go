@@ -43,6 +43,7 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -789,14 +790,25 @@ func (c *Cluster) KubectlCmd(ctx context.Context, args ...string) *exec.Cmd {
 }
 
 func (c *Cluster) kubectl(ctx context.Context, args ...string) (string, error) {
+	return c.KubectlRun(ctx, nil, args...)
+}
+
+// KubectlRun runs kubectl as the admin with stdin (nil: none) and returns
+// its stdout, or an error naming the command with kubectl's stderr. When
+// ctx ends the kill reaches kubectl only: WaitDelay keeps a child of it
+// (an exec's remote end) from holding the output pipe for ever.
+func (c *Cluster) KubectlRun(ctx context.Context, stdin []byte, args ...string) (string, error) {
 	cmd := c.KubectlCmd(ctx, args...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	cmd.WaitDelay = 5 * time.Second
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
 	}
-	return string(out), nil
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
 }
 
 // waitNodeReady waits until the node (registered by the kubelet or
