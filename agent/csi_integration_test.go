@@ -3,11 +3,8 @@ package agent
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	v1 "k8s.io/api/core/v1"
 
+	"peapod/csi/loop/looptest"
 	"peapod/volumes"
 	"peapod/volumes/csiplugin"
 	"peapod/volumes/disk"
@@ -57,46 +55,6 @@ spec:
   - name: data
     persistentVolumeClaim: {claimName: data}
 `
-}
-
-type csiDriverProc struct {
-	bin, endpoint, regDir, diskDir, logPath string
-	cmd                                     *exec.Cmd
-}
-
-func (d *csiDriverProc) start(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command(d.bin, "--endpoint", "unix://"+d.endpoint, "--node-id", "node1", "--root", d.diskDir, "--registration-dir", d.regDir)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d.cmd = cmd
-}
-
-// stop ends the driver by its PID: SIGTERM (it removes its sockets), then
-// SIGKILL if it does not go.
-func (d *csiDriverProc) stop(t *testing.T) {
-	if d.cmd == nil {
-		return
-	}
-	cmd := d.cmd
-	d.cmd = nil
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		t.Errorf("driver %d ignored SIGTERM", cmd.Process.Pid)
-		syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
 }
 
 func waitLong(t *testing.T, what string, cond func() bool) {
@@ -142,15 +100,8 @@ func TestIntegrationStaticPodOnCSIVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	drv := &csiDriverProc{bin: filepath.Join(root, "peapod-csi-loop"), endpoint: filepath.Join(sockDir, "csi.sock"),
-		regDir: filepath.Join(sockDir, "plugins_registry"), diskDir: filepath.Join(root, "disks"), logPath: filepath.Join(root, "driver.log")}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	if out, err := exec.Command(goBin, "build", "-o", drv.bin, "peapod/cmd/peapod-csi-loop").CombinedOutput(); err != nil {
-		t.Fatalf("go build peapod-csi-loop: %v\n%s", err, out)
-	}
+	drv := &looptest.Driver{Bin: looptest.Build(t, root), Endpoint: filepath.Join(sockDir, "csi.sock"),
+		RegDir: filepath.Join(sockDir, "plugins_registry"), DiskDir: filepath.Join(root, "disks"), LogPath: filepath.Join(root, "driver.log")}
 	var image string
 	t.Cleanup(func() { // last: whatever is still mounted or attached
 		ms, _ := disk.ReadMountInfo()
@@ -171,14 +122,13 @@ func TestIntegrationStaticPodOnCSIVolume(t *testing.T) {
 		}
 	})
 	t.Cleanup(func() {
-		drv.stop(t)
+		drv.Stop(t)
 		if t.Failed() {
-			b, _ := os.ReadFile(drv.logPath)
-			t.Logf("driver log:\n%s", b)
+			t.Logf("driver log:\n%s", drv.Log())
 		}
 	})
 
-	reg := csiplugin.New(drv.regDir)
+	reg := csiplugin.New(drv.RegDir)
 	ctx, cancel := context.WithCancel(context.Background())
 	regDone, volsDone := make(chan struct{}), make(chan struct{})
 	go func() { reg.Run(ctx); close(regDone) }()
@@ -191,9 +141,9 @@ func TestIntegrationStaticPodOnCSIVolume(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-regDone; <-volsDone })
 
 	// The volume, made as external-provisioner would; then the driver goes.
-	drv.start(t)
+	drv.Start(t)
 	waitLong(t, "registration", func() bool { _, err := reg.Get("loop.csi.peapod.io"); return err == nil })
-	conn, err := grpc.NewClient("unix://"+drv.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+drv.Endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,8 +155,8 @@ func TestIntegrationStaticPodOnCSIVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	handle := cv.GetVolume().GetVolumeId()
-	image = filepath.Join(drv.diskDir, handle+".img")
-	drv.stop(t)
+	image = filepath.Join(drv.DiskDir, handle+".img")
+	drv.Stop(t)
 	waitLong(t, "deregistration", func() bool { _, err := reg.Get("loop.csi.peapod.io"); return csiplugin.IsNotRegistered(err) })
 
 	e := newTestEnv(t, map[string]string{
@@ -222,7 +172,7 @@ func TestIntegrationStaticPodOnCSIVolume(t *testing.T) {
 		t.Fatalf("%d containers created without their volume", n)
 	}
 
-	drv.start(t)
+	drv.Start(t)
 	waitLong(t, "writer running", func() bool { return containerRunning(e.pod("writer"), "app") })
 	uid := e.pod("writer").UID
 	target := filepath.Join(root, "pods", string(uid), "volumes/kubernetes.io~csi/pv-csi/mount")

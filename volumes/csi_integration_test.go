@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"peapod/csi/loop/looptest"
 	"peapod/volumes/csiplugin"
 )
 
@@ -30,7 +28,7 @@ import (
 
 type csiEnv struct {
 	*testEnv
-	bin      string
+	drv      *looptest.Driver
 	sockDir  string
 	regDir   string
 	endpoint string
@@ -38,14 +36,6 @@ type csiEnv struct {
 	logPath  string
 	nodeID   string
 	plugins  *csiplugin.Registry
-	drv      *exec.Cmd
-}
-
-func goTool(t *testing.T) string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
 func newCSIEnv(t *testing.T) *csiEnv {
@@ -53,12 +43,9 @@ func newCSIEnv(t *testing.T) *csiEnv {
 	requireIntegration(t)
 	e := newEnv(t)
 	ce := &csiEnv{testEnv: e, nodeID: "csi-test-node"}
-	ce.bin = filepath.Join(e.root, "peapod-csi-loop")
-	out, err := exec.Command(goTool(t), "build", "-o", ce.bin, "peapod/cmd/peapod-csi-loop").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build peapod-csi-loop: %v\n%s", err, out)
-	}
+	bin := looptest.Build(t, e.root)
 	// Sockets in a short dir: sun_path holds 108 bytes.
+	var err error
 	ce.sockDir, err = os.MkdirTemp("", "pcsi")
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +55,7 @@ func newCSIEnv(t *testing.T) *csiEnv {
 	ce.endpoint = filepath.Join(ce.sockDir, "csi.sock")
 	ce.diskDir = filepath.Join(e.root, "disks")
 	ce.logPath = filepath.Join(e.root, "driver.log")
+	ce.drv = &looptest.Driver{Bin: bin, Endpoint: ce.endpoint, RegDir: ce.regDir, DiskDir: ce.diskDir, LogPath: ce.logPath, NodeID: ce.nodeID, Args: []string{"-v=4"}}
 
 	ce.plugins = csiplugin.New(ce.regDir)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -88,41 +76,9 @@ func newCSIEnv(t *testing.T) *csiEnv {
 
 // startDriver runs the driver binary; stopDriver (and the cleanup) stop
 // it by its PID.
-func (ce *csiEnv) startDriver(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile(ce.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command(ce.bin, "--endpoint", "unix://"+ce.endpoint, "--node-id", ce.nodeID, "--root", ce.diskDir,
-		"--registration-dir", ce.regDir, "-v=4")
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ce.drv = cmd
-}
+func (ce *csiEnv) startDriver(t *testing.T) { ce.drv.Start(t) }
 
-func (ce *csiEnv) stopDriver(t *testing.T) {
-	if ce.drv == nil {
-		return
-	}
-	cmd := ce.drv
-	ce.drv = nil
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGTERM); err != nil {
-		t.Logf("SIGTERM driver %d: %v", cmd.Process.Pid, err)
-	}
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		t.Errorf("driver %d ignored SIGTERM; killing it", cmd.Process.Pid)
-		syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-}
+func (ce *csiEnv) stopDriver(t *testing.T) { ce.drv.Stop(t) }
 
 func (ce *csiEnv) waitRegistered(t *testing.T, want bool) *csiplugin.Driver {
 	t.Helper()
