@@ -64,16 +64,9 @@ func New(o Options) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("oci runtime %s: binary %q: %w", o.Name, o.Path, err)
 	}
-	conmon := o.ConmonPath
-	if conmon == "" {
-		conmon = "conmon"
-		if _, err := exec.LookPath(conmon); err != nil {
-			conmon = "/usr/bin/conmon"
-		}
-	}
-	conmonPath, err := exec.LookPath(conmon)
+	conmonPath, err := FindConmon(o.ConmonPath)
 	if err != nil {
-		return nil, fmt.Errorf("oci runtime %s: conmon %q: %w", o.Name, conmon, err)
+		return nil, fmt.Errorf("oci runtime %s: %w", o.Name, err)
 	}
 	if o.Root == "" || o.StateDir == "" {
 		return nil, fmt.Errorf("oci runtime %s: Root and StateDir are required", o.Name)
