@@ -37,7 +37,8 @@ func csiObjs(handle string) *Objects {
 }
 
 func TestResolveCSI(t *testing.T) {
-	m, err := New(Options{PodsDir: t.TempDir(), GlobalMountDir: "/var/lib/peapod/plugins", StateDir: t.TempDir()})
+	plugins := filepath.Join(t.TempDir(), "plugins") // the layout under it is the kubelet's
+	m, err := New(Options{PodsDir: t.TempDir(), GlobalMountDir: plugins, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func TestResolveCSI(t *testing.T) {
 	if pv.Kind != kindCSI || pv.Plugin != "kubernetes.io/csi:"+csiLoopDriver || pv.DirName != "kubernetes.io~csi" || pv.SpecName != "pv-csi" || !pv.ReadOnly {
 		t.Fatalf("PV volume: %+v", pv)
 	}
-	if want := "/var/lib/peapod/plugins/kubernetes.io/csi/" + csiLoopDriver + "/" + hex.EncodeToString(sum[:]) + "/globalmount"; pv.GlobalPath != want {
+	if want := plugins + "/kubernetes.io/csi/" + csiLoopDriver + "/" + hex.EncodeToString(sum[:]) + "/globalmount"; pv.GlobalPath != want {
 		t.Fatalf("staging path %s, want the kubelet's %s", pv.GlobalPath, want)
 	}
 	if pv.CSI.AttachReadOnly || pv.CSI.Ephemeral || pv.CSI.FSType != "ext4" || pv.Device != "" {
