@@ -344,28 +344,27 @@ roleRef:
 
 // waitFile waits until path exists (a socket comp serves), or comp dies.
 func waitFile(ctx context.Context, comp *component, path string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(path); err == nil {
-			return nil
-		}
-		if !comp.alive() {
-			return fmt.Errorf("%s exited; its log ends:\n%s", comp.Name, tail(comp.Log, 20))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s: no %s within %s; its log ends:\n%s", comp.Name, path, timeout, tail(comp.Log, 20))
+	return comp.waitUntil(ctx, timeout, 100*time.Millisecond, "no "+path, func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
 }
 
 // waitLog waits until comp's log has line, or comp dies.
 func waitLog(ctx context.Context, comp *component, line string, timeout time.Duration) error {
+	return comp.waitUntil(ctx, timeout, 200*time.Millisecond, fmt.Sprintf("no %q in its log", line), func() bool {
+		b, err := os.ReadFile(comp.Log)
+		return err == nil && strings.Contains(string(b), line)
+	})
+}
+
+// waitUntil polls cond every period until it holds; it fails when comp
+// exits, ctx ends or timeout passes ("<comp>: <missing> within <timeout>"),
+// with the end of comp's log.
+func (comp *component) waitUntil(ctx context.Context, timeout, period time.Duration, missing string, cond func() bool) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if b, err := os.ReadFile(comp.Log); err == nil && strings.Contains(string(b), line) {
+		if cond() {
 			return nil
 		}
 		if !comp.alive() {
@@ -374,10 +373,10 @@ func waitLog(ctx context.Context, comp *component, line string, timeout time.Dur
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(period):
 		}
 	}
-	return fmt.Errorf("%s: no %q in its log within %s; it ends:\n%s", comp.Name, line, timeout, tail(comp.Log, 20))
+	return fmt.Errorf("%s: %s within %s; its log ends:\n%s", comp.Name, missing, timeout, tail(comp.Log, 20))
 }
 
 // stopCSI stops the sidecars and the driver (Down, before the node agent).
