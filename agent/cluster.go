@@ -286,13 +286,13 @@ func (a *Agent) workerDone(ctx context.Context, w *worker) {
 	}
 	cs.finished[uid] = true
 	a.mu.Unlock()
-	final := w.podStatus()
+	final, known := w.knownStatus()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		// The last status first: the containers terminated and the pod in
 		// its terminal phase, as the kubelet writes before the deletion.
-		if s := cs.status; s != nil {
+		if s := cs.status; s != nil && known {
 			st := mergeStatus(cur, final, a.clock.Now())
 			if !isTerminal(cur) {
 				st.Phase = terminalPhase(&st)

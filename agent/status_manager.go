@@ -95,7 +95,11 @@ func (m *statusManager) syncOnce(ctx context.Context) {
 				want.QOSClass = podcgroups.QOSClass(j.api)
 			}
 		} else {
-			want = mergeStatus(j.api, j.worker.podStatus(), a.clock.Now())
+			ours, known := j.worker.knownStatus()
+			if !known {
+				continue
+			}
+			want = mergeStatus(j.api, ours, a.clock.Now())
 		}
 		m.write(ctx, j.api, want)
 	}
@@ -309,7 +313,9 @@ func (m *statusManager) syncMirrors(ctx context.Context) {
 		case mp.Annotations[annotationConfigMirror] != string(s.pod.UID) || mp.DeletionTimestamp != nil:
 			m.mirrorAction(ctx, key, func() error { return m.deleteMirror(ctx, mp) })
 		case s.worker != nil:
-			m.write(ctx, mp, mergeStatus(mp, s.worker.podStatus(), a.clock.Now()))
+			if ours, known := s.worker.knownStatus(); known {
+				m.write(ctx, mp, mergeStatus(mp, ours, a.clock.Now()))
+			}
 		}
 	}
 	for key, mp := range mirrors {

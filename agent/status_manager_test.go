@@ -1,12 +1,15 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 func TestMergeStatus(t *testing.T) {
@@ -147,5 +150,59 @@ func TestMergeStatusDisruptionTarget(t *testing.T) {
 				t.Fatalf("got phase %s reason %q, DisruptionTarget %+v", got.Phase, got.Reason, found)
 			}
 		})
+	}
+}
+
+// TestStatusNotWrittenBeforeFirstSync: a worker that has not looked at the
+// runtime yet (just started, as after an agent restart) has no status; the
+// status manager must leave the API server's alone rather than wipe the
+// pod's container statuses and conditions with an empty one.
+func TestStatusNotWrittenBeforeFirstSync(t *testing.T) {
+	pod := testPod(v1.RestartPolicyAlways, nil, "app")
+	pod.Status = v1.PodStatus{
+		Phase:             v1.PodRunning,
+		ContainerStatuses: []v1.ContainerStatus{{Name: "app", Ready: true}},
+		Conditions:        []v1.PodCondition{{Type: v1.PodReady, Status: v1.ConditionTrue}},
+	}
+	client := fake.NewClientset(pod.DeepCopy())
+	a := &Agent{clock: realClock{}, workers: map[types.UID]*worker{}}
+	a.cluster = &clusterState{
+		o:    ClusterOptions{Client: client},
+		pods: map[types.UID]*v1.Pod{pod.UID: pod}, rejected: map[types.UID]admitResult{}, finished: map[types.UID]bool{},
+	}
+	w := &worker{a: a, pod: pod}
+	a.workers[pod.UID] = w
+	m := newStatusManager(a)
+
+	patches := func() int {
+		n := 0
+		for _, act := range client.Actions() {
+			if act.GetVerb() == "patch" && act.GetSubresource() == "status" {
+				n++
+			}
+		}
+		return n
+	}
+	m.syncOnce(context.Background())
+	if n := patches(); n != 0 {
+		t.Fatalf("%d status patches before the worker's first sync, want none", n)
+	}
+
+	// Once the worker knows (here: the container ended), the change is written.
+	w.mu.Lock()
+	w.status = *pod.Status.DeepCopy()
+	w.status.ContainerStatuses[0].Ready = false
+	w.statusKnown = true
+	w.mu.Unlock()
+	m.syncOnce(context.Background())
+	if n := patches(); n != 1 {
+		t.Fatalf("%d status patches after the worker's first sync, want 1", n)
+	}
+	got, err := client.CoreV1().Pods(pod.Namespace).Get(context.Background(), pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Status.ContainerStatuses) != 1 || got.Status.ContainerStatuses[0].Ready {
+		t.Errorf("status after the write: %+v", got.Status)
 	}
 }

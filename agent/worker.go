@@ -43,9 +43,14 @@ type worker struct {
 	terminate chan struct{}
 	done      chan struct{}
 
-	mu        sync.Mutex
-	status    v1.PodStatus
-	firstSeen time.Time
+	mu     sync.Mutex
+	status v1.PodStatus
+	// statusKnown is set by the first updateStatus: until the worker has
+	// looked at the runtime, status is empty and must not reach the API
+	// server (it would wipe the pod's container statuses and conditions,
+	// as after an agent restart).
+	statusKnown bool
+	firstSeen   time.Time
 	// waiting holds the reason a container is not running, per name.
 	waiting map[string]waitingInfo
 	// podError is shown in status.message (sandbox or volume failures).
@@ -289,6 +294,12 @@ func (w *worker) sync(ctx context.Context) {
 		w.log().Error(err, "Reading pod state from the runtime failed")
 		w.setPodError("runtime: " + err.Error())
 		return
+	}
+	if _, known := w.knownStatus(); !known {
+		// The first status as observed, before a sandbox, pull or start
+		// that can take long: a new pod shows ContainerCreating meanwhile,
+		// as the kubelet's SyncPod sets the status before acting.
+		w.updateStatus(st)
 	}
 	if w.currentFailure() == nil && w.pastDeadline() {
 		w.log().Info("Pod exceeded its active deadline; stopping it", "activeDeadlineSeconds", *w.pod.Spec.ActiveDeadlineSeconds)
@@ -1276,13 +1287,20 @@ func (w *worker) updateStatus(st *PodStatusObserved) {
 		info.FailedReason, info.FailedMessage, info.FailedConditions = f.reason, f.message, f.conditions
 	}
 	w.status = computePodStatus(w.pod, st, info)
+	w.statusKnown = true
 }
 
 // podStatus is the last computed status.
 func (w *worker) podStatus() v1.PodStatus {
+	s, _ := w.knownStatus()
+	return s
+}
+
+// knownStatus is the last computed status and whether there is one yet.
+func (w *worker) knownStatus() (v1.PodStatus, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return *w.status.DeepCopy()
+	return *w.status.DeepCopy(), w.statusKnown
 }
 
 // podObjects are the ConfigMaps, Secrets and claims the pod may refer to:

@@ -525,7 +525,7 @@ func (k *kc) checkSteady(before map[string]steadyPod) {
 				ready++
 			}
 		}
-		return ready == len(before) && len(pods) == len(before), out + " " + strings.Join(pods, "; ")
+		return ready == len(before) && len(pods) == len(before), fmt.Sprintf("%s %s (want the %d of before: %v)", out, strings.Join(pods, "; "), len(before), before)
 	})
 	after := k.steadySnapshot()
 	if len(after) != len(before) {
@@ -566,6 +566,7 @@ func (k *kc) steadyBefore() map[string]steadyPod {
 func testAgentKill9(k *kc, c *harness.Cluster) {
 	t := k.t
 	before := k.steadyBefore()
+	stopWatch := k.watchSteadyStatus()
 	if err := c.KillNode(); err != nil {
 		t.Fatal(err)
 	}
@@ -587,6 +588,9 @@ func testAgentKill9(k *kc, c *harness.Cluster) {
 	})
 	t.Logf("node Ready %s after the restart", time.Since(restarted).Round(time.Second))
 	k.checkSteady(before)
+	if bad := stopWatch(); len(bad) > 0 {
+		t.Errorf("the restarted agent wrote statuses without the pods' containers:\n%s", strings.Join(bad, "\n"))
+	}
 }
 
 // (g) kill -9 of peapod under the agent: the same pods, containers and
@@ -947,4 +951,43 @@ func fileTail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// watchSteadyStatus watches the Deployment's pods (kubectl get -w, a real
+// watch) from now until the returned stop, and reports every update that
+// took a live pod's container statuses away: an agent that has just
+// (re)started must not write a status before it has looked at the runtime.
+func (k *kc) watchSteadyStatus() (stop func() []string) {
+	k.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := k.cmd(ctx, "get", "pods", "-l", "app=steady", "--watch-only", "-o", "json")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		k.t.Fatal(err)
+	}
+	var bad []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		dec := json.NewDecoder(out)
+		for {
+			var p corev1.Pod
+			if err := dec.Decode(&p); err != nil {
+				return
+			}
+			if p.DeletionTimestamp == nil && len(p.Status.ContainerStatuses) != len(p.Spec.Containers) {
+				bad = append(bad, fmt.Sprintf("%s (rv %s): %d container statuses, phase %q, %d conditions",
+					p.Name, p.ResourceVersion, len(p.Status.ContainerStatuses), p.Status.Phase, len(p.Status.Conditions)))
+			}
+		}
+	}()
+	return func() []string {
+		cancel()
+		_ = cmd.Wait()
+		<-done
+		return bad
+	}
 }
