@@ -120,6 +120,11 @@ func (a *Agent) runCluster(ctx context.Context) error {
 		defer a.wg.Done()
 		cs.status.run(ctx)
 	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.runExpansion(ctx)
+	}()
 	return nil
 }
 

@@ -178,6 +178,13 @@ type OrphanVolumesReleaser interface {
 	ReleaseOrphans(ctx context.Context, keep map[types.UID]bool) error
 }
 
+// VolumeExpander is implemented by a Volumes that grows the filesystem of
+// a mounted volume once its disk has grown (online expansion; expand.go).
+// It answers false, nil when the volume's driver has no node expansion.
+type VolumeExpander interface {
+	ExpandVolume(ctx context.Context, uid types.UID, volume string, newSize int64) (bool, error)
+}
+
 // clock is the time source of back-off and status; tests fake it.
 type clock interface {
 	Now() time.Time

@@ -98,6 +98,7 @@ type csiVolume struct {
 	ControllerSecretRef *v1.SecretReference             `json:"controllerSecretRef,omitempty"`
 	StageSecretRef      *v1.SecretReference             `json:"stageSecretRef,omitempty"`
 	PublishSecretRef    *v1.SecretReference             `json:"publishSecretRef,omitempty"`
+	ExpandSecretRef     *v1.SecretReference             `json:"expandSecretRef,omitempty"`
 	AccessModes         []v1.PersistentVolumeAccessMode `json:"accessModes,omitempty"`
 	MountOptions        []string                        `json:"mountOptions,omitempty"`
 	Ephemeral           bool                            `json:"ephemeral,omitempty"`
@@ -232,6 +233,7 @@ func (m *Manager) setCSIPersistent(pod *v1.Pod, vs *volumeSpec, pv *v1.Persisten
 		ControllerSecretRef: ref(c.ControllerPublishSecretRef),
 		StageSecretRef:      ref(c.NodeStageSecretRef),
 		PublishSecretRef:    ref(c.NodePublishSecretRef),
+		ExpandSecretRef:     ref(c.NodeExpandSecretRef),
 		AccessModes:         pv.Spec.AccessModes,
 		MountOptions:        pv.Spec.MountOptions,
 	}

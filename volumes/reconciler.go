@@ -40,6 +40,10 @@ func (e *backoffError) Error() string {
 }
 func (e *backoffError) Unwrap() error { return e.err }
 
+// BackingOff says the operation was not tried this time: callers outside
+// the package report a failure once, not at every pass.
+func (e *backoffError) BackingOff() bool { return true }
+
 // do runs one operation unless it is backing off, counts it and records
 // the back-off on failure.
 func (m *Manager) do(key, op, plugin string, fn func() error) error {

@@ -113,7 +113,7 @@ func (s *Source) Objects(ctx context.Context, pod *v1.Pod) (*objects.Objects, er
 				}
 			case *v1.PersistentVolume:
 				out.PersistentVolumes = append(out.PersistentVolumes, o)
-				if sk, ok := pvSecret(o, pod.Namespace); ok {
+				for _, sk := range pvSecrets(o, pod.Namespace) {
 					next = queue(next, used, sk)
 				}
 			}

@@ -1,6 +1,7 @@
 package apiobjects
 
 import (
+	"slices"
 	"sort"
 
 	v1 "k8s.io/api/core/v1"
@@ -90,19 +91,34 @@ func podReferences(pod *v1.Pod) references {
 	return references{ConfigMaps: sorted(cms), Secrets: sorted(secs), Claims: sorted(claims)}
 }
 
-// pvSecret is the secret a bound PersistentVolume's flexVolume names, in
-// the claim's namespace when the PV leaves it out (as the kubelet's flex
-// plugin reads it); ok is false when there is none.
-func pvSecret(pv *v1.PersistentVolume, podNamespace string) (key objectKey, ok bool) {
-	f := pv.Spec.FlexVolume
-	if f == nil || f.SecretRef == nil || f.SecretRef.Name == "" {
-		return objectKey{}, false
+// pvSecrets are the secrets a bound PersistentVolume names that the node
+// reads: its flexVolume's, and its CSI node-stage, node-publish and
+// node-expand secrets (the ones the kubelet's CSI plugin reads; the
+// controller's are the sidecars' business). A reference without a
+// namespace is in the claim's, as the kubelet reads it.
+func pvSecrets(pv *v1.PersistentVolume, podNamespace string) []objectKey {
+	var refs []*v1.SecretReference
+	if f := pv.Spec.FlexVolume; f != nil {
+		refs = append(refs, f.SecretRef)
 	}
-	ns := f.SecretRef.Namespace
-	if ns == "" {
-		ns = podNamespace
+	if c := pv.Spec.CSI; c != nil {
+		refs = append(refs, c.NodeStageSecretRef, c.NodePublishSecretRef, c.NodeExpandSecretRef)
 	}
-	return objectKey{Kind: kindSecret, Namespace: ns, Name: f.SecretRef.Name}, true
+	var out []objectKey
+	for _, r := range refs {
+		if r == nil || r.Name == "" {
+			continue
+		}
+		ns := r.Namespace
+		if ns == "" {
+			ns = podNamespace
+		}
+		k := objectKey{Kind: kindSecret, Namespace: ns, Name: r.Name}
+		if !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func sorted(set map[string]bool) []string {

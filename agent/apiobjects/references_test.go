@@ -2,6 +2,7 @@ package apiobjects
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -87,29 +88,38 @@ func TestPodReferences(t *testing.T) {
 	}
 }
 
-func TestPVSecret(t *testing.T) {
+func TestPVSecrets(t *testing.T) {
 	flexPV := func(ref *v1.SecretReference) *v1.PersistentVolume {
 		return &v1.PersistentVolume{Spec: v1.PersistentVolumeSpec{PersistentVolumeSource: v1.PersistentVolumeSource{
 			FlexVolume: &v1.FlexPersistentVolumeSource{Driver: "x/y", SecretRef: ref}}}}
 	}
+	csiPV := func(c v1.CSIPersistentVolumeSource) *v1.PersistentVolume {
+		c.Driver, c.VolumeHandle = "d", "h"
+		return &v1.PersistentVolume{Spec: v1.PersistentVolumeSpec{PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &c}}}
+	}
 	cases := []struct {
-		name   string
-		pv     *v1.PersistentVolume
-		want   objectKey
-		wantOK bool
+		name string
+		pv   *v1.PersistentVolume
+		want []objectKey
 	}{
 		{name: "no flexVolume", pv: &v1.PersistentVolume{}},
 		{name: "flexVolume without secret", pv: flexPV(nil)},
 		{name: "namespaced ref", pv: flexPV(&v1.SecretReference{Name: "s", Namespace: "other"}),
-			want: objectKey{kindSecret, "other", "s"}, wantOK: true},
+			want: []objectKey{{kindSecret, "other", "s"}}},
 		{name: "ref without namespace: the pod's", pv: flexPV(&v1.SecretReference{Name: "s"}),
-			want: objectKey{kindSecret, "ns", "s"}, wantOK: true},
+			want: []objectKey{{kindSecret, "ns", "s"}}},
+		{name: "csi without secrets", pv: csiPV(v1.CSIPersistentVolumeSource{})},
+		{name: "csi node secrets, once each; the controller's left to the sidecars", pv: csiPV(v1.CSIPersistentVolumeSource{
+			ControllerPublishSecretRef: &v1.SecretReference{Name: "ctrl", Namespace: "kube-system"},
+			NodeStageSecretRef:         &v1.SecretReference{Name: "stage", Namespace: "kube-system"},
+			NodePublishSecretRef:       &v1.SecretReference{Name: "stage", Namespace: "kube-system"},
+			NodeExpandSecretRef:        &v1.SecretReference{Name: "expand"},
+		}), want: []objectKey{{kindSecret, "kube-system", "stage"}, {kindSecret, "ns", "expand"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := pvSecret(tc.pv, "ns")
-			if ok != tc.wantOK || got != tc.want {
-				t.Errorf("pvSecret = %v, %v; want %v, %v", got, ok, tc.want, tc.wantOK)
+			if got := pvSecrets(tc.pv, "ns"); !slices.Equal(got, tc.want) {
+				t.Errorf("pvSecrets = %v; want %v", got, tc.want)
 			}
 		})
 	}

@@ -26,6 +26,7 @@ type Driver struct {
 	StageUnstage          bool
 	VolumeStats           bool
 	SingleNodeMultiWriter bool
+	ExpandVolume          bool // NodeExpandVolume grows the filesystem
 	// ControllerPublish: the same endpoint serves the controller service
 	// with PUBLISH_UNPUBLISH_VOLUME (ControllerGetCapabilities), so a node
 	// without an attacher (static pods) can attach through it.
@@ -83,6 +84,8 @@ func (d *Driver) probe(ctx context.Context) error {
 			d.VolumeStats = true
 		case csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER:
 			d.SingleNodeMultiWriter = true
+		case csi.NodeServiceCapability_RPC_EXPAND_VOLUME:
+			d.ExpandVolume = true
 		}
 	}
 
