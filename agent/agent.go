@@ -447,6 +447,7 @@ func (a *Agent) reapOrphans(ctx context.Context) {
 			a.userns.release(uid)
 		}
 	}
+	a.removeOrphanedPodDirsLocked(known)
 	a.mu.Unlock()
 	if cg := a.o.Cgroups; cg != nil {
 		// A worker started since the list above has made (or is about
@@ -482,6 +483,36 @@ func (a *Agent) reapOrphans(ctx context.Context) {
 				klog.ErrorS(err, "Removing orphaned pod failed; will retry", "pod", klog.KObj(pod))
 			}
 		}()
+	}
+}
+
+// removeOrphanedPodDirsLocked is the kubelet's cleanupOrphanedPodDirs for
+// the agent's own state: the dir of a pod that is neither wanted, running,
+// nor left with a sandbox to reap (it never got one, or its sandbox went
+// while the agent was away) holds nothing anyone will read again: its
+// pod.json, /etc/hosts, termination-message files. A pod with a sandbox
+// keeps it until removeOrphan has used its pod.json.
+func (a *Agent) removeOrphanedPodDirsLocked(known map[types.UID]bool) {
+	if a.o.StateDir == "" {
+		return
+	}
+	dir := filepath.Join(a.o.StateDir, "pods")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			klog.ErrorS(err, "Listing the agent's pod state dirs failed", "dir", dir)
+		}
+		return
+	}
+	for _, e := range entries {
+		uid := types.UID(e.Name())
+		if !e.IsDir() || known[uid] || a.workers[uid] != nil || a.reaping[uid] {
+			continue
+		}
+		klog.InfoS("Removing the state of a pod that is gone", "podUID", uid)
+		if err := os.RemoveAll(a.podDir(uid)); err != nil {
+			klog.ErrorS(err, "Removing the state of a pod that is gone failed; will retry", "podUID", uid)
+		}
 	}
 }
 

@@ -45,6 +45,7 @@ type testEnv struct {
 	dir    string
 	reg    *prometheus.Registry
 	vols   Volumes // nil: no volume manager
+	state  string  // the agent's StateDir, made before setup runs
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -57,6 +58,7 @@ func newTestEnv(t *testing.T, manifests map[string]string, setup func(*testEnv))
 		dir: t.TempDir(),
 		reg: prometheus.NewRegistry(),
 	}
+	e.state = t.TempDir()
 	e.img.SetFakeImages([]string{"busybox:1.36"})
 	for name, content := range manifests {
 		writeFile(t, e.dir, name, content)
@@ -64,7 +66,7 @@ func newTestEnv(t *testing.T, manifests map[string]string, setup func(*testEnv))
 	if setup != nil {
 		setup(e)
 	}
-	state := t.TempDir()
+	state := e.state
 	a, err := New(Options{
 		ManifestsDir: e.dir, StateDir: state, PodLogsDir: filepath.Join(state, "logs"), NodeName: "node1", NodeIP: "10.0.0.1",
 		Runtime: e.rt, Images: e.img, Registerer: e.reg, SyncPeriod: 20 * time.Millisecond, Volumes: e.vols,

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -49,6 +51,14 @@ func TestAgentReleasesOrphanedVolumesOnceSourcesAreRead(t *testing.T) {
 	vols := &releasingVolumes{}
 	e := newTestEnv(t, map[string]string{"web.yaml": simplePod}, func(e *testEnv) {
 		e.vols = vols
+		// The agent's own state of a pod that never got a sandbox.
+		for _, uid := range []string{"never-started", "olduid"} {
+			if err := os.MkdirAll(filepath.Join(e.state, "pods", uid), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		writeFile(t, filepath.Join(e.state, "pods", "never-started"), "pod.json", `{"metadata":{"uid":"never-started"}}`)
+		writeFile(t, filepath.Join(e.state, "pods", "olduid"), "pod.json", `{"metadata":{"name":"gone","namespace":"default","uid":"olduid"}}`)
 		orphan := &v1.Pod{}
 		orphan.Name, orphan.Namespace, orphan.UID = "gone", "default", "olduid"
 		cfg, _ := makeSandboxConfig(orphan, 0, "/var/log/pods", dnsSettings{ResolvConf: "/nonexistent"}, nil)
@@ -71,5 +81,17 @@ func TestAgentReleasesOrphanedVolumesOnceSourcesAreRead(t *testing.T) {
 		if keep[tc.uid] != tc.want {
 			t.Errorf("keep[%s] = %v, want %v (keep %v)", tc.uid, keep[tc.uid], tc.want, keep)
 		}
+	}
+	// The never-started pod's state dir is gone with its volumes; the
+	// orphan's goes once removeOrphan is done with its pod.json; the
+	// running pod's stays.
+	gone := func(uid types.UID) bool {
+		_, err := os.Stat(filepath.Join(e.state, "pods", string(uid)))
+		return os.IsNotExist(err)
+	}
+	waitFor(t, "the never-started pod's state dir removed", func() bool { return gone("never-started") })
+	waitFor(t, "the orphan's state dir removed", func() bool { return gone("olduid") })
+	if gone(web.UID) {
+		t.Error("the running pod's state dir was removed")
 	}
 }
