@@ -43,9 +43,10 @@ import (
 // ControllerAttach is what the Manager needs of the API server in node
 // mode (Options.ControllerAttach); volumes itself links no API client.
 type ControllerAttach interface {
-	// AttachRequired is the CSIDriver object's spec.attachRequired for
-	// driver: true when the object does not exist or leaves it unset.
-	AttachRequired(driver string) (bool, error)
+	// CSIDriver is the spec of the CSIDriver object of driver, nil when
+	// there is none (the kubelet's defaults: attach required, no pod info
+	// on mount, fsGroupPolicy ReadWriteOnceWithFSType).
+	CSIDriver(driver string) (*storagev1.CSIDriverSpec, error)
 	// VolumeAttachment GETs the VolumeAttachment named name; nil and no
 	// error when there is none.
 	VolumeAttachment(ctx context.Context, name string) (*storagev1.VolumeAttachment, error)
@@ -75,11 +76,11 @@ func (m *Manager) controllerAttached(driver string) (bool, error) {
 	if m.opts.ControllerAttach == nil {
 		return false, nil
 	}
-	req, err := m.opts.ControllerAttach.AttachRequired(driver)
+	spec, err := m.opts.ControllerAttach.CSIDriver(driver)
 	if err != nil {
 		return false, fmt.Errorf("CSIDriver %s: %w", driver, err)
 	}
-	return req, nil
+	return spec == nil || spec.AttachRequired == nil || *spec.AttachRequired, nil
 }
 
 var (

@@ -65,16 +65,27 @@ func TestVAAttached(t *testing.T) {
 type fakeAttach struct {
 	mu          sync.Mutex
 	notRequired map[string]bool // drivers with attachRequired: false
+	specs       map[string]*storagev1.CSIDriverSpec
 	driverErr   error
 	vas         map[string]*storagev1.VolumeAttachment
 	inUse       map[v1.UniqueVolumeName]bool
 	gets        []string
 }
 
-func (f *fakeAttach) AttachRequired(driver string) (bool, error) {
+func (f *fakeAttach) CSIDriver(driver string) (*storagev1.CSIDriverSpec, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return !f.notRequired[driver], f.driverErr
+	if f.driverErr != nil {
+		return nil, f.driverErr
+	}
+	if s := f.specs[driver]; s != nil {
+		return s.DeepCopy(), nil
+	}
+	if f.notRequired[driver] {
+		no := false
+		return &storagev1.CSIDriverSpec{AttachRequired: &no}, nil
+	}
+	return nil, nil
 }
 
 func (f *fakeAttach) VolumeAttachment(_ context.Context, name string) (*storagev1.VolumeAttachment, error) {

@@ -6,9 +6,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
@@ -450,6 +454,10 @@ func (m *Manager) csiPublish(ctx context.Context, pe *podEntry, vs *volumeSpec, 
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
+	policy, err := m.csiPolicy(vs.CSI)
+	if err != nil {
+		return err
+	}
 	data := csiVolData{DriverName: vs.CSI.Driver, VolumeHandle: vs.CSI.VolumeHandle, SpecVolID: vs.SpecName, NodeName: d.NodeID, VolumeLifecycleMode: csiModePersist}
 	req := &csi.NodePublishVolumeRequest{
 		VolumeId: vs.CSI.VolumeHandle, TargetPath: target, VolumeCapability: csiCapability(d, vs.CSI),
@@ -463,11 +471,14 @@ func (m *Manager) csiPublish(ctx context.Context, pe *podEntry, vs *volumeSpec, 
 	}
 	if vs.CSI.Ephemeral {
 		data.VolumeLifecycleMode = csiModeEphemeral
-		vc := map[string]string{}
-		for k, v := range vs.CSI.Attributes {
-			vc[k] = v
+	}
+	if policy.podInfo {
+		// The kubelet's getPodInfoAttrs, over the volume's attributes.
+		vc := maps.Clone(vs.CSI.Attributes)
+		if vc == nil {
+			vc = map[string]string{}
 		}
-		vc[csiEphemeralKey] = "true"
+		vc[csiEphemeralKey] = strconv.FormatBool(vs.CSI.Ephemeral)
 		vc[csiPodNameKey], vc[csiPodNSKey], vc[csiPodUIDKey] = pe.pod.Name, pe.pod.Namespace, string(pe.pod.UID)
 		vc[csiSAKey] = pe.pod.Spec.ServiceAccountName
 		req.VolumeContext = vc
@@ -491,7 +502,7 @@ func (m *Manager) csiPublish(ctx context.Context, pe *podEntry, vs *volumeSpec, 
 		undo()
 		return fmt.Errorf("NodePublishVolume %s: %w", vs.CSI.VolumeHandle, err)
 	}
-	if own := csiOwnership(pe.pod, vs); own != nil {
+	if own := csiOwnership(pe.pod, vs, policy.fsGroup); own != nil {
 		if err := own.change(target); err != nil { // ignored by the kubelet too
 			klog.ErrorS(err, "fsGroup on CSI volume", "path", target)
 		}
@@ -499,16 +510,54 @@ func (m *Manager) csiPublish(ctx context.Context, pe *podEntry, vs *volumeSpec, 
 	return nil
 }
 
-// csiOwnership: the CSIDriver default fsGroupPolicy, ReadWriteOnceWithFSType
-// (no CSIDriver objects in static mode): the pod's fsGroup on a writable
-// volume with an fsType and ReadWriteOnce access.
-func csiOwnership(pod *v1.Pod, vs *volumeSpec) *volumeOwnership {
+// csiPolicy is what a CSIDriver object says about how the node uses the
+// driver's volumes.
+type csiPolicy struct {
+	podInfo bool // podInfoOnMount: the pod's identity in the volume context
+	fsGroup storagev1.FSGroupPolicy
+}
+
+// csiPolicy reads the driver's CSIDriver object in node mode (the
+// kubelet's defaults without one). Static mode has no such objects: the
+// default fsGroupPolicy, and the pod's identity for inline volumes only,
+// whose drivers (secrets stores and the like) are written to need it.
+func (m *Manager) csiPolicy(c *csiVolume) (csiPolicy, error) {
+	p := csiPolicy{fsGroup: storagev1.ReadWriteOnceWithFSTypeFSGroupPolicy}
+	if m.opts.ControllerAttach == nil {
+		p.podInfo = c.Ephemeral
+		return p, nil
+	}
+	spec, err := m.opts.ControllerAttach.CSIDriver(c.Driver)
+	if err != nil {
+		return p, fmt.Errorf("CSIDriver %s: %w", c.Driver, err)
+	}
+	if spec != nil {
+		p.podInfo = spec.PodInfoOnMount != nil && *spec.PodInfoOnMount
+		if spec.FSGroupPolicy != nil {
+			p.fsGroup = *spec.FSGroupPolicy
+		}
+	}
+	return p, nil
+}
+
+// csiOwnership is the kubelet's supportsFSGroup: the pod's fsGroup on a
+// writable volume, never with fsGroupPolicy None, always with File, and
+// with the default ReadWriteOnceWithFSType when the volume has an fsType
+// and is a ReadWriteOnce(Pod) PV or an inline volume (mounted RWO).
+func csiOwnership(pod *v1.Pod, vs *volumeSpec, policy storagev1.FSGroupPolicy) *volumeOwnership {
 	g := podFSGroup(pod)
-	if g == nil || vs.ReadOnly || vs.CSI.FSType == "" {
+	if g == nil || vs.ReadOnly || policy == storagev1.NoneFSGroupPolicy {
 		return nil
 	}
-	if len(vs.CSI.AccessModes) > 0 && vs.CSI.AccessModes[0] != v1.ReadWriteOnce {
-		return nil
+	if policy != storagev1.FileFSGroupPolicy {
+		if vs.CSI.FSType == "" {
+			return nil
+		}
+		if !vs.CSI.Ephemeral && !slices.ContainsFunc(vs.CSI.AccessModes, func(m v1.PersistentVolumeAccessMode) bool {
+			return m == v1.ReadWriteOnce || m == v1.ReadWriteOncePod
+		}) {
+			return nil
+		}
 	}
 	o := &volumeOwnership{fsGroup: *g}
 	if p := pod.Spec.SecurityContext.FSGroupChangePolicy; p != nil && *p == v1.FSGroupChangeOnRootMismatch {

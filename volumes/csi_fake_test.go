@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"peapod/volumes/csiplugin"
@@ -264,5 +265,91 @@ func TestCSIStageNeedsAttach(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(m.opts.StateDir, "csi")); len(ents) != 0 {
 		t.Fatalf("records left: %v", ents)
+	}
+}
+
+// csiOwnership follows the kubelet's supportsFSGroup for each
+// fsGroupPolicy a CSIDriver can name.
+func TestCSIOwnership(t *testing.T) {
+	g := int64(1234)
+	pod := podWithFSGroup(&g, nil)
+	rwo, rox := []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce}, []v1.PersistentVolumeAccessMode{v1.ReadOnlyMany, v1.ReadWriteOncePod}
+	vol := func(fsType string, modes []v1.PersistentVolumeAccessMode, eph, ro bool) *volumeSpec {
+		return &volumeSpec{Kind: kindCSI, ReadOnly: ro, CSI: &csiVolume{FSType: fsType, AccessModes: modes, Ephemeral: eph}}
+	}
+	for _, tc := range []struct {
+		name   string
+		pod    *v1.Pod
+		vs     *volumeSpec
+		policy storagev1.FSGroupPolicy
+		want   bool
+	}{
+		{"default: RWO PV with fsType", pod, vol("ext4", rwo, false, false), storagev1.ReadWriteOnceWithFSTypeFSGroupPolicy, true},
+		{"default: ReadWriteOncePod among the modes", pod, vol("ext4", rox, false, false), storagev1.ReadWriteOnceWithFSTypeFSGroupPolicy, true},
+		{"default: no fsType", pod, vol("", rwo, false, false), storagev1.ReadWriteOnceWithFSTypeFSGroupPolicy, false},
+		{"default: PV without access modes", pod, vol("ext4", nil, false, false), storagev1.ReadWriteOnceWithFSTypeFSGroupPolicy, false},
+		{"default: inline with fsType", pod, vol("ext4", nil, true, false), storagev1.ReadWriteOnceWithFSTypeFSGroupPolicy, true},
+		{"File: always", pod, vol("", []v1.PersistentVolumeAccessMode{v1.ReadWriteMany}, false, false), storagev1.FileFSGroupPolicy, true},
+		{"File: but not read-only", pod, vol("", nil, false, true), storagev1.FileFSGroupPolicy, false},
+		{"None: never", pod, vol("ext4", rwo, false, false), storagev1.NoneFSGroupPolicy, false},
+		{"no fsGroup", podWithFSGroup(nil, nil), vol("ext4", rwo, false, false), storagev1.FileFSGroupPolicy, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := csiOwnership(tc.pod, tc.vs, tc.policy)
+			if (got != nil) != tc.want || got != nil && got.fsGroup != g {
+				t.Errorf("csiOwnership = %+v, want fsGroup applied %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// Node mode: the CSIDriver's podInfoOnMount puts the pod's identity in the
+// volume context of a PV's publish ("ephemeral": "false"), and an inline
+// volume of a driver without it gets none (static mode gives inline
+// volumes the pod's identity, see TestCSIPublishWithoutStage).
+func TestCSIPodInfoOnMount(t *testing.T) {
+	f := &fakeCSI{}
+	yes := true
+	fa := &fakeAttach{notRequired: map[string]bool{fakeDriver: true}, inUse: map[v1.UniqueVolumeName]bool{}}
+	m := fakeManagerWith(t, f, func(o *Options) { o.ControllerAttach, o.NodeName = fa, "node-a" })
+	ctx := context.Background()
+	objs := csiObjs("vol-pi")
+	objs.PersistentVolumes[0].Spec.CSI.Driver = fakeDriver
+	objs.PersistentVolumes[0].Spec.CSI.VolumeAttributes = map[string]string{"share": "a"}
+	eph := v1.Volume{Name: "eph", VolumeSource: v1.VolumeSource{CSI: &v1.CSIVolumeSource{Driver: fakeDriver}}}
+	podA := podWith("u-pi1", "p1", []v1.Volume{eph}, v1.Container{Name: "c", VolumeMounts: []v1.VolumeMount{{Name: "eph", MountPath: "/eph"}}})
+	if _, err := m.SetupPod(ctx, podA, objs); err != nil {
+		t.Fatal(err)
+	}
+	fa.set(func() {
+		no := false
+		fa.specs = map[string]*storagev1.CSIDriverSpec{fakeDriver: {AttachRequired: &no, PodInfoOnMount: &yes}}
+	})
+	podB := csiPVPod("u-pi2")
+	podB.Spec.ServiceAccountName = "sa"
+	if _, err := m.SetupPod(ctx, podB, objs); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	pubs := f.pubs
+	f.mu.Unlock()
+	if len(pubs) != 2 {
+		t.Fatalf("%d publishes, want 2", len(pubs))
+	}
+	if vc := pubs[0].VolumeContext; vc[csiPodNameKey] != "" || vc[csiEphemeralKey] != "" {
+		t.Errorf("inline volume of a driver without podInfoOnMount: context %v", vc)
+	}
+	vc := pubs[1].VolumeContext
+	if vc["share"] != "a" || vc[csiEphemeralKey] != "false" || vc[csiPodNameKey] != podB.Name || vc[csiPodNSKey] != "ns" ||
+		vc[csiPodUIDKey] != "u-pi2" || vc[csiSAKey] != "sa" {
+		t.Errorf("PV of a driver with podInfoOnMount: context %v", vc)
+	}
+	if objs.PersistentVolumes[0].Spec.CSI.VolumeAttributes[csiPodNameKey] != "" {
+		t.Error("the PV's own attributes were changed")
+	}
+	for _, p := range []*v1.Pod{podA, podB} {
+		if err := m.TeardownPod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -50,21 +50,22 @@ func NewAttachments(client kubernetes.Interface, node NodeStatus) *Attachments {
 // Start runs the CSIDriver informer until stop is closed.
 func (a *Attachments) Start(stop <-chan struct{}) { a.factory.Start(stop) }
 
-// AttachRequired is the CSIDriver's spec.attachRequired; true without a
-// CSIDriver object or with the field unset (csiPlugin.skipAttach). Until
-// the first list it is an error, as the kubelet waits for its cache.
-func (a *Attachments) AttachRequired(driver string) (bool, error) {
+// CSIDriver is the spec of the CSIDriver object named driver (a copy), nil
+// when there is none: the kubelet's defaults then (attach required, no pod
+// info on mount, fsGroupPolicy ReadWriteOnceWithFSType). Until the first
+// list it is an error, as the kubelet waits for its cache.
+func (a *Attachments) CSIDriver(driver string) (*storagev1.CSIDriverSpec, error) {
 	if !a.informer.HasSynced() {
-		return false, errors.New("the CSIDrivers are not listed from the API server yet")
+		return nil, errors.New("the CSIDrivers are not listed from the API server yet")
 	}
 	d, err := a.lister.Get(driver)
 	if apierrors.IsNotFound(err) {
-		return true, nil
+		return nil, nil
 	}
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	return d.Spec.AttachRequired == nil || *d.Spec.AttachRequired, nil
+	return d.Spec.DeepCopy(), nil
 }
 
 // VolumeAttachment GETs name; nil when there is none. The Node authorizer

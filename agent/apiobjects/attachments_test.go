@@ -3,6 +3,7 @@ package apiobjects
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -33,8 +34,8 @@ func TestAttachments(t *testing.T) {
 	)
 	ns := &fakeNodeStatus{node: &v1.Node{Status: v1.NodeStatus{VolumesInUse: []v1.UniqueVolumeName{"kubernetes.io/csi/d^a"}}}}
 	a := NewAttachments(client, ns)
-	if _, err := a.AttachRequired("x"); err == nil {
-		t.Fatal("AttachRequired before the CSIDrivers are listed: no error")
+	if _, err := a.CSIDriver("x"); err == nil {
+		t.Fatal("CSIDriver before the CSIDrivers are listed: no error")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -46,9 +47,17 @@ func TestAttachments(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for driver, want := range map[string]bool{"noattach.example.com": false, "unset.example.com": true, "missing.example.com": true} {
-		if got, err := a.AttachRequired(driver); err != nil || got != want {
-			t.Errorf("AttachRequired(%s) = %t, %v; want %t", driver, got, err, want)
+	for driver, want := range map[string]string{"noattach.example.com": "attachRequired false", "unset.example.com": "attachRequired unset", "missing.example.com": "none"} {
+		spec, err := a.CSIDriver(driver)
+		got := "none"
+		switch {
+		case spec != nil && spec.AttachRequired == nil:
+			got = "attachRequired unset"
+		case spec != nil:
+			got = fmt.Sprintf("attachRequired %t", *spec.AttachRequired)
+		}
+		if err != nil || got != want {
+			t.Errorf("CSIDriver(%s): %s, %v; want %s", driver, got, err, want)
 		}
 	}
 	va, err := a.VolumeAttachment(ctx, "csi-abc")
