@@ -3,7 +3,7 @@
 // RegisterPlugin) cut down to what peapod needs.
 //
 // A driver (or its node-driver-registrar) puts a registration socket in
-// the plugins_registry dir. The Registry notices it (fsnotify, and a
+// the plugins_registry dir (or a subdirectory). The Registry notices it (fsnotify, and a
 // rescan each second that also retries failures), asks GetInfo, checks
 // the answer (type CSIPlugin, a CSI 1.x version), connects to the
 // driver's endpoint, asks NodeGetInfo, NodeGetCapabilities and
@@ -161,20 +161,36 @@ func (r *Registry) Run(ctx context.Context) error {
 	}
 }
 
-// sync makes the registrations follow the sockets in the dir.
+// sync makes the registrations follow the sockets in the dir and, as the
+// kubelet's plugin watcher walks it, its subdirectories (symlinks are not
+// followed; fsnotify watches the top only, the rescan finds the rest).
 func (r *Registry) sync(ctx context.Context) {
 	seen := map[string]bool{}
-	ents, err := os.ReadDir(r.dir)
+	var socks []string
+	err := filepath.WalkDir(r.dir, func(path string, e os.DirEntry, err error) error {
+		if err != nil {
+			if path == r.dir {
+				return err
+			}
+			return nil // gone meanwhile, or unreadable: the next rescan
+		}
+		// The kubelet ignores dot files and dirs; only sockets register.
+		if path != r.dir && strings.HasPrefix(e.Name(), ".") {
+			if e.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if e.Type()&os.ModeSocket != 0 {
+			socks = append(socks, path)
+		}
+		return nil
+	})
 	if err != nil {
 		klog.ErrorS(err, "read plugins registry dir", "dir", r.dir)
 		return
 	}
-	for _, e := range ents {
-		// The kubelet ignores dot files; only sockets register.
-		if strings.HasPrefix(e.Name(), ".") || e.Type()&os.ModeSocket == 0 {
-			continue
-		}
-		path := filepath.Join(r.dir, e.Name())
+	for _, path := range socks {
 		st, err := os.Stat(path)
 		if err != nil {
 			continue

@@ -80,7 +80,7 @@ func TestRegistryFollowsSockets(t *testing.T) {
 	stop := serve()
 	waitFor(t, "registration", func() bool { _, err := r.Get(loop.DriverName); return err == nil })
 	d, _ := r.Get(loop.DriverName)
-	if d.NodeID != "node-a" || d.MaxVolumes != 7 || !d.StageUnstage || !d.VolumeStats || !d.SingleNodeMultiWriter || !d.ControllerPublish ||
+	if d.NodeID != "node-a" || d.MaxVolumes != 7 || !d.StageUnstage || !d.VolumeStats || !d.SingleNodeMultiWriter || !d.ControllerPublish || !d.ExpandVolume ||
 		d.Endpoint != filepath.Join(dir, "csi.sock") || d.Topology[loop.TopologyKey] != "node-a" {
 		t.Fatalf("driver: %+v", d)
 	}
@@ -96,6 +96,47 @@ func TestRegistryFollowsSockets(t *testing.T) {
 	defer mu.Unlock()
 	if len(events) != 3 || events[0] != "+"+loop.DriverName || events[1] != "-"+loop.DriverName || events[2] != "+"+loop.DriverName {
 		t.Fatalf("events: %v", events)
+	}
+}
+
+// As the kubelet's plugin watcher, sockets in subdirectories register
+// too, and those under a dot-dir do not.
+func TestRegistrySubdirs(t *testing.T) {
+	dir := shortDir(t)
+	regDir := filepath.Join(dir, "registry")
+	r := New(regDir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	serve := func(sub, node string) (stop func()) {
+		d, err := loop.New(loop.Options{NodeID: node, Root: filepath.Join(dir, "disks-"+node)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(regDir, sub), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		dctx, dcancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- d.Serve(dctx, "unix://"+filepath.Join(dir, node+".sock"), filepath.Join(regDir, sub)) }()
+		return func() {
+			dcancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	stop := serve(".hidden", "hidden-node")
+	time.Sleep(2 * rescanPeriod)
+	if _, err := r.Get(loop.DriverName); !IsNotRegistered(err) {
+		t.Fatalf("a socket under a dot-dir registered: %v", err)
+	}
+	stop()
+	stop = serve("vendor/a", "sub-node")
+	defer stop()
+	waitFor(t, "registration from a subdirectory", func() bool { _, err := r.Get(loop.DriverName); return err == nil })
+	if d, _ := r.Get(loop.DriverName); d.NodeID != "sub-node" {
+		t.Fatalf("driver %+v, want node id sub-node", d)
 	}
 }
 
