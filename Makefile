@@ -69,9 +69,9 @@ runc:
 k8s:
 	@bash hack/cluster/build.sh control-plane >/dev/null
 
-# external-provisioner v6.4.0 and external-attacher v4.13.0 (csi-provisioner,
-# csi-attacher) built from the Go module proxy into
-# /var/cache/peapod/csi-sidecars-v6.4.0-v4.13.0/bin (~20 min cold on a busy
+# external-provisioner v6.4.0, external-attacher v4.13.0 and external-resizer
+# v2.3.0 (csi-provisioner, csi-attacher, csi-resizer) built from the Go module
+# proxy into /var/cache/peapod/csi-sidecars-v6.4.0-v4.13.0-v2.3.0/bin (~20 min cold on a busy
 # 2-core machine, ~1 min with Go's build cache warm, instant after): the
 # cluster's dynamic provisioning with peapod-csi-loop
 # (StorageClass peapod-loop; hack/cluster/README.md).

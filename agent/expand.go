@@ -138,9 +138,18 @@ func expansionFinished(pvc *v1.PersistentVolumeClaim, size resource.Quantity) *v
 }
 
 // expansionFailed is claim's status with a NodeResizeError condition
-// saying why (kept until a later expansion finishes).
-func expansionFailed(pvc *v1.PersistentVolumeClaim, err error, now time.Time) *v1.PersistentVolumeClaim {
+// saying why (kept until a later expansion finishes); an infeasible size
+// also sets the resize status NodeResizeInfeasible, which ends the node's
+// retries and hands the claim back to the resizer (the kubelet's
+// MarkNodeExpansionInfeasible).
+func expansionFailed(pvc *v1.PersistentVolumeClaim, err error, infeasible bool, now time.Time) *v1.PersistentVolumeClaim {
 	n := pvc.DeepCopy()
+	if infeasible {
+		if n.Status.AllocatedResourceStatuses == nil {
+			n.Status.AllocatedResourceStatuses = map[v1.ResourceName]v1.ClaimResourceStatus{}
+		}
+		n.Status.AllocatedResourceStatuses[v1.ResourceStorage] = v1.PersistentVolumeClaimNodeResizeInfeasible
+	}
 	cond := v1.PersistentVolumeClaimCondition{
 		Type: v1.PersistentVolumeClaimNodeResizeError, Status: v1.ConditionTrue,
 		LastTransitionTime: metav1.NewTime(now), Message: "failed to expand pvc with " + err.Error(),
@@ -231,7 +240,10 @@ func (a *Agent) expandOnce(ctx context.Context, exp VolumeExpander, j expandJob,
 	called, err := exp.ExpandVolume(ctx, j.pod.UID, j.volume, size.Value())
 	var notMounted interface{ NotMounted() bool }
 	var backingOff interface{ BackingOff() bool }
-	var final interface{ Final() bool }
+	var final interface {
+		Final() bool
+		Infeasible() bool
+	}
 	switch {
 	case err == nil:
 	case errors.As(err, &notMounted) && notMounted.NotMounted():
@@ -244,7 +256,7 @@ func (a *Agent) expandOnce(ctx context.Context, exp VolumeExpander, j expandJob,
 			reported[key] = msg
 			a.event(j.pod, v1.EventTypeWarning, "VolumeResizeFailed", "MountVolume.NodeExpandVolume failed for volume %q : %s", pv.Name, msg)
 			if errors.As(err, &final) && final.Final() {
-				if _, perr := a.patchClaimStatus(ctx, pvc, expansionFailed(pvc, err, a.clock.Now())); perr != nil {
+				if _, perr := a.patchClaimStatus(ctx, pvc, expansionFailed(pvc, err, final.Infeasible(), a.clock.Now())); perr != nil {
 					klog.ErrorS(perr, "Marking the claim's node expansion failed", "pod", klog.KObj(j.pod))
 				}
 			}

@@ -23,9 +23,13 @@ func (f *fakeExpander) ExpandVolume(_ context.Context, _ types.UID, _ string, si
 	return f.called, f.err
 }
 
-type finalErr struct{ error }
+type finalErr struct {
+	error
+	infeasible bool
+}
 
-func (finalErr) Final() bool { return true }
+func (finalErr) Final() bool        { return true }
+func (e finalErr) Infeasible() bool { return e.infeasible }
 
 type notMountedErr struct{ error }
 
@@ -74,9 +78,14 @@ func TestExpandOnce(t *testing.T) {
 		{name: "not mounted yet: in progress, waits", pvc: claim(v1.PersistentVolumeClaimNodeResizePending),
 			exp: fakeExpander{err: notMountedErr{errors.New("not mounted")}}, wantCalls: 1, wantCap: "32Mi",
 			wantStatus: v1.PersistentVolumeClaimNodeResizeInProgress},
-		{name: "final failure: NodeResizeError condition", pvc: claim(v1.PersistentVolumeClaimNodeResizePending),
-			exp: fakeExpander{err: finalErr{errors.New("OutOfRange")}}, wantCalls: 1, wantCap: "32Mi",
+		{name: "final failure: NodeResizeError condition, retried", pvc: claim(v1.PersistentVolumeClaimNodeResizePending),
+			exp: fakeExpander{err: finalErr{error: errors.New("Internal: resize2fs: Permission denied")}}, wantCalls: 1, wantCap: "32Mi",
 			wantStatus: v1.PersistentVolumeClaimNodeResizeInProgress, wantCond: v1.PersistentVolumeClaimNodeResizeError},
+		{name: "infeasible: NodeResizeInfeasible, back to the resizer", pvc: claim(v1.PersistentVolumeClaimNodeResizePending),
+			exp: fakeExpander{err: finalErr{error: errors.New("OutOfRange"), infeasible: true}}, wantCalls: 1, wantCap: "32Mi",
+			wantStatus: v1.PersistentVolumeClaimNodeResizeInfeasible, wantCond: v1.PersistentVolumeClaimNodeResizeError},
+		{name: "infeasible before: not tried again", pvc: claim(v1.PersistentVolumeClaimNodeResizeInfeasible), wantCap: "32Mi",
+			wantStatus: v1.PersistentVolumeClaimNodeResizeInfeasible},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			client := fake.NewClientset(pv.DeepCopy(), tc.pvc.DeepCopy())

@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -350,6 +351,37 @@ func TestCSIPodInfoOnMount(t *testing.T) {
 	for _, p := range []*v1.Pod{podA, podB} {
 		if err := m.TeardownPod(ctx, p); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// NodeExpandVolume failures are classified as the kubelet's CSI client
+// does: in flight (retry), final (NodeResizeError), infeasible.
+func TestExpandError(t *testing.T) {
+	for _, tc := range []struct {
+		err               error
+		final, infeasible bool
+	}{
+		{status.Error(codes.Unavailable, "restarting"), false, false},
+		{status.Error(codes.DeadlineExceeded, "slow"), false, false},
+		{status.Error(codes.Aborted, "pending"), false, false},
+		{status.Error(codes.Internal, "resize2fs: Permission denied"), true, false},
+		{status.Error(codes.FailedPrecondition, "not online"), true, false},
+		{status.Error(codes.OutOfRange, "too big"), true, true},
+		{status.Error(codes.NotFound, "no volume"), true, true},
+		{errors.New("not a gRPC status"), false, false},
+	} {
+		err := expandError(tc.err, "vol", 1)
+		var f interface {
+			Final() bool
+			Infeasible() bool
+		}
+		final := errors.As(err, &f)
+		if final != tc.final || final && f.Infeasible() != tc.infeasible {
+			t.Errorf("%v: final %v, want %v / %v", tc.err, final, tc.final, tc.infeasible)
+		}
+		if !strings.Contains(err.Error(), "NodeExpandVolume vol to 1 bytes") || !errors.Is(err, tc.err) {
+			t.Errorf("%v: error %q does not wrap it", tc.err, err)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -34,15 +35,38 @@ func (e *notMountedError) Error() string {
 }
 func (e *notMountedError) NotMounted() bool { return true }
 
-// finalError wraps a driver's answer that says a retry with the same size
-// cannot succeed (InvalidArgument, OutOfRange, NotFound,
-// FailedPrecondition): the kubelet marks such a claim with a
-// NodeResizeError condition. Callers ask it for Final().
-type finalError struct{ err error }
+// finalError wraps a driver's answer that says the call is over, not in
+// flight (every gRPC code but Canceled, DeadlineExceeded, Unavailable,
+// ResourceExhausted and Aborted: the kubelet's isFinalError); infeasible
+// ones (InvalidArgument, OutOfRange, NotFound) say that a retry with the
+// same size cannot succeed. The kubelet marks a claim NodeResizeError for
+// the first, NodeResizeInfeasible for the second. Callers ask the error
+// for Final() and Infeasible() rather than import this package.
+type finalError struct {
+	err        error
+	infeasible bool
+}
 
-func (e *finalError) Error() string { return e.err.Error() }
-func (e *finalError) Unwrap() error { return e.err }
-func (e *finalError) Final() bool   { return true }
+func (e *finalError) Error() string    { return e.err.Error() }
+func (e *finalError) Unwrap() error    { return e.err }
+func (e *finalError) Final() bool      { return true }
+func (e *finalError) Infeasible() bool { return e.infeasible }
+
+// expandError classifies a NodeExpandVolume failure.
+func expandError(err error, handle string, size int64) error {
+	err = fmt.Errorf("NodeExpandVolume %s to %d bytes: %w", handle, size, err)
+	st, ok := status.FromError(errors.Unwrap(err))
+	if !ok {
+		return err
+	}
+	switch st.Code() {
+	case codes.Canceled, codes.DeadlineExceeded, codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+		return err
+	case codes.InvalidArgument, codes.OutOfRange, codes.NotFound:
+		return &finalError{err: err, infeasible: true}
+	}
+	return &finalError{err: err}
+}
 
 // ExpandVolume grows the filesystem of the CSI volume name of pod uid to
 // newSize bytes. It answers false, nil when the driver has no node
@@ -101,11 +125,7 @@ func (m *Manager) ExpandVolume(ctx context.Context, uid types.UID, name string, 
 		defer cancel()
 		resp, err := d.Node.NodeExpandVolume(cctx, req)
 		if err != nil {
-			switch status.Code(err) {
-			case codes.InvalidArgument, codes.OutOfRange, codes.NotFound, codes.FailedPrecondition:
-				return &finalError{fmt.Errorf("NodeExpandVolume %s to %d bytes: %w", vs.CSI.VolumeHandle, newSize, err)}
-			}
-			return fmt.Errorf("NodeExpandVolume %s to %d bytes: %w", vs.CSI.VolumeHandle, newSize, err)
+			return expandError(err, vs.CSI.VolumeHandle, newSize)
 		}
 		klog.InfoS("Volume expanded on the node", "pod", uid, "volume", name, "volumeHandle", vs.CSI.VolumeHandle,
 			"requiredBytes", newSize, "capacityBytes", resp.GetCapacityBytes(), "path", filepath.Dir(req.VolumePath))

@@ -17,10 +17,11 @@
 #                                  (flannel: the cluster network of the
 #                                   multi-node tests; flanneld and the
 #                                   `flannel` CNI meta plugin; prints its dir)
-#   $PEAPOD_CACHE/csi-sidecars-$CSI_PROVISIONER_VERSION-$CSI_ATTACHER_VERSION/bin/{csi-provisioner,csi-attacher}
-#                                  (csi-sidecars: external-provisioner and
-#                                   external-attacher, beside the control plane
-#                                   for peapod-csi-loop; prints its bin dir)
+#   $PEAPOD_CACHE/csi-sidecars-$CSI_PROVISIONER_VERSION-$CSI_ATTACHER_VERSION-$CSI_RESIZER_VERSION/bin/{csi-provisioner,csi-attacher,csi-resizer}
+#                                  (csi-sidecars: external-provisioner,
+#                                   external-attacher and external-resizer,
+#                                   beside the control plane for
+#                                   peapod-csi-loop; prints its bin dir)
 #
 # PEAPOD_CACHE defaults to /var/cache/peapod; K8S_VERSION to v1.37.2 (the
 # release whose k8s.io/* v0.37.2 libraries peapod links). A binary already in
@@ -48,6 +49,7 @@ FLANNEL_TENCENT_VPC=${FLANNEL_TENCENT_VPC:-v1.3.75}
 # The CSI sidecars the cluster runs for peapod-csi-loop (harness/csi.go).
 CSI_PROVISIONER_VERSION=${CSI_PROVISIONER_VERSION:-v6.4.0}
 CSI_ATTACHER_VERSION=${CSI_ATTACHER_VERSION:-v4.13.0}
+CSI_RESIZER_VERSION=${CSI_RESIZER_VERSION:-v2.3.0}
 PEAPOD_CACHE=${PEAPOD_CACHE:-/var/cache/peapod}
 what=${1:-control-plane}
 
@@ -248,8 +250,11 @@ build_flannel() {
 }
 
 # build_csi_sidecars: csi-provisioner (github.com/kubernetes-csi/
-# external-provisioner/v6) and csi-attacher (external-attacher/v4) into
-# $PEAPOD_CACHE/csi-sidecars-<provisioner>-<attacher>/bin; prints that dir.
+# external-provisioner/v6), csi-attacher (external-attacher/v4) and
+# csi-resizer (external-resizer/v2) into
+# $PEAPOD_CACHE/csi-sidecars-<provisioner>-<attacher>-<resizer>/bin; prints
+# that dir. Every version is in the dir's name, so a dir an older build.sh
+# filled (without csi-resizer) is never taken for complete.
 # Their go.mod files carry replace directives, which `go install
 # pkg@version` refuses, so each is built inside a writable copy of its
 # module (go mod download -json gives the dir): its own go.mod and go.sum
@@ -257,19 +262,20 @@ build_flannel() {
 # cgo, the version through main.version as their release-tools set it, so
 # --version reports the release.
 build_csi_sidecars() {
-	local sdir=$PEAPOD_CACHE/csi-sidecars-$CSI_PROVISIONER_VERSION-$CSI_ATTACHER_VERSION
+	local sdir=$PEAPOD_CACHE/csi-sidecars-$CSI_PROVISIONER_VERSION-$CSI_ATTACHER_VERSION-$CSI_RESIZER_VERSION
 	local sbin=$sdir/bin
-	if [ -x "$sbin/csi-provisioner" ] && [ -x "$sbin/csi-attacher" ]; then
+	if [ -x "$sbin/csi-provisioner" ] && [ -x "$sbin/csi-attacher" ] && [ -x "$sbin/csi-resizer" ]; then
 		echo "$sbin"
 		return 0
 	fi
 	mkdir -p "$sbin"
 	local start=$SECONDS name mod ver tmp dir
-	for name in csi-provisioner csi-attacher; do
+	for name in csi-provisioner csi-attacher csi-resizer; do
 		[ -x "$sbin/$name" ] && continue
 		case $name in
 		csi-provisioner) mod=github.com/kubernetes-csi/external-provisioner/v6 ver=$CSI_PROVISIONER_VERSION ;;
 		csi-attacher) mod=github.com/kubernetes-csi/external-attacher/v4 ver=$CSI_ATTACHER_VERSION ;;
+		csi-resizer) mod=github.com/kubernetes-csi/external-resizer/v2 ver=$CSI_RESIZER_VERSION ;;
 		esac
 		log "building $name $ver ($mod; cold: 5-16 min each on a busy 2-core machine)"
 		tmp=$(mktemp -d "$sdir/src.XXXXXX")

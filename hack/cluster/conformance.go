@@ -58,7 +58,7 @@ func conformance(runtime, node, focus, skip, out string, procs int, storageDrive
 	defer func() {
 		// Keep the node's logs with the report: they name the cause of a
 		// failure more often than the spec's message does.
-		for _, name := range []string{"kubelet", harness.NodePeapodAgent, "peapod", "containerd", "kube-apiserver", "peapod-csi-loop", "csi-provisioner", "csi-attacher"} {
+		for _, name := range []string{"kubelet", harness.NodePeapodAgent, "peapod", "containerd", "kube-apiserver", "peapod-csi-loop", "csi-provisioner", "csi-attacher", "csi-resizer"} {
 			src := filepath.Join(c.Dir, "logs", name+".log")
 			if data, err := os.ReadFile(src); err == nil {
 				_ = os.WriteFile(filepath.Join(out, name+".log"), data, 0o644)

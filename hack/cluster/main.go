@@ -36,7 +36,7 @@ func main() {
 	gates := fs.String("kubelet-feature-gates", "", "extra kubelet feature gates, Name=true,Other=false")
 	hosts := fs.Int("hosts", 0, "up: a multi-node cluster of this many test hosts (network namespaces), each a node (--node), joined by Flannel (harness/hosts.go)")
 	backend := fs.String("backend", harness.BackendHostGW, "up with --hosts: Flannel's backend, host-gw or vxlan")
-	csi := fs.Bool("csi", true, "up (single node): run peapod-csi-loop with csi-provisioner and csi-attacher (built by hack/cluster/build.sh csi-sidecars) and make the StorageClass peapod-loop, the default class; --csi=false: none")
+	csi := fs.Bool("csi", true, "up (single node): run peapod-csi-loop with csi-provisioner, csi-attacher and csi-resizer (built by hack/cluster/build.sh csi-sidecars) and make the StorageClass peapod-loop, the default class; --csi=false: none")
 	metrics := fs.Bool("metrics-server", false, "up: also run metrics-server (built by hack/cluster/build.sh metrics-server) behind the metrics.k8s.io API, for kubectl top")
 	focus := fs.String("focus", `\[NodeConformance\]`, "conformance: the specs to run (ginkgo focus)")
 	skip := fs.String("skip", `\[Serial\]|\[Disruptive\]|\[Flaky\]|\[Slow\]|\[Feature:|\[Alpha\]`, "conformance: the specs to leave out (ginkgo skip)")

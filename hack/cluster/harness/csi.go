@@ -15,7 +15,7 @@ import (
 )
 
 // Dynamic provisioning with peapod-csi-loop (Options.CSISidecars; the
-// single node only): three more host processes beside the control plane,
+// single node only): four more host processes beside the control plane,
 // started by PID and stopped by PID like every component, the CSIDriver,
 // the StorageClass and the sidecars' RBAC.
 //
@@ -26,6 +26,9 @@ import (
 //	   ─▶ csi-attacher ─ ControllerPublishVolume (losetup) ─▶ status.attached
 //	   ─▶ the node agent (kubelet, or peapod-agent) ─ NodeStage (mkfs, mount)
 //	      ─ NodePublish (bind mount into the pod)
+//	PVC spec.resources grows ─▶ csi-resizer ─ ControllerExpandVolume (truncate,
+//	   loop capacity) ─▶ PV spec.capacity; PVC NodeResizePending
+//	   ─▶ the node agent ─ NodeExpandVolume (resize2fs, online) ─▶ PVC status.capacity
 //
 //   - peapod-csi-loop (bin/peapod-csi-loop, `make build`): the driver, its
 //     Identity, Controller and Node services on DIR/csi-loop/csi.sock, its
@@ -35,22 +38,24 @@ import (
 //     peapod-agent's default <root>/plugins_registry
 //     (DIR/peapod-agent/root/…). The node agent registers it from there
 //     (the kubelet writes the CSINode and the node's topology label).
-//   - csi-provisioner (external-provisioner v6) and csi-attacher
-//     (external-attacher v4), from hack/cluster/build.sh csi-sidecars, on
-//     the driver's socket (the driver serves its controller service on the
-//     node, and the disks are local to it, so one socket serves all three
-//     roles, as a single-node hostpath deployment does), each with a
-//     client certificate of its own (users csi-provisioner, csi-attacher)
-//     bound to the ClusterRole upstream's deploy/kubernetes/rbac.yaml
-//     gives its service account. Their namespaced Roles there are for
-//     leader-election Leases and storage capacity objects: one instance
-//     each, no leader election (the sidecars' default), no
-//     --enable-capacity, so neither is needed.
+//   - csi-provisioner (external-provisioner v6), csi-attacher
+//     (external-attacher v4) and csi-resizer (external-resizer v2), from
+//     hack/cluster/build.sh csi-sidecars, on the driver's socket (the
+//     driver serves its controller service on the node, and the disks are
+//     local to it, so one socket serves every role, as a single-node
+//     hostpath deployment does), each with a client certificate of its own
+//     (users csi-provisioner, csi-attacher, csi-resizer) bound to the
+//     ClusterRole upstream's deploy/kubernetes/rbac.yaml gives its service
+//     account. Their namespaced Roles there are for leader-election Leases
+//     and storage capacity objects: one instance each, no leader election
+//     (the sidecars' default), no --enable-capacity, so neither is needed.
 //   - The CSIDriver loop.csi.peapod.io (attachRequired: the attach is the
 //     losetup, and with it the attach/detach controller makes a
 //     VolumeAttachment; podInfoOnMount false) and the StorageClass
 //     peapod-loop, the default class, volumeBindingMode
-//     WaitForFirstConsumer: a disk is a file on one node (the driver
+//     WaitForFirstConsumer, allowVolumeExpansion (without it the API
+//     server refuses a bigger request on a bound claim; csi-resizer and
+//     the node agent do the growing): a disk is a file on one node (the driver
 //     reports the topology segment topology.loop.csi.peapod.io/node), so
 //     it must be made where its first pod is scheduled; with Immediate
 //     binding the provisioner would pick a node before any pod had one.
@@ -58,7 +63,7 @@ import (
 //     spec.csi.fsType, so the kubelet applies a pod's fsGroup to it (the
 //     CSIDriver's default fsGroupPolicy, ReadWriteOnceWithFSType).
 //
-// Down stops the three processes before the node agent; after the mounts
+// Down stops the four processes before the node agent; after the mounts
 // under the dir are gone it detaches every loop device whose backing file
 // is in DIR/csi-loop/disks (an attach the attacher or the node agent made
 // and nothing undid), and the disks go with the dir.
@@ -72,7 +77,11 @@ const (
 )
 
 // csiComponents are the CSI processes, in the order Down stops them.
-var csiComponents = []string{"csi-attacher", "csi-provisioner", "peapod-csi-loop"}
+var csiComponents = []string{"csi-resizer", "csi-attacher", "csi-provisioner", "peapod-csi-loop"}
+
+// csiSidecarNames are the sidecars of Options.CSISidecars, each a client
+// certificate user of the same name.
+var csiSidecarNames = []string{"csi-provisioner", "csi-attacher", "csi-resizer"}
 
 // csiSteps are Up's steps for CSI: none without Options.CSISidecars or on
 // a multi-node cluster.
@@ -86,7 +95,7 @@ func (c *Cluster) csiSteps() []struct {
 	return []struct {
 		name string
 		fn   func(context.Context) error
-	}{{"CSI (peapod-csi-loop, csi-provisioner, csi-attacher, StorageClass " + CSIStorageClass + ")", c.startCSI}}
+	}{{"CSI (peapod-csi-loop, " + strings.Join(csiSidecarNames, ", ") + ", StorageClass " + CSIStorageClass + ")", c.startCSI}}
 }
 
 func (c *Cluster) csiDir() string { return filepath.Join(c.Dir, "csi-loop") }
@@ -117,7 +126,11 @@ func (c *Cluster) csiRegistrationDir() string {
 func (c *Cluster) startCSI(ctx context.Context) error {
 	driver := filepath.Join(c.Repo, "bin", "peapod-csi-loop")
 	sidecars := map[string]string{}
-	for _, name := range []string{driver, filepath.Join(c.opts.CSISidecars, "csi-provisioner"), filepath.Join(c.opts.CSISidecars, "csi-attacher")} {
+	bins := []string{driver}
+	for _, name := range csiSidecarNames {
+		bins = append(bins, filepath.Join(c.opts.CSISidecars, name))
+	}
+	for _, name := range bins {
 		if _, err := os.Stat(name); err != nil {
 			return fmt.Errorf("%w (make build; hack/cluster/build.sh csi-sidecars)", err)
 		}
@@ -160,11 +173,28 @@ func (c *Cluster) startCSI(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// An explicit --timeout is also the ControllerExpandVolume deadline
+	// (--resize-timeout, 10s by default: a truncate, but a busy machine).
+	// --handle-volume-inuse-error stays on, upstream's default (it watches
+	// pods: the RBAC below has them); the driver expands online, so it
+	// never has to wait for a claim's pods to go.
+	res, err := c.start("csi-resizer", sidecars["csi-resizer"], []string{
+		"--csi-address=" + sock, "--kubeconfig=" + c.csiKubeconfig("csi-resizer"),
+		"--timeout=30s", "--v=2",
+	}, nil)
+	if err != nil {
+		return err
+	}
 	// Each sidecar probes the driver and asks its name before it says so.
 	if err := waitLog(ctx, prov, "Started provisioner controller", 60*time.Second); err != nil {
 		return err
 	}
 	if err := waitLog(ctx, att, "Starting CSI attacher", 60*time.Second); err != nil {
+		return err
+	}
+	// Its resize controller starts only for a driver that can expand: the
+	// line says it reached the driver and will act on bigger claims.
+	if err := waitLog(ctx, res, "Starting external resizer", 60*time.Second); err != nil {
 		return err
 	}
 	if !c.kubeletNode() {
@@ -205,7 +235,7 @@ func (c *Cluster) makeCSIPKI() error {
 	if err != nil {
 		return err
 	}
-	for _, user := range []string{"csi-provisioner", "csi-attacher"} {
+	for _, user := range csiSidecarNames {
 		if err := ca.issue(filepath.Join(c.Dir, "pki"), certSpec{name: user, cn: user, client: true}); err != nil {
 			return err
 		}
@@ -244,9 +274,10 @@ func loadCA(dir, name string) (*certAuthority, error) {
 }
 
 // csiObjects: the CSIDriver, the StorageClass and the sidecars' RBAC
-// (upstream's ClusterRoles: external-provisioner v6.4.0 and
-// external-attacher v4.13.0 deploy/kubernetes/rbac.yaml, bound to the
-// users of their client certificates instead of service accounts).
+// (upstream's ClusterRoles: external-provisioner v6.4.0,
+// external-attacher v4.13.0 and external-resizer v2.3.0
+// deploy/kubernetes/rbac.yaml, bound to the users of their client
+// certificates instead of service accounts).
 const csiObjects = `apiVersion: storage.k8s.io/v1
 kind: CSIDriver
 metadata:
@@ -267,6 +298,7 @@ parameters:
   csi.storage.k8s.io/fstype: ext4
 reclaimPolicy: Delete
 volumeBindingMode: WaitForFirstConsumer
+allowVolumeExpansion: true
 ---
 kind: ClusterRole
 apiVersion: rbac.authorization.k8s.io/v1
@@ -339,6 +371,41 @@ subjects:
 roleRef:
   kind: ClusterRole
   name: external-attacher-runner
+  apiGroup: rbac.authorization.k8s.io
+---
+kind: ClusterRole
+apiVersion: rbac.authorization.k8s.io/v1
+metadata:
+  name: external-resizer-runner
+rules:
+- apiGroups: [""]
+  resources: ["persistentvolumes"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list", "watch", "create", "update", "patch"]
+- apiGroups: ["storage.k8s.io"]
+  resources: ["volumeattributesclasses"]
+  verbs: ["get", "list", "watch"]
+---
+kind: ClusterRoleBinding
+apiVersion: rbac.authorization.k8s.io/v1
+metadata:
+  name: csi-resizer-role
+subjects:
+- {kind: User, name: csi-resizer, apiGroup: rbac.authorization.k8s.io}
+roleRef:
+  kind: ClusterRole
+  name: external-resizer-runner
   apiGroup: rbac.authorization.k8s.io
 `
 

@@ -33,7 +33,8 @@ func TestCSIObjects(t *testing.T) {
 			}
 			if sc.Name != CSIStorageClass || sc.Provisioner != CSIDriverName ||
 				sc.Annotations["storageclass.kubernetes.io/is-default-class"] != "true" ||
-				sc.VolumeBindingMode == nil || *sc.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer {
+				sc.VolumeBindingMode == nil || *sc.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer ||
+				sc.AllowVolumeExpansion == nil || !*sc.AllowVolumeExpansion {
 				t.Errorf("StorageClass %+v", sc)
 			}
 		case "CSIDriver":
@@ -47,7 +48,7 @@ func TestCSIObjects(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int{"CSIDriver": 1, "StorageClass": 1, "ClusterRole": 2, "ClusterRoleBinding": 2}
+	want := map[string]int{"CSIDriver": 1, "StorageClass": 1, "ClusterRole": 3, "ClusterRoleBinding": 3}
 	for k, n := range want {
 		if kinds[k] != n {
 			t.Errorf("%d %s, want %d (all: %v)", kinds[k], k, n, kinds)

@@ -101,7 +101,7 @@ type Options struct {
 	// behind the APIService v1beta1.metrics.k8s.io and waits until the API
 	// server answers for it (metricsserver.go). Empty: no metrics API.
 	MetricsServer string
-	// CSISidecars holds csi-provisioner and csi-attacher
+	// CSISidecars holds csi-provisioner, csi-attacher and csi-resizer
 	// (hack/cluster/build.sh csi-sidecars prints it): when set, Up runs
 	// peapod-csi-loop with them and makes the StorageClass peapod-loop,
 	// the default class (csi.go; single node only). Empty: no CSI.
