@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -82,6 +83,7 @@ const (
 	csiPodNSKey      = "csi.storage.k8s.io/pod.namespace"
 	csiPodUIDKey     = "csi.storage.k8s.io/pod.uid"
 	csiSAKey         = "csi.storage.k8s.io/serviceAccount.name"
+	csiTokensKey     = "csi.storage.k8s.io/serviceAccount.tokens"
 	csiModePersist   = "Persistent"
 	csiModeEphemeral = "Ephemeral"
 )
@@ -274,7 +276,7 @@ func (m *Manager) csiTarget(uid types.UID, vs *volumeSpec) string {
 // its own back-off.
 func (m *Manager) setupCSIVolume(ctx context.Context, pe *podEntry, vs *volumeSpec, st *volState) error {
 	if st.ready {
-		return nil
+		return m.csiRepublish(ctx, pe, vs, st)
 	}
 	target := m.csiTarget(pe.pod.UID, vs)
 	if ok, _ := isMountPoint(target); ok {
@@ -306,7 +308,41 @@ func (m *Manager) setupCSIVolume(ctx context.Context, pe *podEntry, vs *volumeSp
 		if err := m.csiPublish(ctx, pe, vs, sv, target); err != nil {
 			return err
 		}
-		st.ready, st.hostPath = true, target
+		st.ready, st.hostPath, st.published = true, target, time.Now()
+		return nil
+	})
+}
+
+// csiRepublishPeriod: how often a driver whose CSIDriver says
+// requiresRepublish gets NodePublishVolume again for a mounted volume (the
+// kubelet does it at each pod sync, about once a minute), so it can hand
+// the pod fresh service account tokens or rotated content.
+var csiRepublishPeriod = time.Minute
+
+// csiRepublish publishes a ready volume again when its driver asks for it
+// and its period is up (a volume adopted after a restart at once). A
+// failure leaves the volume as it is, mounted, and is retried with
+// back-off.
+func (m *Manager) csiRepublish(ctx context.Context, pe *podEntry, vs *volumeSpec, st *volState) error {
+	if time.Since(st.published) < csiRepublishPeriod {
+		return nil
+	}
+	policy, err := m.csiPolicy(vs.CSI)
+	if err != nil || !policy.republish {
+		// Asked again after a period, not at every pass.
+		st.published = time.Now()
+		return nil
+	}
+	var sv *csiStaged
+	if !vs.CSI.Ephemeral {
+		sv = m.csi.staged[vs.CSI.key()]
+	}
+	key := "republish/" + string(pe.pod.UID) + "/" + vs.Name
+	return m.do(key, "republish", vs.Plugin, func() error {
+		if err := m.csiPublish(ctx, pe, vs, sv, m.csiTarget(pe.pod.UID, vs)); err != nil {
+			return fmt.Errorf("republish: %w", err)
+		}
+		st.published = time.Now()
 		return nil
 	})
 }
@@ -472,9 +508,28 @@ func (m *Manager) csiPublish(ctx context.Context, pe *podEntry, vs *volumeSpec, 
 	if vs.CSI.Ephemeral {
 		data.VolumeLifecycleMode = csiModeEphemeral
 	}
+	if len(policy.tokens) > 0 {
+		tokens, err := m.csiTokens(ctx, pe.pod, policy.tokens)
+		if err != nil {
+			return err
+		}
+		if policy.tokensInSecrets {
+			req.Secrets = maps.Clone(req.Secrets)
+			if req.Secrets == nil {
+				req.Secrets = map[string]string{}
+			}
+			req.Secrets[csiTokensKey] = tokens
+		} else {
+			req.VolumeContext = maps.Clone(req.VolumeContext)
+			if req.VolumeContext == nil {
+				req.VolumeContext = map[string]string{}
+			}
+			req.VolumeContext[csiTokensKey] = tokens
+		}
+	}
 	if policy.podInfo {
 		// The kubelet's getPodInfoAttrs, over the volume's attributes.
-		vc := maps.Clone(vs.CSI.Attributes)
+		vc := maps.Clone(req.VolumeContext)
 		if vc == nil {
 			vc = map[string]string{}
 		}
@@ -515,6 +570,13 @@ func (m *Manager) csiPublish(ctx context.Context, pe *podEntry, vs *volumeSpec, 
 type csiPolicy struct {
 	podInfo bool // podInfoOnMount: the pod's identity in the volume context
 	fsGroup storagev1.FSGroupPolicy
+	// tokens: service account tokens of the pod, one per audience, in the
+	// volume context (or the publish secrets with tokensInSecrets).
+	tokens          []storagev1.TokenRequest
+	tokensInSecrets bool
+	// republish: NodePublishVolume again every csiRepublishPeriod while
+	// the pod runs (fresh tokens, rotated content).
+	republish bool
 }
 
 // csiPolicy reads the driver's CSIDriver object in node mode (the
@@ -536,8 +598,38 @@ func (m *Manager) csiPolicy(c *csiVolume) (csiPolicy, error) {
 		if spec.FSGroupPolicy != nil {
 			p.fsGroup = *spec.FSGroupPolicy
 		}
+		p.tokens = spec.TokenRequests
+		p.tokensInSecrets = spec.ServiceAccountTokenInSecrets != nil && *spec.ServiceAccountTokenInSecrets
+		p.republish = spec.RequiresRepublish != nil && *spec.RequiresRepublish
 	}
 	return p, nil
+}
+
+// csiTokens is the kubelet's podServiceAccountTokenAttrs: a token of the
+// pod's service account, bound to the pod, per audience the CSIDriver
+// asks for, as JSON {audience: {token, expirationTimestamp}}.
+func (m *Manager) csiTokens(ctx context.Context, pod *v1.Pod, reqs []storagev1.TokenRequest) (string, error) {
+	if m.opts.Tokens == nil {
+		return "", errors.New("the CSIDriver asks for service account tokens and there is no API server to issue them")
+	}
+	type status struct {
+		Token               string    `json:"token"`
+		ExpirationTimestamp time.Time `json:"expirationTimestamp"`
+	}
+	out := map[string]status{}
+	for _, r := range reqs {
+		var exp int64
+		if r.ExpirationSeconds != nil {
+			exp = *r.ExpirationSeconds
+		}
+		tok, expires, err := m.opts.Tokens.Token(ctx, pod, r.Audience, exp)
+		if err != nil {
+			return "", fmt.Errorf("service account token for audience %q: %w", r.Audience, err)
+		}
+		out[r.Audience] = status{Token: tok, ExpirationTimestamp: expires.UTC().Truncate(time.Second)}
+	}
+	b, err := json.Marshal(out)
+	return string(b), err
 }
 
 // csiOwnership is the kubelet's supportsFSGroup: the pod's fsGroup on a

@@ -2,7 +2,9 @@ package volumes
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -383,5 +385,100 @@ func TestExpandError(t *testing.T) {
 		if !strings.Contains(err.Error(), "NodeExpandVolume vol to 1 bytes") || !errors.Is(err, tc.err) {
 			t.Errorf("%v: error %q does not wrap it", tc.err, err)
 		}
+	}
+}
+
+// Node mode, a CSIDriver with tokenRequests and requiresRepublish (what
+// secrets-store drivers use): the publish carries a token of the pod's
+// service account per audience (in the volume context, or the secrets
+// with serviceAccountTokenInSecrets), and a mounted volume is published
+// again each period with fresh ones; a failed republish keeps the mount.
+func TestCSITokensAndRepublish(t *testing.T) {
+	for _, inSecrets := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inSecrets=%v", inSecrets), func(t *testing.T) {
+			f := &fakeCSI{}
+			no, yes := false, true
+			fa := &fakeAttach{inUse: map[v1.UniqueVolumeName]bool{}, specs: map[string]*storagev1.CSIDriverSpec{fakeDriver: {
+				AttachRequired: &no, RequiresRepublish: &yes, ServiceAccountTokenInSecrets: &inSecrets,
+				TokenRequests: []storagev1.TokenRequest{{Audience: "vault", ExpirationSeconds: i64(3600)}, {Audience: ""}},
+			}}}
+			tokens := &testTokens{token: "tok-1"}
+			m := fakeManagerWith(t, f, func(o *Options) { o.ControllerAttach, o.NodeName, o.Tokens = fa, "node-a", tokens })
+			ctx := context.Background()
+			eph := v1.Volume{Name: "eph", VolumeSource: v1.VolumeSource{CSI: &v1.CSIVolumeSource{Driver: fakeDriver}}}
+			pod := podWith("u-tok", "p", []v1.Volume{eph}, v1.Container{Name: "c", VolumeMounts: []v1.VolumeMount{{Name: "eph", MountPath: "/eph"}}})
+			if _, err := m.SetupPod(ctx, pod, nil); err != nil {
+				t.Fatal(err)
+			}
+			published := func() []*csi.NodePublishVolumeRequest {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				return append([]*csi.NodePublishVolumeRequest(nil), f.pubs...)
+			}
+			tokenOf := func(r *csi.NodePublishVolumeRequest) map[string]map[string]string {
+				t.Helper()
+				raw, elsewhere := r.VolumeContext[csiTokensKey], r.Secrets[csiTokensKey]
+				if inSecrets {
+					raw, elsewhere = elsewhere, raw
+				}
+				if elsewhere != "" {
+					t.Errorf("tokens in the wrong place (inSecrets %v): %v / %v", inSecrets, r.VolumeContext, r.Secrets)
+				}
+				var got map[string]map[string]string
+				if err := json.Unmarshal([]byte(raw), &got); err != nil {
+					t.Fatalf("tokens %q: %v", raw, err)
+				}
+				return got
+			}
+			pubs := published()
+			if len(pubs) != 1 {
+				t.Fatalf("%d publishes, want 1", len(pubs))
+			}
+			got := tokenOf(pubs[0])
+			if len(got) != 2 || got["vault"]["token"] != "tok-1" || got[""]["token"] != "tok-1" || got["vault"]["expirationTimestamp"] == "" {
+				t.Fatalf("tokens %v", got)
+			}
+			tokens.mu.Lock()
+			asked := append([]string(nil), tokens.asked...)
+			tokens.mu.Unlock()
+			if len(asked) != 2 || asked[0] != "u-tok aud=vault exp=3600" || asked[1] != "u-tok aud= exp=0" {
+				t.Fatalf("tokens asked: %v", asked)
+			}
+
+			// Not due yet: nothing; due: published again with the new token.
+			republish := func() {
+				m.mu.Lock()
+				m.reconcileLocked(ctx)
+				m.mu.Unlock()
+			}
+			republish()
+			if n := len(published()); n != 1 {
+				t.Fatalf("%d publishes before the period, want 1", n)
+			}
+			tokens.set("tok-2")
+			m.mu.Lock()
+			m.pods[pod.UID].state["eph"].published = time.Now().Add(-csiRepublishPeriod)
+			m.mu.Unlock()
+			republish()
+			pubs = published()
+			if len(pubs) != 2 || tokenOf(pubs[1])["vault"]["token"] != "tok-2" || pubs[1].TargetPath != pubs[0].TargetPath {
+				t.Fatalf("after the period: %d publishes, last %v", len(pubs), pubs[len(pubs)-1])
+			}
+
+			// A republish that fails keeps the volume ready.
+			tokens.mu.Lock()
+			tokens.err = errors.New("apiserver down")
+			tokens.mu.Unlock()
+			m.mu.Lock()
+			m.pods[pod.UID].state["eph"].published = time.Now().Add(-csiRepublishPeriod)
+			m.mu.Unlock()
+			republish()
+			if mounts, err := m.SetupPod(ctx, pod, nil); err != nil || len(mounts["c"]) != 1 {
+				t.Fatalf("after a failed republish: %v %v", mounts, err)
+			}
+			if err := m.TeardownPod(ctx, pod); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -107,6 +107,10 @@ type volState struct {
 	// unchanged): token-bearing ones are written again each
 	// tokenResyncPeriod.
 	projected time.Time
+	// published is when a CSI volume was last published (zero: adopted
+	// after a restart): a requiresRepublish driver gets it again
+	// (csiRepublish).
+	published time.Time
 	err       error // last setup error
 }
 
