@@ -53,7 +53,8 @@
 // volumes: attach, stage, publish through drivers registered with
 // csiplugin/, the plugin watcher; its own state machine), attach.go (node
 // mode: CSI attach is the attach/detach controller's; wait for the
-// VolumeAttachment; status.volumesInUse), loop.go and
+// VolumeAttachment; status.volumesInUse), expand.go (online expansion:
+// NodeExpandVolume, the node half), loop.go and
 // mount.go (thin wrappers over disk/: loop ioctls, mountinfo, mount helpers,
 // format; shared with the CSI driver csi/loop), metrics.go.
 package volumes
