@@ -860,12 +860,12 @@ type volumeUsage struct {
 
 // csiUsage asks the driver (NodeGetVolumeStats) when it has
 // GET_VOLUME_STATS; false sends the collector to statfs.
-func (mt *metrics) csiUsage(t statsTarget) (volumeUsage, bool) {
+func csiUsage(drivers *csiplugin.Registry, t statsTarget) (volumeUsage, bool) {
 	var u volumeUsage
-	if t.csi == nil || mt.csiDrivers == nil {
+	if t.csi == nil || drivers == nil {
 		return u, false
 	}
-	d, err := mt.csiDrivers.Get(t.csi.driver)
+	d, err := drivers.Get(t.csi.driver)
 	if err != nil || !d.VolumeStats {
 		return u, false
 	}

@@ -362,6 +362,7 @@ func (m *Manager) UpdateObjects(objs *Objects) {
 // back-off expires, re-projects objects, finishes teardowns and releases
 // unused devices.
 func (m *Manager) Run(ctx context.Context) {
+	go m.metrics.refreshLoop(ctx)
 	t := time.NewTicker(resyncPeriod)
 	defer t.Stop()
 	for {

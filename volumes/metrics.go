@@ -1,9 +1,11 @@
 package volumes
 
 import (
+	"context"
 	"errors"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
@@ -17,12 +19,18 @@ import (
 var errAdopted = errors.New("adopted")
 
 // metrics: peapod_volume_operations_total and, for volumes bound to a claim,
-// the kubelet's kubelet_volume_stats_* gauges, statfs'd at scrape time.
+// the kubelet's kubelet_volume_stats_* gauges. Usage is measured (statfs,
+// or the driver's NodeGetVolumeStats) when a volume is first scraped and
+// then every statsPeriod in the background, as the kubelet's volume stats
+// aggregation does: a scrape never waits on a hung driver or mount again.
 type metrics struct {
 	ops *prometheus.CounterVec
 
 	mu      sync.RWMutex
 	targets []statsTarget
+	// usage is the last measurement per target key; a failed one is kept
+	// too (ok false), so a scrape does not try a hung mount again.
+	usage map[string]measured
 
 	csiDrivers *csiplugin.Registry // NodeGetVolumeStats (csi.go)
 
@@ -33,6 +41,18 @@ type statsTarget struct {
 	namespace, claim, path string
 	csi                    *csiStatsSource // nil: not a CSI volume
 }
+
+type measured struct {
+	u  volumeUsage
+	ok bool
+}
+
+// key identifies a target across snapshots (csi is a new pointer each time).
+func (t statsTarget) key() string { return t.namespace + "/" + t.claim + "\x00" + t.path }
+
+// statsPeriod is how often the usage of the claim volumes is measured
+// again (the kubelet's --volume-stats-agg-period, 1m by default).
+var statsPeriod = time.Minute
 
 func newMetrics(*Manager) *metrics {
 	labels := []string{"namespace", "persistentvolumeclaim"}
@@ -106,30 +126,81 @@ func (mt *metrics) Collect(ch chan<- prometheus.Metric) {
 	ts := mt.targets
 	mt.mu.RUnlock()
 	for _, t := range ts {
+		mt.mu.RLock()
+		m, seen := mt.usage[t.key()]
+		mt.mu.RUnlock()
+		if !seen {
+			// First scrape of this volume: measured now, kept.
+			m.u, m.ok = measure(mt.csiDrivers, t)
+			mt.mu.Lock()
+			if mt.usage == nil {
+				mt.usage = map[string]measured{}
+			}
+			mt.usage[t.key()] = m
+			mt.mu.Unlock()
+		}
+		if !m.ok {
+			continue
+		}
+		u := m.u
 		g := func(d *prometheus.Desc, v float64) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, t.namespace, t.claim)
 		}
-		if u, ok := mt.csiUsage(t); ok {
-			g(mt.capacity, u.capacity)
-			g(mt.available, u.available)
-			g(mt.used, u.used)
-			if u.hasInodes {
-				g(mt.inodes, u.inodes)
-				g(mt.inodesFree, u.inodesFree)
-				g(mt.inodesUsed, u.inodesUsed)
-			}
-			continue
+		g(mt.capacity, u.capacity)
+		g(mt.available, u.available)
+		g(mt.used, u.used)
+		if u.hasInodes {
+			g(mt.inodes, u.inodes)
+			g(mt.inodesFree, u.inodesFree)
+			g(mt.inodesUsed, u.inodesUsed)
 		}
-		var s unix.Statfs_t
-		if err := unix.Statfs(t.path, &s); err != nil {
-			continue
-		}
-		bs := float64(s.Bsize)
-		g(mt.capacity, float64(s.Blocks)*bs)
-		g(mt.available, float64(s.Bavail)*bs)
-		g(mt.used, float64(s.Blocks-s.Bfree)*bs)
-		g(mt.inodes, float64(s.Files))
-		g(mt.inodesFree, float64(s.Ffree))
-		g(mt.inodesUsed, float64(s.Files-s.Ffree))
 	}
+}
+
+// refreshLoop measures every target again each statsPeriod until ctx ends.
+func (mt *metrics) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(statsPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		mt.refresh()
+	}
+}
+
+// refresh measures the current targets, outside the lock, and replaces
+// the cache (volumes gone since drop out; one it cannot measure reports
+// nothing until a later refresh can).
+func (mt *metrics) refresh() {
+	mt.mu.RLock()
+	ts := mt.targets
+	mt.mu.RUnlock()
+	fresh := make(map[string]measured, len(ts))
+	for _, t := range ts {
+		u, ok := measure(mt.csiDrivers, t)
+		fresh[t.key()] = measured{u, ok}
+	}
+	mt.mu.Lock()
+	mt.usage = fresh
+	mt.mu.Unlock()
+}
+
+// measure is a target's usage: the driver's NodeGetVolumeStats for a CSI
+// volume whose driver offers it, else statfs of the volume's path.
+func measure(drivers *csiplugin.Registry, t statsTarget) (volumeUsage, bool) {
+	if u, ok := csiUsage(drivers, t); ok {
+		return u, true
+	}
+	var s unix.Statfs_t
+	if err := unix.Statfs(t.path, &s); err != nil {
+		return volumeUsage{}, false
+	}
+	bs := float64(s.Bsize)
+	return volumeUsage{
+		capacity: float64(s.Blocks) * bs, available: float64(s.Bavail) * bs, used: float64(s.Blocks-s.Bfree) * bs,
+		inodes: float64(s.Files), inodesFree: float64(s.Ffree), inodesUsed: float64(s.Files - s.Ffree), hasInodes: true,
+	}, true
 }
