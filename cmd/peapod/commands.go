@@ -223,6 +223,13 @@ func runCheck(args []string) error {
 	}
 	if os.Geteuid() == 0 {
 		report("pause (new namespaces, confined)", checkPause())
+		missing, err := hostcheck.MissingCapabilities("/proc/self/status")
+		if err != nil {
+			note("warn", "capabilities: "+err.Error())
+		}
+		for _, m := range missing {
+			note("warn", m)
+		}
 	}
 	checkLXCFS(cfg, report, note)
 	if len(failed) > 0 {

@@ -310,6 +310,12 @@ func hostChecks(ctx context.Context, cfg *config.Config) []cri.HostProblem {
 		klog.ErrorS(r.Err, "Host check failed: RuntimeReady stays false until it is fixed and peapod restarted", "check", r.What, "reason", r.Reason)
 		problems = append(problems, cri.HostProblem{Reason: r.Reason, Message: r.Err.Error()})
 	}
+	// Missing capabilities cost features, not pods: logged, not a problem.
+	if missing, err := hostcheck.MissingCapabilities("/proc/self/status"); err == nil {
+		for _, m := range missing {
+			klog.InfoS("Host capability warning", "warning", m)
+		}
+	}
 	return problems
 }
 
