@@ -213,7 +213,12 @@ func TestTCPSocket(t *testing.T) {
 }
 
 // timeWait counts sockets in TIME_WAIT with port as either end, on either
-// side (the probe's ephemeral end or the server's listening end).
+// side (the probe's ephemeral end or the server's listening end). The
+// tests compare with the count from before their probes: a listener may
+// be given a port that an earlier connection of another test (or
+// process) used as its ephemeral end and left in TIME_WAIT, which binding
+// with SO_REUSEADDR allows; no new connection can take the port while the
+// listener holds it.
 func timeWait(t *testing.T, port int) int {
 	t.Helper()
 	n := 0
@@ -264,28 +269,30 @@ func TestNoTimeWait(t *testing.T) {
 			}
 		}()
 		_, port := hostPort(t, l.Addr().String())
+		before := timeWait(t, port)
 		for range 50 {
 			if r, msg, _ := p.tcp(context.Background(), &v1.TCPSocketAction{Port: intstr.FromInt(port)}, target{podIP: "127.0.0.1"}, time.Second); r != Success {
 				t.Fatalf("probe: %v %s", r, msg)
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
-		if n := timeWait(t, port); n != 0 {
-			t.Errorf("%d sockets in TIME_WAIT after 50 tcp probes", n)
+		if n := timeWait(t, port) - before; n > 0 {
+			t.Errorf("%d new sockets in TIME_WAIT after 50 tcp probes", n)
 		}
 	})
 	t.Run("httpGet", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 		defer srv.Close()
 		_, port := hostPort(t, srv.Listener.Addr().String())
+		before := timeWait(t, port)
 		for range 50 {
 			if r, msg, _ := p.httpGet(context.Background(), &v1.HTTPGetAction{Port: intstr.FromInt(port)}, target{podIP: "127.0.0.1"}, time.Second); r != Success {
 				t.Fatalf("probe: %v %s", r, msg)
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
-		if n := timeWait(t, port); n != 0 {
-			t.Errorf("%d sockets in TIME_WAIT after 50 http probes", n)
+		if n := timeWait(t, port) - before; n > 0 {
+			t.Errorf("%d new sockets in TIME_WAIT after 50 http probes", n)
 		}
 	})
 	t.Run("grpc", func(t *testing.T) {
@@ -298,14 +305,15 @@ func TestNoTimeWait(t *testing.T) {
 		go s.Serve(l)
 		defer s.Stop()
 		_, port := hostPort(t, l.Addr().String())
+		before := timeWait(t, port)
 		for range 50 {
 			if r, msg, _ := p.grpc(context.Background(), &v1.GRPCAction{Port: int32(port)}, target{podIP: "127.0.0.1"}, time.Second); r != Success {
 				t.Fatalf("probe: %v %s", r, msg)
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
-		if n := timeWait(t, port); n != 0 {
-			t.Errorf("%d sockets in TIME_WAIT after 50 grpc probes", n)
+		if n := timeWait(t, port) - before; n > 0 {
+			t.Errorf("%d new sockets in TIME_WAIT after 50 grpc probes", n)
 		}
 	})
 	t.Run("control: without linger 0 TIME_WAIT does appear", func(t *testing.T) {
