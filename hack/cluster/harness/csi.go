@@ -158,44 +158,35 @@ func (c *Cluster) startCSI(ctx context.Context) error {
 	if err := waitFile(ctx, drv, sock, 30*time.Second); err != nil {
 		return err
 	}
-	prov, err := c.start("csi-provisioner", sidecars["csi-provisioner"], []string{
-		"--csi-address=" + sock, "--kubeconfig=" + c.csiKubeconfig("csi-provisioner"),
-		// The default 10s: CreateVolume is a truncate, but a busy machine.
-		"--timeout=30s", "--v=2",
-	}, nil)
-	if err != nil {
-		return err
+	// Every sidecar talks to the driver's socket with its own client
+	// certificate. An explicit --timeout: the default 10s is each one's
+	// CSI call deadline (CreateVolume, ControllerPublishVolume,
+	// ControllerExpandVolume through --resize-timeout), enough for a
+	// truncate or a losetup, but not on a busy machine. csi-resizer keeps
+	// upstream's --handle-volume-inuse-error (it watches pods: the RBAC
+	// below has them); the driver expands online, so it never has to wait
+	// for a claim's pods to go. Each says so in its log once it has probed
+	// the driver and asked its name (the resizer's controller starts only
+	// for a driver that can expand).
+	ready := map[string]string{
+		"csi-provisioner": "Started provisioner controller",
+		"csi-attacher":    "Starting CSI attacher",
+		"csi-resizer":     "Starting external resizer",
 	}
-	att, err := c.start("csi-attacher", sidecars["csi-attacher"], []string{
-		"--csi-address=" + sock, "--kubeconfig=" + c.csiKubeconfig("csi-attacher"),
-		"--timeout=30s", "--v=2",
-	}, nil)
-	if err != nil {
-		return err
+	started := map[string]*component{}
+	for _, name := range csiSidecarNames {
+		p, err := c.start(name, sidecars[name], []string{
+			"--csi-address=" + sock, "--kubeconfig=" + c.csiKubeconfig(name), "--timeout=30s", "--v=2",
+		}, nil)
+		if err != nil {
+			return err
+		}
+		started[name] = p
 	}
-	// An explicit --timeout is also the ControllerExpandVolume deadline
-	// (--resize-timeout, 10s by default: a truncate, but a busy machine).
-	// --handle-volume-inuse-error stays on, upstream's default (it watches
-	// pods: the RBAC below has them); the driver expands online, so it
-	// never has to wait for a claim's pods to go.
-	res, err := c.start("csi-resizer", sidecars["csi-resizer"], []string{
-		"--csi-address=" + sock, "--kubeconfig=" + c.csiKubeconfig("csi-resizer"),
-		"--timeout=30s", "--v=2",
-	}, nil)
-	if err != nil {
-		return err
-	}
-	// Each sidecar probes the driver and asks its name before it says so.
-	if err := waitLog(ctx, prov, "Started provisioner controller", 60*time.Second); err != nil {
-		return err
-	}
-	if err := waitLog(ctx, att, "Starting CSI attacher", 60*time.Second); err != nil {
-		return err
-	}
-	// Its resize controller starts only for a driver that can expand: the
-	// line says it reached the driver and will act on bigger claims.
-	if err := waitLog(ctx, res, "Starting external resizer", 60*time.Second); err != nil {
-		return err
+	for _, name := range csiSidecarNames {
+		if err := waitLog(ctx, started[name], ready[name], 60*time.Second); err != nil {
+			return err
+		}
 	}
 	if !c.kubeletNode() {
 		return nil
